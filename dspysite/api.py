@@ -1,0 +1,31 @@
+"""The one NinjaAPI of the service: assembles the routers of each app and the JSON error handlers."""
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, JsonResponse
+from ninja import NinjaAPI
+
+from programs.api import build_router
+from programs.runtime import get_runtime
+
+
+def build_api() -> NinjaAPI:
+    runtime = get_runtime()
+    api = NinjaAPI(
+        title=runtime.config.config.app_id,
+        version="1.0.0",
+        description="DSPy programs served as HTTP endpoints. GET /programs lists them with their schemas.",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+
+    @api.exception_handler(RequestDataTooBig)
+    def body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> JsonResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return JsonResponse({"detail": f"Request body is larger than {limit} bytes"}, status=413)
+
+    api.add_router("", build_router(runtime))
+    return api
+
+
+api = build_api()

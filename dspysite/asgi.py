@@ -1,0 +1,34 @@
+"""ASGI entry point: ``uvicorn dspysite.asgi:application`` or gunicorn's uvicorn workers.
+
+The programs are loaded here, at import, so a bad config or a name clash stops the process with
+one line before it accepts traffic.
+"""
+
+import os
+import sys
+
+from django.conf import settings
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dspysite.settings")
+django_application = get_asgi_application()
+
+from dspysite.lifespan import BodyLimitMiddleware, LifespanMiddleware  # noqa: E402
+from programs.config import ConfigError  # noqa: E402
+from programs.discovery import DiscoveryError  # noqa: E402
+from programs.runtime import get_runtime  # noqa: E402
+
+try:
+    runtime = get_runtime()
+except (ConfigError, DiscoveryError) as exc:
+    sys.stderr.write(f"dspy-django: cannot start: {exc}\n")
+    raise SystemExit(2) from None
+
+import dspysite.urls  # noqa: E402,F401 - build the routes now, not on the first request
+
+application = LifespanMiddleware(
+    BodyLimitMiddleware(ASGIStaticFilesHandler(django_application), settings.DATA_UPLOAD_MAX_MEMORY_SIZE),
+    on_startup=[],
+    on_shutdown=[runtime.aclose],
+)

@@ -1,0 +1,141 @@
+"""Django settings, read from the environment with safe defaults.
+
+Only what Django itself needs lives here; the DSPy side (models, programs, server limits) is read
+from ``dspy.config.yaml`` by :mod:`programs.config`.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+
+from dspysite.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG and env_bool("DJANGO_REQUIRE_SECRET_KEY", False):
+        raise RuntimeError("SECRET_KEY must be set in production (DJANGO_REQUIRE_SECRET_KEY=true)")
+    # Development only: a fixed key keeps sessions valid across reloads. Set SECRET_KEY in production.
+    SECRET_KEY = "dev-insecure-dspy-django-secret-key-change-me"  # noqa: S105
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    # programs first: its `runserver` (uvicorn, one event loop) replaces Django's WSGI one.
+    "programs",
+    "telemetry",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "ninja",
+]
+
+# The API path carries only async-native middleware: every MiddlewareMixin middleware costs two
+# thread hops per request under ASGI. Django's session/auth/CSRF/messages stack is applied to the
+# admin and HTML pages only, by `dspysite.middleware.BrowserMiddleware`.
+MIDDLEWARE = [
+    "dspysite.middleware.json_errors_middleware",
+    "dspysite.middleware.BrowserMiddleware",
+]
+BROWSER_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+# Paths that get the browser middleware stack (admin and server-rendered pages).
+BROWSER_PATH_PREFIXES = ("/admin/", "/ui/")
+# admin.E408/E409/E410 look for the session/auth/messages middleware in MIDDLEWARE; they are
+# applied by BrowserMiddleware for the admin instead.
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
+
+ROOT_URLCONF = "dspysite.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "dspysite.wsgi.application"
+ASGI_APPLICATION = "dspysite.asgi.application"
+
+
+def _database() -> dict:
+    """SQLite (WAL, IMMEDIATE transactions) by default; PostgreSQL with psycopg's pool by URL."""
+    url = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+    config = dj_database_url.parse(url, conn_max_age=0)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+        }
+    elif config["ENGINE"] == "django.db.backends.postgresql":
+        # CONN_MAX_AGE > 0 leaks connections under ASGI; the pool is the supported way (Django 5.1+).
+        config["OPTIONS"] = {
+            "pool": {
+                "min_size": env_int("DB_POOL_MIN_SIZE", 1),
+                "max_size": env_int("DB_POOL_MAX_SIZE", 4),
+                "timeout": env_int("DB_POOL_TIMEOUT_S", 10),
+            }
+        }
+    config["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME") or None}
+    return config
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Request bodies above this size are refused with 413 before Django reads them.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1024 * 1024)
+
+# Path of dspy.config.yaml; DSPY_PROJECT_DIR serves an existing dspy-cli project instead.
+DSPY_CONFIG = env_str("DSPY_CONFIG", "")
+DSPY_PROJECT_DIR = env_str("DSPY_PROJECT_DIR", "")
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # DSPy logs every LM-call warning at WARNING; keep them, but not its INFO chatter.
+        "dspy": {"level": "WARNING"},
+    },
+}

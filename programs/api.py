@@ -1,0 +1,109 @@
+"""HTTP routes of the programs app: one ``POST /{Program}`` per program, the listing, health."""
+
+import inspect
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Router
+from pydantic import BaseModel
+
+from programs.execution import CallFailed, run_program
+from programs.runtime import Program, Runtime
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class ErrorBody(BaseModel):
+    detail: Any
+    error_type: str | None = None
+    upstream_status: int | None = None
+
+
+def request_id(request: HttpRequest) -> str:
+    """The client's ``X-Request-ID`` when well-formed, else a new one."""
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    return incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+def program_listing(runtime: Runtime) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": program.name,
+            "endpoint": f"/{program.name}",
+            "model": program.model_alias,
+            "execution": _execution(program),
+            "description": program.description,
+            "input_schema": program.inputs.model.model_json_schema(),
+            "output_schema": _json_schema(program.outputs.model),
+        }
+        for program in runtime.programs.values()
+    ]
+
+
+def _execution(program: Program) -> str:
+    return "async" if program.is_async else "sync"
+
+
+def _json_schema(annotation: Any) -> dict[str, Any]:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(annotation).json_schema()
+
+
+def build_router(runtime: Runtime) -> Router:
+    router = Router()
+
+    @router.get("/programs", tags=["service"], summary="List the served programs and their schemas")
+    async def list_programs(request: HttpRequest) -> JsonResponse:
+        return JsonResponse({"programs": program_listing(runtime)})
+
+    @router.get("/health/live", tags=["service"], summary="Liveness: the process answers")
+    async def live(request: HttpRequest) -> JsonResponse:
+        return JsonResponse({"status": "alive"})
+
+    @router.get("/health/ready", tags=["service"], summary="Readiness: every program loaded")
+    async def ready(request: HttpRequest) -> JsonResponse:
+        if runtime.failures:
+            failed = [
+                {"module": failure.module_file, "programs": list(failure.programs), "error": failure.error}
+                for failure in runtime.failures
+            ]
+            return JsonResponse({"status": "not ready", "failed": failed}, status=503)
+        return JsonResponse({"status": "ready", "programs": len(runtime.programs)})
+
+    for program in runtime.programs.values():
+        router.add_api_operation(
+            f"/{program.name}",
+            ["POST"],
+            _program_view(runtime, program),
+            response={200: program.outputs.model, (400, 404, 413, 422, 500, 502, 504): ErrorBody},
+            operation_id=program.name,
+            summary=f"Run {program.name} ({_execution(program)}, model {program.model_alias})",
+            description=program.description,
+            tags=["programs"],
+        )
+    return router
+
+
+def _program_view(runtime: Runtime, program: Program) -> Callable[..., Awaitable[HttpResponse]]:
+    async def view(request: HttpRequest, payload: BaseModel) -> HttpResponse:
+        rid = request_id(request)
+        try:
+            body = await run_program(runtime, program, program.inputs.to_kwargs(payload))
+        except CallFailed as failure:
+            response: HttpResponse = JsonResponse(failure.body(), status=failure.status)
+        else:
+            response = HttpResponse(body, content_type="application/json")
+        response[REQUEST_ID_HEADER] = rid
+        return response
+
+    # django-ninja reads the body schema from the signature: give it this program's input model.
+    parameters = list(inspect.signature(view).parameters.values())
+    parameters[1] = parameters[1].replace(annotation=program.inputs.model)
+    view.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    view.__name__ = f"run_{program.name}"
+    return view

@@ -1,0 +1,192 @@
+"""``dspy.config.yaml``: the dspy-cli schema plus this server's ``server`` and ``programs`` sections.
+
+The file is validated once at start-up. Any problem becomes a :class:`ConfigError` whose message
+is a single line naming the file and the key, so a bad config stops the server with one clear
+sentence instead of a traceback.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from dotenv import load_dotenv
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_FILENAME = "dspy.config.yaml"
+
+# An I/O-bound LLM call holds its thread for the whole upstream round trip, so the pool must be as
+# wide as the number of sync calls meant to be in flight: 6 threads (asyncio's default here) cap
+# a 50 ms model at 120 requests/s. Threads waiting on sockets cost memory, not CPU.
+DEFAULT_SYNC_WORKER_THREADS = 256
+DEFAULT_REQUEST_TIMEOUT_S = 120.0
+
+# Server settings that may be overridden by an environment variable (and a runserver flag).
+ENV_OVERRIDES = {
+    "sync_worker_threads": "DSPY_SYNC_WORKER_THREADS",
+    "request_timeout_s": "DSPY_REQUEST_TIMEOUT_S",
+}
+
+
+class ConfigError(Exception):
+    """A problem with the configuration, phrased as one line for the operator."""
+
+
+class ModelEntry(BaseModel):
+    """One entry of ``models.registry``. Unknown keys are passed to ``dspy.LM`` as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    api_base: str | None = None
+    api_key: str | None = None
+    env: str | None = None
+    model_type: Literal["chat", "text", "responses"] = "chat"
+    temperature: float | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    # Off unless asked for: a served program answering from a cache hides upstream behaviour
+    # and makes load tests measure the cache.
+    cache: bool = False
+    num_retries: int = Field(default=3, ge=0)
+
+    def lm_kwargs(self) -> dict[str, Any]:
+        """Extra keys given in the file, for ``dspy.LM(**kwargs)``."""
+        return dict(self.model_extra or {})
+
+
+class ModelsSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default: str | None = None
+    registry: dict[str, ModelEntry] = Field(min_length=1)
+
+
+class ServerSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sync_worker_threads: int = Field(default=DEFAULT_SYNC_WORKER_THREADS, ge=1, le=4096)
+    request_timeout_s: float = Field(default=DEFAULT_REQUEST_TIMEOUT_S, gt=0)
+
+
+class ProgramOptions(BaseModel):
+    """Per-program settings under ``programs.<Name>``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    request_timeout_s: float | None = Field(default=None, gt=0)
+    state: str | None = None
+
+
+class ServiceConfig(BaseModel):
+    """The whole file. Unknown top-level keys are ignored so dspy-cli files load unchanged."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    app_id: str = "dspy-django"
+    models: ModelsSection
+    program_models: dict[str, str] = Field(default_factory=dict)
+    programs: dict[str, ProgramOptions] = Field(default_factory=dict)
+    server: ServerSection = Field(default_factory=ServerSection)
+
+    @model_validator(mode="after")
+    def _aliases_exist(self) -> "ServiceConfig":
+        known = self.models.registry
+        if self.models.default is not None and self.models.default not in known:
+            raise ValueError(f"models.default: unknown model alias {self.models.default!r}")
+        for program, alias in self.program_models.items():
+            if alias not in known:
+                raise ValueError(f"program_models.{program}: unknown model alias {alias!r}")
+        for program, options in self.programs.items():
+            if options.model is not None and options.model not in known:
+                raise ValueError(f"programs.{program}.model: unknown model alias {options.model!r}")
+        return self
+
+    def alias_for(self, program: str) -> str:
+        """The model alias a program uses: ``programs.<P>.model``, ``program_models``, the default."""
+        options = self.programs.get(program)
+        alias = (options and options.model) or self.program_models.get(program) or self.models.default
+        if alias is None:
+            if len(self.models.registry) == 1:
+                return next(iter(self.models.registry))
+            raise ConfigError(f"{program}: no model alias (set models.default or program_models.{program})")
+        return alias
+
+    def timeout_for(self, program: str) -> float:
+        options = self.programs.get(program)
+        if options and options.request_timeout_s:
+            return options.request_timeout_s
+        return self.server.request_timeout_s
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    path: Path
+    config: ServiceConfig
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+
+def config_path(explicit: str, project_dir: str, base_dir: Path) -> Path:
+    """Where the config lives: ``DSPY_CONFIG``, else the dspy-cli project's, else the repo's."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    if project_dir:
+        return Path(project_dir).expanduser().resolve() / CONFIG_FILENAME
+    return base_dir / CONFIG_FILENAME
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Read, validate and apply environment overrides. Raises :class:`ConfigError`."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (set DSPY_CONFIG or DSPY_PROJECT_DIR)")
+    # .env beside the config supplies API keys; real environment variables win.
+    load_dotenv(path.parent / ".env", override=False)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    raw.setdefault("server", {})
+    if not isinstance(raw["server"], dict):
+        raise ConfigError(f"{path}: server: must be a mapping")
+    for key, var in ENV_OVERRIDES.items():
+        if os.environ.get(var):
+            raw["server"][key] = os.environ[var]
+    try:
+        config = ServiceConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_first_error(exc)}") from None
+    return LoadedConfig(path=path, config=config)
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    key = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    text = f"{key}: {message}" if key else message
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return text
+
+
+def resolve_api_key(alias: str, entry: ModelEntry, path: Path) -> str | None:
+    """The key for a model: ``api_key`` as written, or the variable named by ``env``."""
+    if entry.api_key is not None:
+        return entry.api_key
+    if entry.env is None:
+        return None
+    value = os.environ.get(entry.env)
+    if not value:
+        raise ConfigError(
+            f"{path}: models.registry.{alias}.env: environment variable {entry.env} is not set "
+            f"(export it or put it in {path.parent / '.env'})"
+        )
+    return value

@@ -1,0 +1,82 @@
+"""DSPy set-up, done once per process: global settings, one shared ``dspy.LM`` per model alias.
+
+Requests never call ``dspy.configure``; they apply their program's LM and adapter with
+``dspy.context`` (see :mod:`programs.execution`).
+"""
+
+import functools
+import logging
+import os
+from pathlib import Path
+
+import dspy
+from dspy.clients import execution as dspy_execution
+from dspy.clients.backend_selection import select_backend
+
+from programs.config import ModelEntry, resolve_api_key
+
+logger = logging.getLogger(__name__)
+
+
+def configure_dspy(max_connections: int) -> None:
+    """Process-wide DSPy settings: no history, no global trace, metadata without network.
+
+    DSPy keeps up to 10,000 history and trace entries per process (other users' prompts included),
+    and fetches model metadata over the network (5 s timeout) on first use. A server needs
+    neither. Its native engine also caps a process at 100 upstream connections per LM; the cap is
+    raised to ``max_connections`` so it never binds before the server's own limits do.
+    """
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    dspy.configure(disable_history=True, trace=None)
+    _raise_connection_cap(max_connections)
+    from dspy.clients import model_metadata
+
+    model_metadata.source_info()  # load the bundled metadata now, not on the first request
+
+
+def _raise_connection_cap(max_connections: int) -> None:
+    """DSPy builds its native engine's ``RouterConfig`` without ``max_connections``: supply it."""
+    original = getattr(dspy_execution.RouterConfig, "func", dspy_execution.RouterConfig)
+    dspy_execution.RouterConfig = functools.partial(original, max_connections=max_connections)
+
+
+def build_lm(alias: str, entry: ModelEntry, config_path: Path, timeout_s: float) -> dspy.LM:
+    """One LM per alias, shared by every program and request that uses it.
+
+    The LM's HTTP timeout is the longest request timeout of its programs, so a sync program whose
+    request already timed out does not keep its worker thread much longer than that.
+    """
+    kwargs = entry.lm_kwargs()
+    if entry.api_base:
+        kwargs["api_base"] = entry.api_base
+    api_key = resolve_api_key(alias, entry, config_path)
+    if api_key is not None:
+        kwargs["api_key"] = api_key
+    kwargs.setdefault("timeout", timeout_s)
+    lm = dspy.LM(
+        entry.model,
+        model_type=entry.model_type,
+        temperature=entry.temperature,
+        max_tokens=entry.max_tokens,
+        cache=entry.cache,
+        num_retries=entry.num_retries,
+        **kwargs,
+    )
+    logger.info("Model %s: %s via %s engine", alias, entry.model, engine_name(lm))
+    return lm
+
+
+def engine_name(lm: dspy.LM) -> str:
+    """'native' (DSPy's lm15 engine) or 'litellm'. LiteLLM costs 4-5 ms more CPU per call."""
+    try:
+        native = select_backend(lm).native
+    except Exception:  # noqa: BLE001 - selection problems surface on the first call instead
+        native = False
+    if not native:
+        logger.warning(
+            "Model %s runs on DSPy's LiteLLM engine (slower). Causes: a %s_API_BASE variable, client "
+            "options other than api_key/api_base/timeout, or a model DSPy's native engine does not know.",
+            lm.model,
+            lm.model.split("/", 1)[0].upper(),
+        )
+    return "native" if native else "litellm"

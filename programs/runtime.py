@@ -1,0 +1,139 @@
+"""The loaded service: config, programs ready to call, load failures and the sync thread pool.
+
+Built once per process (at ASGI start-up, or by the first caller) and then only read.
+"""
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dspy
+from django.conf import settings
+
+from programs.config import LoadedConfig, ServiceConfig, config_path, load_config
+from programs.discovery import Discovery, LoadFailure, ProgramSpec, discover, module_sources
+from programs.lms import build_lm, configure_dspy
+from programs.schemas import InputSchema, OutputSchema, build_input_schema, build_output_schema, entry_point
+
+logger = logging.getLogger(__name__)
+
+# Upper bound on upstream connections per LM and event loop; the server's own limits bind first.
+MIN_UPSTREAM_CONNECTIONS = 1024
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    instance: dspy.Module
+    is_async: bool
+    model_alias: str
+    lm: dspy.LM
+    adapter: dspy.Adapter
+    timeout_s: float
+    inputs: InputSchema
+    outputs: OutputSchema
+    module_file: Path
+    description: str
+
+
+@dataclass
+class Runtime:
+    config: LoadedConfig
+    programs: dict[str, Program]
+    failures: list[LoadFailure]
+    executor: ThreadPoolExecutor
+    lms: dict[str, dspy.LM] = field(default_factory=dict)
+
+    @property
+    def sync_threads(self) -> int:
+        return self.config.config.server.sync_worker_threads
+
+    async def aclose(self) -> None:
+        """Let running sync calls finish, then release the pool's threads and the LM connections."""
+        await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
+        for lm in self.lms.values():
+            await lm.aclose()  # this loop's pools and the sync pools
+
+
+def build_runtime(config: LoadedConfig, discovery: Discovery) -> Runtime:
+    server = config.config.server
+    configure_dspy(max(MIN_UPSTREAM_CONNECTIONS, server.sync_worker_threads))
+    runtime = Runtime(
+        config=config,
+        programs={},
+        failures=list(discovery.failures),
+        executor=ThreadPoolExecutor(max_workers=server.sync_worker_threads, thread_name_prefix="dspy-sync"),
+    )
+    for spec in discovery.specs:
+        try:
+            runtime.programs[spec.name] = _build_program(spec, runtime)
+        except Exception as exc:
+            logger.exception("Program %s failed to load", spec.name)
+            error = f"{type(exc).__name__}: {exc}"
+            runtime.failures.append(LoadFailure(spec.module_file.name, (spec.name,), error))
+    return runtime
+
+
+def _build_program(spec: ProgramSpec, runtime: Runtime) -> Program:
+    service = runtime.config.config
+    alias = service.alias_for(spec.name)
+    if alias not in runtime.lms:
+        entry = service.models.registry[alias]
+        runtime.lms[alias] = build_lm(alias, entry, runtime.config.path, _longest_timeout(service))
+    instance = spec.cls()
+    state = _state_file(spec, runtime)
+    if state is not None:
+        instance.load(str(state))
+        logger.info("Program %s: loaded optimized state from %s", spec.name, state)
+    method = entry_point(spec.cls, spec.is_async)
+    return Program(
+        name=spec.name,
+        instance=instance,
+        is_async=spec.is_async,
+        model_alias=alias,
+        lm=runtime.lms[alias],
+        adapter=dspy.ChatAdapter(),
+        timeout_s=service.timeout_for(spec.name),
+        inputs=build_input_schema(spec.name, method),
+        outputs=build_output_schema(spec.name, method, instance),
+        module_file=spec.module_file,
+        description=(spec.cls.__doc__ or "").strip(),
+    )
+
+
+def _longest_timeout(service: ServiceConfig) -> float:
+    """An LM is shared, so its HTTP timeout is the longest request timeout of any program."""
+    timeouts = [opts.request_timeout_s for opts in service.programs.values() if opts.request_timeout_s]
+    return max([service.server.request_timeout_s, *timeouts])
+
+
+def _state_file(spec: ProgramSpec, runtime: Runtime) -> Path | None:
+    """Saved (optimized) state: ``programs.<P>.state`` in the config, else ``<module stem>.json``."""
+    options = runtime.config.config.programs.get(spec.name)
+    if options and options.state:
+        path = Path(options.state)
+        return path if path.is_absolute() else runtime.config.directory / path
+    beside = spec.module_file.with_suffix(".json")
+    return beside if beside.is_file() else None
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, built on first use. Raises ConfigError / DiscoveryError."""
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                path = config_path(settings.DSPY_CONFIG, settings.DSPY_PROJECT_DIR, settings.BASE_DIR)
+                config = load_config(path)
+                discovery = discover(module_sources(settings.BASE_DIR, settings.DSPY_PROJECT_DIR))
+                _runtime = build_runtime(config, discovery)
+                logger.info("Serving %d program(s) with config %s", len(_runtime.programs), path)
+                logger.info("Sync executor: %d threads", _runtime.sync_threads)
+    return _runtime
