@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from dspy.utils.usage_tracker import UsageTracker
 from ninja import Router
 from pydantic import BaseModel
 
@@ -92,8 +93,9 @@ def build_router(runtime: Runtime) -> Router:
 def _program_view(runtime: Runtime, program: Program) -> Callable[..., Awaitable[HttpResponse]]:
     async def view(request: HttpRequest, payload: BaseModel) -> HttpResponse:
         rid = request_id(request)
+        usage = UsageTracker()
         try:
-            body = await run_program(runtime, program, program.inputs.to_kwargs(payload))
+            body = await run_program(runtime, program, program.inputs.to_kwargs(payload), usage)
         except CallFailed as failure:
             response: HttpResponse = JsonResponse(failure.body(), status=failure.status)
         else:

@@ -12,6 +12,7 @@ from typing import Any
 import dspy
 from asgiref.sync import sync_to_async
 from dspy.utils.exceptions import AdapterParseError, LMError, LMTimeoutError
+from dspy.utils.usage_tracker import UsageTracker
 
 from programs.outputs import OutputMismatch, to_response_body
 from programs.runtime import Program, Runtime
@@ -33,10 +34,18 @@ class CallFailed(Exception):
         return body
 
 
-async def run_program(runtime: Runtime, program: Program, kwargs: dict[str, Any]) -> bytes:
-    """Call the program and return the JSON response body, or raise :class:`CallFailed`."""
+async def run_program(
+    runtime: Runtime, program: Program, kwargs: dict[str, Any], usage: UsageTracker
+) -> bytes:
+    """Call the program and return the JSON response body, or raise :class:`CallFailed`.
+
+    ``usage`` collects this call's token usage per LM call, whether the call succeeds or not: it
+    lives in this request's context, so concurrent requests never see each other's numbers.
+    """
     try:
-        with dspy.context(lm=program.lm, adapter=program.adapter, trace=None):
+        with dspy.context(
+            lm=program.lm, adapter=program.adapter, trace=None, track_usage=True, usage_tracker=usage
+        ):
             async with asyncio.timeout(program.timeout_s):
                 if program.is_async:
                     result = await program.instance.acall(**kwargs)

@@ -1,0 +1,100 @@
+"""``manage.py runserver``: the development server, through ASGI on one event loop.
+
+Django's own runserver is WSGI and gives every async view its own event loop, which breaks the
+shared asyncio state this service depends on (limits, pools, the telemetry queue). This one runs
+uvicorn with auto-reload. It is for development only: production never reloads and runs
+``gunicorn -c dspysite/gunicorn.conf.py``.
+"""
+
+import os
+import re
+from argparse import ArgumentParser
+from typing import Any
+
+import uvicorn
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from programs.config import ConfigError, config_path, load_config
+from programs.devserver import is_listening, mock_address, start_mock_llm
+
+_ADDRPORT = re.compile(r"^(?:(?P<addr>[^:]+|\[[0-9a-fA-F:]+\]):)?(?P<port>\d+)$")
+
+
+class Command(BaseCommand):
+    help = (
+        "Development server: uvicorn (ASGI, one event loop) that RELOADS on code changes. "
+        "Never use it in production; run `gunicorn -c dspysite/gunicorn.conf.py` there, which never "
+        "reloads. Starts the bundled mock LLM when the config uses it."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000", help="[addr:]port to listen on")
+        parser.add_argument("--noreload", action="store_true", help="Do not reload on code changes")
+        parser.add_argument(
+            "--sync-workers",
+            type=int,
+            help="Threads for sync-only programs (overrides server.sync_worker_threads and "
+            "DSPY_SYNC_WORKER_THREADS)",
+        )
+        parser.add_argument(
+            "--mock-llm",
+            choices=["auto", "on", "off"],
+            default="auto",
+            help="Start the bundled mock LLM: auto = when a configured model is the mock and nothing "
+            "listens on its port",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        match = _ADDRPORT.match(options["addrport"])
+        if not match:
+            raise CommandError(f"{options['addrport']!r} is not [addr:]port")
+        host, port = (match["addr"] or "127.0.0.1").strip("[]"), int(match["port"])
+        if options["sync_workers"] is not None:
+            if options["sync_workers"] < 1:
+                raise CommandError("--sync-workers must be at least 1")
+            os.environ["DSPY_SYNC_WORKER_THREADS"] = str(options["sync_workers"])
+        mock = self._maybe_start_mock(options["mock_llm"])
+        try:
+            uvicorn.run(
+                "dspysite.asgi:application",
+                host=host,
+                port=port,
+                reload=not options["noreload"],
+                reload_dirs=self._reload_dirs(),
+                log_level=settings.LOG_LEVEL.lower(),
+            )
+        finally:
+            if mock is not None:
+                mock.terminate()
+                mock.wait(timeout=10)
+
+    def _maybe_start_mock(self, mode: str) -> Any:
+        if mode == "off":
+            return None
+        path = config_path(settings.DSPY_CONFIG, settings.DSPY_PROJECT_DIR, settings.BASE_DIR)
+        try:
+            config = load_config(path).config
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+        address = mock_address(config)
+        if address is None:
+            if mode == "on":
+                raise CommandError(f"--mock-llm on: no model in {path} uses the bundled mock")
+            return None
+        host, port = address
+        if is_listening(host, port):
+            self.stdout.write(f"Mock LLM already listening at http://{host}:{port}/v1; using it")
+            return None
+        process = start_mock_llm(settings.BASE_DIR, host, port)
+        self.stdout.write(
+            f"No real model configured: started the bundled mock LLM (loadtest/mock_llm.py, pid "
+            f"{process.pid}) at http://{host}:{port}/v1. Point models.default in {path} at a real model."
+        )
+        return process
+
+    def _reload_dirs(self) -> list[str]:
+        dirs = [str(settings.BASE_DIR)]
+        if settings.DSPY_PROJECT_DIR:
+            dirs.append(settings.DSPY_PROJECT_DIR)
+        return dirs

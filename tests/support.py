@@ -1,0 +1,119 @@
+"""Start the real servers the tests talk to: the mock LLM and this service, on free loopback ports.
+
+Processes are started by the tests and stopped by PID; readiness is waited for by polling the
+server's health route (a bounded wait for a condition, not a sleep).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout_s} s")
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Running:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextmanager
+def mock_llm(tmp_dir: Path, **env: str) -> Iterator[Running]:
+    port = free_port()
+    log_path = tmp_dir / f"mock-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "loadtest" / "mock_llm.py"), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/health", process)
+        yield Running(f"http://127.0.0.1:{port}", process, log_path)
+    finally:
+        stop(process)
+
+
+def project_config(project: Path, tmp_dir: Path, mock_url: str, **overrides: object) -> Path:
+    """A copy of a fixture project's config whose models point at the running mock."""
+    config = yaml.safe_load((project / "dspy.config.yaml").read_text())
+    for entry in config["models"]["registry"].values():
+        entry["api_base"] = f"{mock_url}/v1"
+    for key, value in overrides.items():
+        config[key] = value
+    path = tmp_dir / f"{project.name}.config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@contextmanager
+def service(
+    tmp_dir: Path, project: Path, config: Path, command: list[str] | None = None, **env: str
+) -> Iterator[Running]:
+    """This service under uvicorn (or ``command``), serving ``project`` with ``config``."""
+    port = free_port()
+    log_path = tmp_dir / f"server-{port}.log"
+    argv = command or [
+        sys.executable, "-m", "uvicorn", "dspysite.asgi:application",
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+    ]  # fmt: skip
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "dspysite.settings",
+        "DSPY_PROJECT_DIR": str(project),
+        "DSPY_CONFIG": str(config),
+        "BIND": f"127.0.0.1:{port}",
+        **env,
+    }
+    with log_path.open("w") as log:
+        process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/health/live", process)
+        yield Running(f"http://127.0.0.1:{port}", process, log_path)
+    finally:
+        stop(process)
