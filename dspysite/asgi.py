@@ -7,13 +7,14 @@ one line before it accepts traffic.
 import os
 import sys
 
+import django
 from django.conf import settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dspysite.settings")
-django_application = get_asgi_application()
+django.setup(set_prefix=False)
 
+from dspysite.handler import ServiceASGIHandler  # noqa: E402
 from dspysite.lifespan import BodyLimitMiddleware, LifespanMiddleware  # noqa: E402
 from programs.config import ConfigError  # noqa: E402
 from programs.discovery import DiscoveryError  # noqa: E402
@@ -28,7 +29,7 @@ except (ConfigError, DiscoveryError) as exc:
 import dspysite.urls  # noqa: E402,F401 - build the routes now, not on the first request
 
 application = LifespanMiddleware(
-    BodyLimitMiddleware(ASGIStaticFilesHandler(django_application), settings.DATA_UPLOAD_MAX_MEMORY_SIZE),
+    BodyLimitMiddleware(ASGIStaticFilesHandler(ServiceASGIHandler()), settings.DATA_UPLOAD_MAX_MEMORY_SIZE),
     on_startup=[],
     on_shutdown=[runtime.aclose],
 )

@@ -1,6 +1,7 @@
 """HTTP routes of the programs app: one ``POST /{Program}`` per program, the listing, health."""
 
 import inspect
+import itertools
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,10 +25,15 @@ class ErrorBody(BaseModel):
     upstream_status: int | None = None
 
 
+# New ids are a random per-process prefix plus a counter: unique without a syscall per request.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNTER = itertools.count(1)
+
+
 def request_id(request: HttpRequest) -> str:
     """The client's ``X-Request-ID`` when well-formed, else a new one."""
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    return incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return incoming if _REQUEST_ID.match(incoming) else f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
 
 
 def program_listing(runtime: Runtime) -> list[dict[str, Any]]:

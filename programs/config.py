@@ -62,6 +62,21 @@ class ModelsSection(BaseModel):
     registry: dict[str, ModelEntry] = Field(min_length=1)
 
 
+class DeclaredModel(BaseModel):
+    """What a model behind an OpenAI-compatible endpoint supports, stated by the operator.
+
+    Declaring an endpoint to DSPy's native engine skips its per-call model-metadata lookups, which
+    scan ~4,500 entries for a model name DSPy does not know. ``None`` means "not stated": DSPy's
+    own metadata decides, and unknown counts as unsupported.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    response_schema: bool | None = None
+    function_calling: bool | None = None
+    reasoning: bool | None = None
+
+
 class ServerSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,6 +104,8 @@ class ServiceConfig(BaseModel):
     program_models: dict[str, str] = Field(default_factory=dict)
     programs: dict[str, ProgramOptions] = Field(default_factory=dict)
     server: ServerSection = Field(default_factory=ServerSection)
+    # This server's own section (dspy-cli ignores it): model aliases declared to DSPy's native engine.
+    declared_models: dict[str, DeclaredModel] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _aliases_exist(self) -> "ServiceConfig":
@@ -101,6 +118,13 @@ class ServiceConfig(BaseModel):
         for program, options in self.programs.items():
             if options.model is not None and options.model not in known:
                 raise ValueError(f"programs.{program}.model: unknown model alias {options.model!r}")
+        for alias in self.declared_models:
+            if alias not in known:
+                raise ValueError(f"declared_models.{alias}: unknown model alias {alias!r}")
+            if not known[alias].api_base or known[alias].model_type != "chat":
+                raise ValueError(
+                    f"declared_models.{alias}: only chat models with an api_base can be declared"
+                )
         return self
 
     def alias_for(self, program: str) -> str:

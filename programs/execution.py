@@ -14,6 +14,7 @@ from asgiref.sync import sync_to_async
 from dspy.utils.exceptions import AdapterParseError, LMError, LMTimeoutError
 from dspy.utils.usage_tracker import UsageTracker
 
+from programs.dspy_speedups import inline_lm_steps
 from programs.outputs import OutputMismatch, to_response_body
 from programs.runtime import Program, Runtime
 
@@ -42,6 +43,7 @@ async def run_program(
     ``usage`` collects this call's token usage per LM call, whether the call succeeds or not: it
     lives in this request's context, so concurrent requests never see each other's numbers.
     """
+    inline = inline_lm_steps.set(program.static_credentials)
     try:
         with dspy.context(
             lm=program.lm, adapter=program.adapter, trace=None, track_usage=True, usage_tracker=usage
@@ -56,6 +58,8 @@ async def run_program(
         return to_response_body(result, program.outputs)
     except Exception as exc:
         raise classify(program, exc) from exc
+    finally:
+        inline_lm_steps.reset(inline)
 
 
 def classify(program: Program, exc: BaseException) -> CallFailed:

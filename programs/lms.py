@@ -7,13 +7,16 @@ Requests never call ``dspy.configure``; they apply their program's LM and adapte
 import functools
 import logging
 import os
+import re
 from pathlib import Path
 
 import dspy
 from dspy.clients import execution as dspy_execution
 from dspy.clients.backend_selection import select_backend
+from dspy.lm15 import AccessPolicy, ModelSupport, OpenAIChatCompat, ProviderDefinition, register_provider
 
-from programs.config import ModelEntry, resolve_api_key
+from programs import dspy_speedups
+from programs.config import DeclaredModel, ModelEntry, resolve_api_key
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ def configure_dspy(max_connections: int) -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     dspy.configure(disable_history=True, trace=None)
     _raise_connection_cap(max_connections)
+    dspy_speedups.install()
     from dspy.clients import model_metadata
 
     model_metadata.source_info()  # load the bundled metadata now, not on the first request
@@ -40,12 +44,15 @@ def _raise_connection_cap(max_connections: int) -> None:
     dspy_execution.RouterConfig = functools.partial(original, max_connections=max_connections)
 
 
-def build_lm(alias: str, entry: ModelEntry, config_path: Path, timeout_s: float) -> dspy.LM:
+def build_lm(
+    alias: str, entry: ModelEntry, config_path: Path, timeout_s: float, declared: DeclaredModel | None
+) -> dspy.LM:
     """One LM per alias, shared by every program and request that uses it.
 
     The LM's HTTP timeout is the longest request timeout of its programs, so a sync program whose
     request already timed out does not keep its worker thread much longer than that.
     """
+    model = entry.model if declared is None else declare_endpoint(alias, entry, declared)
     kwargs = entry.lm_kwargs()
     if entry.api_base:
         kwargs["api_base"] = entry.api_base
@@ -54,7 +61,7 @@ def build_lm(alias: str, entry: ModelEntry, config_path: Path, timeout_s: float)
         kwargs["api_key"] = api_key
     kwargs.setdefault("timeout", timeout_s)
     lm = dspy.LM(
-        entry.model,
+        model,
         model_type=entry.model_type,
         temperature=entry.temperature,
         max_tokens=entry.max_tokens,
@@ -62,8 +69,28 @@ def build_lm(alias: str, entry: ModelEntry, config_path: Path, timeout_s: float)
         num_retries=entry.num_retries,
         **kwargs,
     )
-    logger.info("Model %s: %s via %s engine", alias, entry.model, engine_name(lm))
+    how = f"declared as {model}" if declared is not None else "metadata looked up per call"
+    logger.info("Model %s: %s via %s engine (%s)", alias, entry.model, engine_name(lm), how)
     return lm
+
+
+def declare_endpoint(alias: str, entry: ModelEntry, declared: DeclaredModel) -> str:
+    """Register the alias's endpoint as a provider of DSPy's native engine; returns the model string.
+
+    DSPy then neither looks the model up in its metadata on every call (capabilities, pricing) nor
+    guesses its capabilities: they are the ones stated in the config.
+    """
+    provider = "served-" + re.sub(r"[^a-z0-9]+", "-", alias.lower()).strip("-")
+    definition = ProviderDefinition.chat(
+        AccessPolicy(provider=provider, base_url=entry.api_base), compat=OpenAIChatCompat()
+    )
+    supports = ModelSupport(
+        response_schema=declared.response_schema,
+        function_calling=declared.function_calling,
+        reasoning=declared.reasoning,
+    )
+    register_provider(definition, supports=supports)
+    return f"{provider}/{entry.model.split('/', 1)[-1]}"
 
 
 def engine_name(lm: dspy.LM) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import dspy
 from django.conf import settings
 
-from programs.config import LoadedConfig, ServiceConfig, config_path, load_config
+from programs.config import LoadedConfig, ModelEntry, ServiceConfig, config_path, load_config
 from programs.discovery import Discovery, LoadFailure, ProgramSpec, discover, module_sources
 from programs.lms import build_lm, configure_dspy
 from programs.schemas import InputSchema, OutputSchema, build_input_schema, build_output_schema, entry_point
@@ -33,6 +33,8 @@ class Program:
     lm: dspy.LM
     adapter: dspy.Adapter
     timeout_s: float
+    # The LM authenticates with a key from the config: no credential refresh can do I/O.
+    static_credentials: bool
     inputs: InputSchema
     outputs: OutputSchema
     module_file: Path
@@ -82,7 +84,8 @@ def _build_program(spec: ProgramSpec, runtime: Runtime) -> Program:
     alias = service.alias_for(spec.name)
     if alias not in runtime.lms:
         entry = service.models.registry[alias]
-        runtime.lms[alias] = build_lm(alias, entry, runtime.config.path, _longest_timeout(service))
+        declared = service.declared_models.get(alias)
+        runtime.lms[alias] = build_lm(alias, entry, runtime.config.path, _longest_timeout(service), declared)
     instance = spec.cls()
     state = _state_file(spec, runtime)
     if state is not None:
@@ -97,11 +100,16 @@ def _build_program(spec: ProgramSpec, runtime: Runtime) -> Program:
         lm=runtime.lms[alias],
         adapter=dspy.ChatAdapter(),
         timeout_s=service.timeout_for(spec.name),
+        static_credentials=_has_static_key(service.models.registry[alias]),
         inputs=build_input_schema(spec.name, method),
         outputs=build_output_schema(spec.name, method, instance),
         module_file=spec.module_file,
         description=(spec.cls.__doc__ or "").strip(),
     )
+
+
+def _has_static_key(entry: ModelEntry) -> bool:
+    return entry.api_key is not None or entry.env is not None
 
 
 def _longest_timeout(service: ServiceConfig) -> float:
