@@ -6,11 +6,11 @@ from django.http import HttpRequest, JsonResponse
 from ninja import NinjaAPI
 
 from programs.api import build_router
-from programs.runtime import get_runtime
+from programs.runtime import get_runtime_or_exit
 
 
 def build_api() -> NinjaAPI:
-    runtime = get_runtime()
+    runtime = get_runtime_or_exit()
     api = NinjaAPI(
         title=runtime.config.config.app_id,
         version="1.0.0",

@@ -5,7 +5,6 @@ one line before it accepts traffic.
 """
 
 import os
-import sys
 
 import django
 from django.conf import settings
@@ -16,15 +15,9 @@ django.setup(set_prefix=False)
 
 from dspysite.handler import ServiceASGIHandler  # noqa: E402
 from dspysite.lifespan import BodyLimitMiddleware, LifespanMiddleware  # noqa: E402
-from programs.config import ConfigError  # noqa: E402
-from programs.discovery import DiscoveryError  # noqa: E402
-from programs.runtime import get_runtime  # noqa: E402
+from programs.runtime import get_runtime_or_exit  # noqa: E402
 
-try:
-    runtime = get_runtime()
-except (ConfigError, DiscoveryError) as exc:
-    sys.stderr.write(f"dspy-django: cannot start: {exc}\n")
-    raise SystemExit(2) from None
+runtime = get_runtime_or_exit()
 
 import dspysite.urls  # noqa: E402,F401 - build the routes now, not on the first request
 

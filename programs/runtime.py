@@ -5,6 +5,7 @@ Built once per process (at ASGI start-up, or by the first caller) and then only 
 
 import asyncio
 import logging
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,8 +14,8 @@ from pathlib import Path
 import dspy
 from django.conf import settings
 
-from programs.config import LoadedConfig, ModelEntry, ServiceConfig, config_path, load_config
-from programs.discovery import Discovery, LoadFailure, ProgramSpec, discover, module_sources
+from programs.config import ConfigError, LoadedConfig, ModelEntry, ServiceConfig, config_path, load_config
+from programs.discovery import Discovery, DiscoveryError, LoadFailure, ProgramSpec, discover, module_sources
 from programs.lms import build_lm, configure_dspy
 from programs.schemas import InputSchema, OutputSchema, build_input_schema, build_output_schema, entry_point
 
@@ -126,6 +127,15 @@ def _state_file(spec: ProgramSpec, runtime: Runtime) -> Path | None:
         return path if path.is_absolute() else runtime.config.directory / path
     beside = spec.module_file.with_suffix(".json")
     return beside if beside.is_file() else None
+
+
+def get_runtime_or_exit() -> Runtime:
+    """For process entry points: a bad config or a name clash is one line on stderr, then exit 2."""
+    try:
+        return get_runtime()
+    except (ConfigError, DiscoveryError) as exc:
+        sys.stderr.write(f"dspy-django: cannot start: {exc}\n")
+        raise SystemExit(2) from None
 
 
 _lock = threading.Lock()
