@@ -12,8 +12,7 @@ process runs. They are installed only on the DSPy version they were measured on.
 2. Offline routing, rebuilt per call. ``select_backend`` and ``capabilities.resolve`` construct a
    new lm15 engine and router to answer a question that depends only on the LM's configuration
    (their docstrings: "offline", "no provider client is constructed"). Their answers are cached by
-   that configuration, in a bounded cache. Environment variables are read once per configuration,
-   so they must not change while the process runs (they do not, in a server).
+   that configuration and the environment variables routing reads, in a bounded cache.
 3. ``serialize_for_json`` and ``parse_value`` build a pydantic ``TypeAdapter`` (a schema build) for
    every field value they format or parse; adapters are cached per type.
 """
@@ -22,6 +21,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 from collections.abc import Callable, Hashable
 from contextvars import ContextVar
 from typing import Any
@@ -79,12 +79,20 @@ class _Same:
         return isinstance(other, _Same) and other.obj is self.obj
 
 
+def _routing_environment(model: str) -> tuple[str | None, ...]:
+    """The variables ``select_backend`` reads: a gateway address switches a model to LiteLLM."""
+    prefix = model.split("/", 1)[0].upper()
+    names = (f"{prefix}_API_BASE", f"{prefix}_BASE_URL", "XAI_API_KEY")
+    return tuple(os.environ.get(name) for name in names)
+
+
 def _lm_key(lm: Any) -> Hashable:
     """Everything about an LM that routing reads; None when it cannot be keyed safely."""
     if not isinstance(getattr(lm, "_engine_spec", None), str):
         return None
     providers = tuple(_Same(provider) for provider in lm._providers)
-    return (lm.model, lm.model_type, lm._engine_spec, _client_items(lm.kwargs), providers)
+    environment = _routing_environment(lm.model)
+    return (lm.model, lm.model_type, lm._engine_spec, _client_items(lm.kwargs), providers, environment)
 
 
 class _BoundedCache:

@@ -4,11 +4,12 @@ import asyncio
 import threading
 
 import dspy
+import pytest
 from dspy.adapters import utils as adapter_utils
 from dspy.clients import backend_selection, capabilities, execution
 
 from programs import dspy_speedups
-from programs.lms import configure_dspy
+from programs.lms import configure_dspy, engine_name
 
 
 def setup_module() -> None:
@@ -106,3 +107,10 @@ def test_lms_bound_to_declared_providers_are_cached_too() -> None:
     assert capabilities.resolve(lm) is capabilities.resolve(lm)
     assert capabilities.resolve(lm).declared
     assert execution.select_backend(lm, {}) == dspy_speedups._original_select_backend(lm, {})
+
+
+def test_gateway_variable_still_switches_to_litellm(monkeypatch: pytest.MonkeyPatch) -> None:
+    lm = dspy.LM("openai/gateway-model", api_key="k", cache=False)
+    assert engine_name(lm) == "native"
+    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
+    assert engine_name(lm) == "litellm"
