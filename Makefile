@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format clean bench bench-compare bench-smoke
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,19 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+## Load tests (loadtest/README.md): the standard matrix into loadtest/results (about 35 minutes).
+bench: install
+	VENV=$(abspath $(VENV)) loadtest/run_matrix.sh
+
+## This service (one process) against dspy-cli serving the same fixture, 50 users, 50 ms model.
+bench-compare: install
+	VENV=$(abspath $(VENV)) MODES="single dspy-cli" POINTS="50:50" loadtest/run_matrix.sh
+
+## A few seconds of load on one process, to prove the kit works (results in test-artifacts/).
+bench-smoke: install
+	VENV=$(abspath $(VENV)) RESULTS_DIR=test-artifacts/bench-smoke \
+		loadtest/run_benchmark.sh --mode single --users 5 --duration 5s
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

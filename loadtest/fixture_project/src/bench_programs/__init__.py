@@ -1,0 +1,1 @@
+"""Fixture programs for the load tests (loadtest/run_benchmark.sh)."""

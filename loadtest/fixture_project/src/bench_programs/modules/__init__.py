@@ -1,0 +1,1 @@
+"""One program per file; each class name is its route (``POST /SimplePredict``, ...)."""

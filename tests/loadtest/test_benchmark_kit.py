@@ -1,0 +1,267 @@
+"""The load-test kit: assert_benchmark.py, the mock check, the locustfile and run_benchmark.sh.
+
+The locust and run_benchmark.sh tests start real processes on loopback and take a few seconds
+each; the full benchmark matrix is never run here.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psutil
+import pytest
+
+from loadtest import assert_benchmark
+from loadtest.summarize import mock_check
+from tests.support import ROOT
+
+LOADTEST = ROOT / "loadtest"
+HEADER = [
+    "Type", "Name", "Request Count", "Failure Count", "Median Response Time", "Average Response Time",
+    "Min Response Time", "Max Response Time", "Average Content Size", "Requests/s", "Failures/s",
+    "50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%", "99.99%", "100%",
+]  # fmt: skip
+
+
+def stats_csv(
+    path: Path, *, requests: int = 1000, failures: int = 0, rps: float = 100.0, p95: int = 100
+) -> Path:
+    """A locust *_stats.csv with one endpoint row and the Aggregated row."""
+    percentiles = [50, 60, 70, 75, 90, p95, p95 + 10, p95 + 20, p95 + 30, p95 + 30, p95 + 30]
+    row = [requests, failures, 50, 55.0, 40.0, 400.0, 30.0, rps, rps * failures / requests, *percentiles]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        writer.writerow(["POST", "/SimplePredict", *row])
+        writer.writerow(["", "Aggregated", *row])
+    return path
+
+
+def run_assert(tmp_path: Path, baseline: dict, current: dict) -> int:
+    return assert_benchmark.main(
+        [str(stats_csv(tmp_path / "base.csv", **baseline)), str(stats_csv(tmp_path / "cur.csv", **current))]
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# assert_benchmark.py
+# ----------------------------------------------------------------------------------------------
+
+
+def test_identical_runs_pass_and_print_the_comparison(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_assert(tmp_path, {}, {}) == 0
+    out = capsys.readouterr().out
+    assert "requests/s" in out and "p95 ms" in out and "OK" in out
+
+
+@pytest.mark.parametrize(
+    ("current", "expected"),
+    [
+        ({"rps": 91.0}, 0),  # -9% requests/s
+        ({"rps": 89.0}, 1),  # -11%
+        ({"rps": 150.0}, 0),  # faster is fine
+        ({"p95": 119}, 0),  # +19% p95
+        ({"p95": 121}, 1),  # +21%
+        ({"p95": 60}, 0),  # lower latency is fine
+        ({"failures": 10}, 0),  # exactly 1%
+        ({"failures": 11}, 1),  # 1.1%
+    ],
+)
+def test_thresholds(tmp_path: Path, current: dict, expected: int) -> None:
+    assert run_assert(tmp_path, {}, current) == expected
+
+
+def test_each_regression_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_assert(tmp_path, {}, {"rps": 50.0, "p95": 200, "failures": 50}) == 1
+    regressions = [line for line in capsys.readouterr().out.splitlines() if line.startswith("REGRESSION")]
+    assert len(regressions) == 3
+    assert "requests/s dropped 50.0%" in regressions[0]
+    assert "p95 rose 100.0%" in regressions[1]
+    assert "failures 5.00%" in regressions[2]
+
+
+def test_limits_are_options(tmp_path: Path) -> None:
+    base = stats_csv(tmp_path / "base.csv")
+    cur = stats_csv(tmp_path / "cur.csv", rps=85.0)
+    assert assert_benchmark.main([str(base), str(cur)]) == 1
+    assert assert_benchmark.main([str(base), str(cur), "--max-rps-drop", "0.2"]) == 0
+
+
+def test_a_run_without_requests_fails(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    with empty.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        writer.writerow(["", "Aggregated", 0, 0, 0, 0, 0, 0, 0, 0, 0, *["N/A"] * 11])
+    assert assert_benchmark.main([str(stats_csv(tmp_path / "base.csv")), str(empty)]) == 1
+
+
+def test_a_file_that_is_not_locust_stats_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    assert assert_benchmark.main([str(stats_csv(tmp_path / "base.csv")), str(other)]) == 2
+    assert "no Aggregated row" in capsys.readouterr().err
+    assert assert_benchmark.main([str(tmp_path / "missing.csv"), str(other)]) == 2
+
+
+def test_command_line_exit_code(tmp_path: Path) -> None:
+    base = stats_csv(tmp_path / "base.csv")
+    slow = stats_csv(tmp_path / "slow.csv", p95=300)
+    script = str(LOADTEST / "assert_benchmark.py")
+    assert subprocess.run([sys.executable, script, str(base), str(base)], capture_output=True).returncode == 0
+    result = subprocess.run([sys.executable, script, str(base), str(slow)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "REGRESSION: p95 rose 200.0%" in result.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# The mock check (summarize.py)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ok", "failures", "completions", "calls", "passed"),
+    [
+        (100, 0, 100, 1, True),
+        (100, 0, 99, 1, False),  # an answer served without the model: a cache
+        (100, 0, 101, 1, False),  # a completion no request accounts for
+        (100, 0, 200, 2, True),  # two LM calls per request
+        (100, 0, 100, 2, False),
+        (100, 5, 100, 1, True),  # the failures never reached the mock
+        (100, 5, 105, 1, True),  # they all did
+        (100, 5, 99, 1, False),
+        (100, 5, 106, 1, False),
+    ],
+)
+def test_mock_check(ok: int, failures: int, completions: int, calls: int, passed: bool) -> None:
+    assert mock_check(ok, failures, completions, calls)[0] is passed
+
+
+# ----------------------------------------------------------------------------------------------
+# The locustfile, against a stub server that answers right or wrong
+# ----------------------------------------------------------------------------------------------
+
+
+class StubServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, crossed: bool) -> None:
+        super().__init__(("127.0.0.1", 0), StubHandler)
+        self.crossed = crossed
+        self.served = 0
+        self.lock = threading.Lock()
+
+
+class StubHandler(BaseHTTPRequestHandler):
+    server: StubServer
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        question = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["question"]
+        answer = "Echo: a question someone else asked" if self.server.crossed else f"Echo: {question}"
+        body = json.dumps({"answer": answer}).encode()
+        with self.server.lock:
+            self.server.served += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def stub(request: pytest.FixtureRequest) -> Iterator[StubServer]:
+    server = StubServer(crossed=request.param)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_locust(stub: StubServer, prefix: Path) -> subprocess.CompletedProcess[str]:
+    host = f"http://127.0.0.1:{stub.server_address[1]}"
+    return subprocess.run(
+        [
+            sys.executable, "-m", "locust", "-f", str(LOADTEST / "locustfile.py"), "--headless",
+            "--only-summary", "-u", "3", "-r", "3", "-t", "2s", "--stop-timeout", "10",
+            "--host", host, "--csv", str(prefix), "AsyncPredict",
+        ],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+
+
+def aggregated(prefix: Path) -> dict[str, str]:
+    with Path(f"{prefix}_stats.csv").open(newline="") as handle:
+        return next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stub", [False], indirect=True)
+def test_locust_counts_every_request_in_its_csv(stub: StubServer, tmp_path: Path) -> None:
+    result = run_locust(stub, tmp_path / "right")
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = aggregated(tmp_path / "right")
+    assert int(row["Failure Count"]) == 0
+    # The CSV holds the final numbers: every request the server answered, none missing.
+    assert int(row["Request Count"]) == stub.served > 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stub", [True], indirect=True)
+def test_locust_fails_answers_that_do_not_echo_their_question(stub: StubServer, tmp_path: Path) -> None:
+    result = run_locust(stub, tmp_path / "crossed")
+    assert result.returncode == 1, result.stdout + result.stderr
+    row = aggregated(tmp_path / "crossed")
+    assert int(row["Failure Count"]) == int(row["Request Count"]) == stub.served > 0
+    failures = Path(f"{tmp_path / 'crossed'}_failures.csv").read_text()
+    assert "cache hit or crossed answer" in failures
+
+
+# ----------------------------------------------------------------------------------------------
+# run_benchmark.sh, a few seconds in single mode
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_run_benchmark_smoke(tmp_path: Path) -> None:
+    env = {**os.environ, "RESULTS_DIR": str(tmp_path), "WARMUP_REQUESTS": "2", "TMPDIR": str(tmp_path)}
+    command = [
+        str(LOADTEST / "run_benchmark.sh"), "--mode", "single", "--program", "SimplePredict",
+        "--users", "4", "--duration", "4s", "--delay-ms", "20", "--label", "smoke",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    row = aggregated(tmp_path / "smoke")
+    assert int(row["Request Count"]) > 0
+    assert int(row["Failure Count"]) == 0
+    assert (tmp_path / "smoke.html").is_file()
+    record = json.loads((tmp_path / "smoke_server.json").read_text())
+    assert record["requests"] == int(row["Request Count"])
+    assert record["mock_check"] == "pass"
+    assert record["mock_completions"] == record["requests"]
+    assert record["cpu_s_per_1000"] > 0
+    assert record["peak_rss_mb"] > 10
+    assert "OK mock completions" in result.stdout
+    # Everything it started is gone, and its temporary directory too.
+    for name in ("server", "mock"):
+        assert not psutil.pid_exists(record["usage"][name]["root_pid"])
+    assert not list(tmp_path.glob("bench-*"))
+    # A run compared with itself passes assert_benchmark.
+    assert assert_benchmark.main([str(tmp_path / "smoke_stats.csv")] * 2) == 0
