@@ -7,6 +7,7 @@ from ninja import NinjaAPI
 
 from programs.api import build_router
 from programs.runtime import get_runtime_or_exit
+from telemetry import api as telemetry_api
 
 
 def build_api() -> NinjaAPI:
@@ -25,6 +26,8 @@ def build_api() -> NinjaAPI:
         return JsonResponse({"detail": f"Request body is larger than {limit} bytes"}, status=413)
 
     api.add_router("", build_router(runtime))
+    api.add_router("", telemetry_api.router)
+    telemetry_api.record_refused_requests(api)  # 400/413/422 on program routes get a log row too
     return api
 
 

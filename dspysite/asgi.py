@@ -20,9 +20,16 @@ from programs.runtime import get_runtime_or_exit  # noqa: E402
 runtime = get_runtime_or_exit()
 
 import dspysite.urls  # noqa: E402,F401 - build the routes now, not on the first request
+from telemetry.api import record_body_too_large  # noqa: E402
+from telemetry.services import telemetry_shutdown, telemetry_startup  # noqa: E402
 
 application = LifespanMiddleware(
-    BodyLimitMiddleware(ASGIStaticFilesHandler(ServiceASGIHandler()), settings.DATA_UPLOAD_MAX_MEMORY_SIZE),
-    on_startup=[],
-    on_shutdown=[runtime.aclose],
+    BodyLimitMiddleware(
+        ASGIStaticFilesHandler(ServiceASGIHandler()),
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+        on_refused=record_body_too_large,
+    ),
+    on_startup=[runtime.drain_on_sigterm, telemetry_startup],
+    # Telemetry last: requests still finishing in the sync pool are recorded before the flush.
+    on_shutdown=[runtime.aclose, telemetry_shutdown],
 )

@@ -6,6 +6,7 @@ the variables read below.
 
 import multiprocessing
 import os
+from pathlib import Path
 
 wsgi_app = "dspysite.asgi:application"
 worker_class = "uvicorn_worker.UvicornWorker"
@@ -20,3 +21,33 @@ reload = False
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+# Prometheus metrics summed over the workers (prometheus-client multiprocess mode, docs/TELEMETRY.md):
+# every worker writes its values to files here; set before any worker imports prometheus_client.
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", str(Path(__file__).resolve().parent.parent / "prometheus_multiproc")
+)
+
+
+def on_starting(server: object) -> None:
+    """Start from an empty metrics directory: files left by an earlier run would be summed in."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):  # only prometheus-client's files: the directory may be shared
+        stale.unlink()
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Drop a dead worker's live gauges (in-flight, queue depth) from the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """Flush telemetry if the worker stops without its ASGI lifespan shutdown (which flushes first)."""
+    try:
+        from telemetry.services import telemetry_writer
+    except ImportError:  # the worker never loaded the app
+        return
+    telemetry_writer().stop(float(os.environ.get("TELEMETRY_SHUTDOWN_TIMEOUT_S", 10)))

@@ -52,13 +52,19 @@ class LifespanMiddleware:
 class BodyLimitMiddleware:
     """413 at once for a declared body over the limit (chunked bodies are checked by Django)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, on_refused: Callable[[Scope, str], None] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.on_refused = on_refused  # told of each refusal (telemetry records it)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._declared_length(scope) > self.max_bytes:
-            body = json.dumps({"detail": f"Request body is larger than {self.max_bytes} bytes"}).encode()
+            detail = f"Request body is larger than {self.max_bytes} bytes"
+            if self.on_refused is not None:
+                self.on_refused(scope, detail)
+            body = json.dumps({"detail": detail}).encode()
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             await send({"type": "http.response.start", "status": 413, "headers": headers})
             await send({"type": "http.response.body", "body": body})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from dspysite.env import env_bool, env_int, env_list, env_str
+from dspysite.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -83,10 +83,13 @@ def _database() -> dict:
     url = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
     config = dj_database_url.parse(url, conn_max_age=0)
     if config["ENGINE"] == "django.db.backends.sqlite3":
+        busy_ms = env_int("SQLITE_BUSY_TIMEOUT_MS", 20000)  # how long a write waits for the lock
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
-            "timeout": 20,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+            "timeout": busy_ms / 1000,
+            "init_command": (
+                f"PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout={busy_ms};"
+            ),
         }
     elif config["ENGINE"] == "django.db.backends.postgresql":
         # CONN_MAX_AGE > 0 leaks connections under ASGI; the pool is the supported way (Django 5.1+).
@@ -125,6 +128,15 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1024 * 1024)
 # Path of dspy.config.yaml; DSPY_PROJECT_DIR serves an existing dspy-cli project instead.
 DSPY_CONFIG = env_str("DSPY_CONFIG", "")
 DSPY_PROJECT_DIR = env_str("DSPY_PROJECT_DIR", "")
+
+# Telemetry (docs/TELEMETRY.md). Inputs/outputs are stored unless turned off here or per program
+# (programs.<Name>.capture_io: false in dspy.config.yaml); bodies over the size limit are not kept.
+TELEMETRY_CAPTURE_IO = env_bool("TELEMETRY_CAPTURE_IO", True)
+TELEMETRY_MAX_CAPTURE_BYTES = env_int("TELEMETRY_MAX_CAPTURE_BYTES", 64 * 1024)
+TELEMETRY_QUEUE_MAX = env_int("TELEMETRY_QUEUE_MAX", 50_000)
+TELEMETRY_BATCH_SIZE = env_int("TELEMETRY_BATCH_SIZE", 500)
+TELEMETRY_FLUSH_INTERVAL_S = env_float("TELEMETRY_FLUSH_INTERVAL_S", 0.5)
+TELEMETRY_SHUTDOWN_TIMEOUT_S = env_float("TELEMETRY_SHUTDOWN_TIMEOUT_S", 10.0)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -8,12 +8,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from dspy.utils.usage_tracker import UsageTracker
 from ninja import Router
 from pydantic import BaseModel
 
 from programs.execution import CallFailed, run_program
 from programs.runtime import Program, Runtime
+from telemetry.services import inference_tracking
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -22,6 +22,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 class ErrorBody(BaseModel):
     detail: Any
     error_type: str | None = None
+    program: str | None = None
     upstream_status: int | None = None
 
 
@@ -74,6 +75,8 @@ def build_router(runtime: Runtime) -> Router:
 
     @router.get("/health/ready", tags=["service"], summary="Readiness: every program loaded")
     async def ready(request: HttpRequest) -> JsonResponse:
+        if runtime.draining:
+            return JsonResponse({"status": "draining"}, status=503)
         if runtime.failures:
             failed = [
                 {"module": failure.module_file, "programs": list(failure.programs), "error": failure.error}
@@ -87,7 +90,7 @@ def build_router(runtime: Runtime) -> Router:
             f"/{program.name}",
             ["POST"],
             _program_view(runtime, program),
-            response={200: program.outputs.model, (400, 404, 413, 422, 500, 502, 504): ErrorBody},
+            response={200: program.outputs.model, (400, 404, 413, 422, 429, 500, 502, 503, 504): ErrorBody},
             operation_id=program.name,
             summary=f"Run {program.name} ({_execution(program)}, model {program.model_alias})",
             description=program.description,
@@ -99,13 +102,17 @@ def build_router(runtime: Runtime) -> Router:
 def _program_view(runtime: Runtime, program: Program) -> Callable[..., Awaitable[HttpResponse]]:
     async def view(request: HttpRequest, payload: BaseModel) -> HttpResponse:
         rid = request_id(request)
-        usage = UsageTracker()
-        try:
-            body = await run_program(runtime, program, program.inputs.to_kwargs(payload), usage)
-        except CallFailed as failure:
-            response: HttpResponse = JsonResponse(failure.body(), status=failure.status)
-        else:
-            response = HttpResponse(body, content_type="application/json")
+        # One telemetry record per request, whatever happens (docs/TELEMETRY.md); usage is per request.
+        with inference_tracking(program, rid, request.body) as tracking:
+            kwargs = program.inputs.to_kwargs(payload)
+            try:
+                body = await run_program(runtime, program, kwargs, tracking.usage)
+            except CallFailed as failure:
+                tracking.failed(failure.status, failure.error_type, failure.detail)
+                response: HttpResponse = failure.response()
+            else:
+                tracking.succeeded(body)
+                response = HttpResponse(body, content_type="application/json")
         response[REQUEST_ID_HEADER] = rid
         return response
 

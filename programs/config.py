@@ -21,11 +21,16 @@ CONFIG_FILENAME = "dspy.config.yaml"
 # a 50 ms model at 120 requests/s. Threads waiting on sockets cost memory, not CPU.
 DEFAULT_SYNC_WORKER_THREADS = 256
 DEFAULT_REQUEST_TIMEOUT_S = 120.0
+DEFAULT_MAX_CONCURRENT = 256
+DEFAULT_MAX_BATCH_ITEMS = 100
 
 # Server settings that may be overridden by an environment variable (and a runserver flag).
 ENV_OVERRIDES = {
     "sync_worker_threads": "DSPY_SYNC_WORKER_THREADS",
     "request_timeout_s": "DSPY_REQUEST_TIMEOUT_S",
+    "max_concurrent_per_program": "DSPY_MAX_CONCURRENT_PER_PROGRAM",
+    "max_queue_ms": "DSPY_MAX_QUEUE_MS",
+    "max_batch_items": "DSPY_MAX_BATCH_ITEMS",
 }
 
 
@@ -82,6 +87,11 @@ class ServerSection(BaseModel):
 
     sync_worker_threads: int = Field(default=DEFAULT_SYNC_WORKER_THREADS, ge=1, le=4096)
     request_timeout_s: float = Field(default=DEFAULT_REQUEST_TIMEOUT_S, gt=0)
+    # Calls in flight per program and process; the next one gets 429 (after max_queue_ms at most).
+    max_concurrent_per_program: int = Field(default=DEFAULT_MAX_CONCURRENT, ge=1)
+    max_queue_ms: float = Field(default=0, ge=0)
+    # POST /{Program}/batch: a request with more items than this gets 413.
+    max_batch_items: int = Field(default=DEFAULT_MAX_BATCH_ITEMS, ge=1)
 
 
 class ProgramOptions(BaseModel):
@@ -91,7 +101,10 @@ class ProgramOptions(BaseModel):
 
     model: str | None = None
     request_timeout_s: float | None = Field(default=None, gt=0)
+    max_concurrent: int | None = Field(default=None, ge=1)
     state: str | None = None
+    # Store this program's inputs and outputs in the inference log (default: TELEMETRY_CAPTURE_IO).
+    capture_io: bool | None = None
 
 
 class ServiceConfig(BaseModel):
@@ -136,6 +149,12 @@ class ServiceConfig(BaseModel):
                 return next(iter(self.models.registry))
             raise ConfigError(f"{program}: no model alias (set models.default or program_models.{program})")
         return alias
+
+    def max_concurrent_for(self, program: str) -> int:
+        options = self.programs.get(program)
+        if options and options.max_concurrent:
+            return options.max_concurrent
+        return self.server.max_concurrent_per_program
 
     def timeout_for(self, program: str) -> float:
         options = self.programs.get(program)

@@ -5,20 +5,27 @@ the JSON body the client gets: 504 for timeouts, 502 for the upstream LLM, 500 f
 """
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import dspy
 from asgiref.sync import sync_to_async
+from django.http import JsonResponse
 from dspy.utils.exceptions import AdapterParseError, LMError, LMTimeoutError
 from dspy.utils.usage_tracker import UsageTracker
 
 from programs.dspy_speedups import inline_lm_steps
+from programs.limits import Limiter
 from programs.outputs import OutputMismatch, to_response_body
 from programs.runtime import Program, Runtime
 
 logger = logging.getLogger(__name__)
+
+
+# Seconds a refused client is asked to wait before retrying (429 and 503).
+RETRY_AFTER_S = 1
 
 
 @dataclass
@@ -26,13 +33,21 @@ class CallFailed(Exception):
     status: int
     detail: str
     error_type: str
+    program: str
     upstream_status: int | None = None
+    retry_after: int | None = None
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"detail": self.detail, "error_type": self.error_type}
+        body: dict[str, Any] = {"detail": self.detail, "error_type": self.error_type, "program": self.program}
         if self.upstream_status is not None:
             body["upstream_status"] = self.upstream_status
         return body
+
+    def response(self) -> JsonResponse:
+        response = JsonResponse(self.body(), status=self.status)
+        if self.retry_after is not None:
+            response["Retry-After"] = str(self.retry_after)
+        return response
 
 
 async def run_program(
@@ -43,6 +58,11 @@ async def run_program(
     ``usage`` collects this call's token usage per LM call, whether the call succeeds or not: it
     lives in this request's context, so concurrent requests never see each other's numbers.
     """
+    if runtime.draining:
+        detail = "The server is shutting down; retry on another instance"
+        raise CallFailed(503, detail, "Draining", program.name, retry_after=RETRY_AFTER_S)
+    if not await program.limiter.try_acquire():
+        raise _refused(program, program.limiter)
     inline = inline_lm_steps.set(program.static_credentials)
     try:
         with dspy.context(
@@ -52,27 +72,57 @@ async def run_program(
                 if program.is_async:
                     result = await program.instance.acall(**kwargs)
                 else:
-                    # Contextvars (the dspy.context above included) are copied into the worker thread.
-                    call = sync_to_async(program.instance, thread_sensitive=False, executor=runtime.executor)
-                    result = await call(**kwargs)
+                    result = await _call_in_pool(runtime, program, kwargs)
         return to_response_body(result, program.outputs)
+    except CallFailed:
+        raise
     except Exception as exc:
         raise classify(program, exc) from exc
     finally:
         inline_lm_steps.reset(inline)
+        program.limiter.release()
+
+
+async def _call_in_pool(runtime: Runtime, program: Program, kwargs: dict[str, Any]) -> Any:
+    """Run a sync program on a worker thread, if one is free (or frees up within the bound).
+
+    The pool slot is given back when the thread finishes, not when the request ends: a timed-out
+    call keeps its thread until the LM call returns, and must keep counting until then.
+    """
+    pool = runtime.pool_limiter
+    if not await pool.try_acquire():
+        raise _refused(program, pool)
+    loop = asyncio.get_running_loop()
+
+    def call() -> Any:
+        try:
+            return program.instance(**kwargs)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed at shutdown
+                loop.call_soon_threadsafe(pool.release)
+
+    # Contextvars (the dspy.context of the caller included) are copied into the worker thread.
+    return await sync_to_async(call, thread_sensitive=False, executor=runtime.executor)()
+
+
+def _refused(program: Program, limiter: Limiter) -> CallFailed:
+    detail = f"{program.name} is at capacity: all {limiter.limit} {limiter.name} slots are busy; retry later"
+    return CallFailed(429, detail, "ConcurrencyLimit", program.name, retry_after=RETRY_AFTER_S)
 
 
 def classify(program: Program, exc: BaseException) -> CallFailed:
-    name = type(exc).__name__
+    name, status = type(exc).__name__, None
     if isinstance(exc, TimeoutError | LMTimeoutError):
-        return CallFailed(504, f"{program.name} did not finish within {program.timeout_s:g} s", "Timeout")
-    if isinstance(exc, LMError):
+        code, name, detail = 504, "Timeout", f"{program.name} did not finish within {program.timeout_s:g} s"
+    elif isinstance(exc, LMError):
         status = getattr(exc, "status", None)
         message = getattr(exc, "message", "") or str(exc)
-        return CallFailed(502, f"Upstream LLM error from {program.model_alias}: {message}", name, status)
-    if isinstance(exc, AdapterParseError):
-        return CallFailed(502, f"The LLM's answer could not be parsed into {program.name}'s outputs", name)
-    if isinstance(exc, OutputMismatch):
-        return CallFailed(500, f"{program.name} returned outputs that do not match its type: {exc}", name)
-    logger.error("Program %s failed", program.name, exc_info=exc)
-    return CallFailed(500, f"{program.name} failed: {name}: {exc}", name)
+        code, detail = 502, f"Upstream LLM error from {program.model_alias}: {message}"
+    elif isinstance(exc, AdapterParseError):
+        code, detail = 502, f"The LLM's answer could not be parsed into {program.name}'s outputs"
+    elif isinstance(exc, OutputMismatch):
+        code, detail = 500, f"{program.name} returned outputs that do not match its type: {exc}"
+    else:
+        logger.error("Program %s failed", program.name, exc_info=exc)
+        code, detail = 500, f"{program.name} failed: {name}: {exc}"
+    return CallFailed(code, detail, name, program.name, upstream_status=status)

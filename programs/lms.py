@@ -17,6 +17,7 @@ from dspy.lm15 import AccessPolicy, ModelSupport, OpenAIChatCompat, ProviderDefi
 
 from programs import dspy_speedups
 from programs.config import DeclaredModel, ModelEntry, resolve_api_key
+from telemetry import lm_usage
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def configure_dspy(max_connections: int) -> None:
     dspy.configure(disable_history=True, trace=None)
     _raise_connection_cap(max_connections)
     dspy_speedups.install()
+    lm_usage.install_cost_hook()  # per-call cost into the request's usage tracker (history is off)
     from dspy.clients import model_metadata
 
     model_metadata.source_info()  # load the bundled metadata now, not on the first request
@@ -67,6 +69,7 @@ def build_lm(
         max_tokens=entry.max_tokens,
         cache=entry.cache,
         num_retries=entry.num_retries,
+        callbacks=lm_usage.LM_CALLBACKS,  # times each call for the request's telemetry record
         **kwargs,
     )
     how = f"declared as {model}" if declared is not None else "metadata looked up per call"

@@ -5,17 +5,20 @@ Built once per process (at ASGI start-up, or by the first caller) and then only 
 
 import asyncio
 import logging
+import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import dspy
 from django.conf import settings
 
 from programs.config import ConfigError, LoadedConfig, ModelEntry, ServiceConfig, config_path, load_config
 from programs.discovery import Discovery, DiscoveryError, LoadFailure, ProgramSpec, discover, module_sources
+from programs.limits import Limiter
 from programs.lms import build_lm, configure_dspy
 from programs.schemas import InputSchema, OutputSchema, build_input_schema, build_output_schema, entry_point
 
@@ -40,6 +43,7 @@ class Program:
     outputs: OutputSchema
     module_file: Path
     description: str
+    limiter: Limiter
 
 
 @dataclass
@@ -48,11 +52,32 @@ class Runtime:
     programs: dict[str, Program]
     failures: list[LoadFailure]
     executor: ThreadPoolExecutor
+    # Admission to the executor: a sync call is refused rather than queued behind busy threads.
+    pool_limiter: Limiter
     lms: dict[str, dspy.LM] = field(default_factory=dict)
+    # Set on SIGTERM: new program calls get 503 and readiness fails while in-flight calls finish.
+    draining: bool = False
 
     @property
     def sync_threads(self) -> int:
         return self.config.config.server.sync_worker_threads
+
+    async def drain_on_sigterm(self) -> None:
+        """Lifespan start-up hook: on SIGTERM, refuse new program calls (503) and fail readiness.
+
+        The server's own SIGTERM handler still runs right after, so it stops accepting
+        connections and lets in-flight calls finish as usual.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            self.draining = True
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     async def aclose(self) -> None:
         """Let running sync calls finish, then release the pool's threads and the LM connections."""
@@ -69,6 +94,7 @@ def build_runtime(config: LoadedConfig, discovery: Discovery) -> Runtime:
         programs={},
         failures=list(discovery.failures),
         executor=ThreadPoolExecutor(max_workers=server.sync_worker_threads, thread_name_prefix="dspy-sync"),
+        pool_limiter=Limiter("sync worker threads", server.sync_worker_threads, server.max_queue_ms / 1000),
     )
     for spec in discovery.specs:
         try:
@@ -106,6 +132,7 @@ def _build_program(spec: ProgramSpec, runtime: Runtime) -> Program:
         outputs=build_output_schema(spec.name, method, instance),
         module_file=spec.module_file,
         description=(spec.cls.__doc__ or "").strip(),
+        limiter=Limiter(spec.name, service.max_concurrent_for(spec.name), service.server.max_queue_ms / 1000),
     )
 
 

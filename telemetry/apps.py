@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class TelemetryConfig(AppConfig):
-    """Inference logs, counters and metrics (filled in by the telemetry work)."""
+    """One record per program request, live counters, database aggregates, /metrics (docs/TELEMETRY.md)."""
 
     name = "telemetry"
     default_auto_field = "django.db.models.BigAutoField"

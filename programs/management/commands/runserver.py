@@ -18,6 +18,11 @@ from django.core.management.base import BaseCommand, CommandError
 from programs.config import ConfigError, config_path, load_config
 from programs.devserver import is_listening, mock_address, start_mock_llm
 
+# Flags that override a server setting; the server process (and its reloads) reads the variable.
+FLAG_VARIABLES = {
+    "sync_workers": "DSPY_SYNC_WORKER_THREADS",
+    "max_concurrent": "DSPY_MAX_CONCURRENT_PER_PROGRAM",
+}
 _ADDRPORT = re.compile(r"^(?:(?P<addr>[^:]+|\[[0-9a-fA-F:]+\]):)?(?P<port>\d+)$")
 
 
@@ -38,6 +43,12 @@ class Command(BaseCommand):
             "DSPY_SYNC_WORKER_THREADS)",
         )
         parser.add_argument(
+            "--max-concurrent",
+            type=int,
+            help="Calls in flight per program before 429 (overrides server.max_concurrent_per_program "
+            "and DSPY_MAX_CONCURRENT_PER_PROGRAM)",
+        )
+        parser.add_argument(
             "--mock-llm",
             choices=["auto", "on", "off"],
             default="auto",
@@ -50,10 +61,11 @@ class Command(BaseCommand):
         if not match:
             raise CommandError(f"{options['addrport']!r} is not [addr:]port")
         host, port = (match["addr"] or "127.0.0.1").strip("[]"), int(match["port"])
-        if options["sync_workers"] is not None:
-            if options["sync_workers"] < 1:
-                raise CommandError("--sync-workers must be at least 1")
-            os.environ["DSPY_SYNC_WORKER_THREADS"] = str(options["sync_workers"])
+        for flag, variable in FLAG_VARIABLES.items():
+            if options[flag] is not None:
+                if options[flag] < 1:
+                    raise CommandError(f"--{flag.replace('_', '-')} must be at least 1")
+                os.environ[variable] = str(options[flag])
         mock = self._maybe_start_mock(options["mock_llm"])
         try:
             uvicorn.run(

@@ -1,0 +1,26 @@
+# Production image: gunicorn with uvicorn workers, no reload, non-root user.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DJANGO_SETTINGS_MODULE=dspysite.settings \
+    BIND=0.0.0.0:8000
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY . .
+RUN python manage.py collectstatic --noinput \
+    && useradd --system --uid 10001 --home-dir /app app \
+    && chown -R app /app
+USER app
+
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2).status != 200)"
+
+# Migrations run once per deploy (a job or an init container): `python manage.py migrate`.
+CMD ["gunicorn", "-c", "dspysite/gunicorn.conf.py"]

@@ -1,0 +1,46 @@
+"""Admission control: a bounded number of calls in flight, and a refusal instead of a queue.
+
+Each program has a :class:`Limiter`; sync programs also need a slot of the process-wide limiter of
+the thread pool, so no call ever waits in the executor's unbounded queue. A full limiter answers
+at once (or after at most ``max_queue_ms``) and the client gets 429 with ``Retry-After``.
+"""
+
+import asyncio
+
+
+class Limiter:
+    """At most ``limit`` holders; a newcomer waits at most ``max_wait_s`` for a free slot.
+
+    ``asyncio.wait_for(sem.acquire(), timeout=0)`` would refuse even a free semaphore: the free
+    case is taken without awaiting anything, so no other task can take the slot in between.
+    """
+
+    def __init__(self, name: str, limit: int, max_wait_s: float) -> None:
+        self.name = name
+        self.limit = limit
+        self.max_wait_s = max_wait_s
+        self.in_flight = 0
+        self.rejected = 0
+        self._slots = asyncio.Semaphore(limit)
+
+    async def try_acquire(self) -> bool:
+        if self._slots.locked():
+            if self.max_wait_s <= 0 or not await self._wait():
+                self.rejected += 1
+                return False
+        else:
+            await self._slots.acquire()  # free: returns without suspending
+        self.in_flight += 1
+        return True
+
+    async def _wait(self) -> bool:
+        try:
+            async with asyncio.timeout(self.max_wait_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            return False
+        return True
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._slots.release()

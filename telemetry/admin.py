@@ -1,0 +1,120 @@
+"""Admin: the inference log (read-only) and the per-program stats dashboard.
+
+Both stay fast with millions of log rows: the dashboard reads only the aggregates, and the log
+list avoids the two full scans Django's admin would otherwise run per page (an exact ``COUNT(*)``
+of the table, and ``SELECT DISTINCT program`` for the program filter).
+"""
+
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from telemetry import charts, selectors
+from telemetry.models import TOTAL, InferenceLog, ProgramStats
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most ``CAP + 1`` rows: "10,001" then means "more than 10,000", at index cost."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        object_list: Any = self.object_list
+        if isinstance(object_list, QuerySet):
+            return object_list[: self.CAP + 1].count()
+        return len(object_list)
+
+
+class ProgramFilter(admin.SimpleListFilter):
+    """Program names from the aggregates (one row per program), not a DISTINCT over the log."""
+
+    title = "program"
+    parameter_name = "program"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        totals = ProgramStats.objects.filter(period_s=TOTAL).order_by("program")
+        return [(name, name) for name in totals.values_list("program", flat=True)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        return queryset.filter(program=value) if value else queryset
+
+
+@admin.register(InferenceLog)
+class InferenceLogAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at", "program", "status_code", "success", "duration_ms", "total_tokens", "cost_usd",
+        "request_id",
+    )  # fmt: skip
+    list_filter = (ProgramFilter, "success", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("request_id",)
+    search_help_text = "Exact request id (X-Request-ID)"
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """An exact, indexed match: the admin's default (``icontains``) would scan every row."""
+        term = search_term.strip()
+        return (queryset.filter(request_id=term) if term else queryset), False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ProgramStats)
+class ProgramStatsAdmin(admin.ModelAdmin):
+    """Its list page is the dashboard: a table of every program and charts over time."""
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_view_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        board = selectors.dashboard(request.GET.get("window", "hour"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Program stats",
+            "opts": self.model._meta,
+            "board": board,
+            "table": [_table_row(counters) for counters in board.programs],
+            "charts": charts.dashboard_charts(board),
+            "windows": [("hour", "Last hour"), ("day", "Last day"), ("week", "Last week")],
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/telemetry/dashboard.html", context)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def _table_row(counters: Any) -> dict[str, Any]:
+    row = counters.as_dict()
+    row["error_percent"] = row["error_rate"] * 100
+    row["last_call"] = (
+        datetime.fromtimestamp(counters.last_call_ts, tz=UTC) if counters.last_call_ts is not None else None
+    )
+    return row

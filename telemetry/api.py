@@ -1,0 +1,142 @@
+"""Telemetry routes (dspy-cli compatible ``/api/metrics`` and ``/api/logs``, Prometheus ``/metrics``)
+and the hooks that record requests refused before their program ran.
+
+``/api/metrics`` reads the database aggregates: the totals of every worker and machine, current
+to within the writer's flush interval (``TELEMETRY_FLUSH_INTERVAL_S``). ``?scope=process`` answers
+from the answering process's live counters instead (no database read; this worker only).
+"""
+
+import asyncio
+from typing import Any, Literal
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.request import RawPostDataException
+from ninja import NinjaAPI, Query, Router
+from ninja.errors import ValidationError
+
+from programs.runtime import get_runtime
+from telemetry import prometheus, selectors
+from telemetry.counters import PROCESS_COUNTERS, ProgramCounters
+from telemetry.services import inference_log_enqueue_refused, telemetry_writer
+
+Scope = Literal["all", "process"]
+MAX_LOG_LIMIT = 1000
+
+router = Router(tags=["telemetry"])
+
+
+def _unknown(program: str) -> JsonResponse:
+    return JsonResponse({"detail": f"Program '{program}' not found. GET /programs lists them."}, status=404)
+
+
+def writer_status() -> dict[str, Any]:
+    """This process's writer: what is waiting, written, dropped (never silently)."""
+    writer = telemetry_writer()
+    return {
+        "queue_depth": writer.depth,
+        "written": writer.written,
+        "dropped": writer.dropped,
+        "write_errors": writer.write_errors,
+        "flush_interval_s": writer.flush_interval_s,
+        "writer_running": writer.running,
+    }
+
+
+@router.get("/api/metrics", summary="Per-program stats, all workers (dspy-cli field names)")
+async def metrics_list(
+    request: HttpRequest,
+    sort_by: selectors.SortBy = "calls",
+    order: selectors.Order = "desc",
+    scope: Scope = "all",
+) -> JsonResponse:
+    names = list(get_runtime().programs)
+    if scope == "process":
+        live = [PROCESS_COUNTERS.programs.get(name) or ProgramCounters(name) for name in names]
+        listing = selectors.sort_counters(live, sort_by, order)
+    else:
+        listing = await sync_to_async(selectors.program_stats_list)(names, sort_by, order)
+    body = {"programs": [counters.as_dict() for counters in listing], "scope": scope}
+    return JsonResponse({**body, "telemetry": writer_status()})
+
+
+@router.get("/api/metrics/{program}", summary="One program's stats, all workers")
+async def metrics_detail(request: HttpRequest, program: str, scope: Scope = "all") -> JsonResponse:
+    if program not in get_runtime().programs:
+        return _unknown(program)
+    if scope == "process":
+        counters = PROCESS_COUNTERS.programs.get(program) or ProgramCounters(program)
+    else:
+        counters = await sync_to_async(selectors.program_stats_get)(program)
+    return JsonResponse({"metrics": counters.as_dict(), "scope": scope})
+
+
+@router.get("/api/logs/{program}", summary="A program's newest inference records")
+async def logs_list(
+    request: HttpRequest, program: str, limit: int = Query(50, ge=1, le=MAX_LOG_LIMIT)
+) -> JsonResponse:
+    if program not in get_runtime().programs:
+        return _unknown(program)
+    logs = await sync_to_async(selectors.inference_log_list)(program, limit)
+    return JsonResponse({"logs": logs, "count": len(logs)})
+
+
+@router.get("/metrics", summary="Prometheus exposition", include_in_schema=False)
+async def prometheus_metrics(request: HttpRequest) -> HttpResponse:
+    prometheus.TELEMETRY_QUEUE_DEPTH.set(telemetry_writer().depth)
+    body, content_type = await asyncio.to_thread(prometheus.exposition)
+    return HttpResponse(body, content_type=content_type)
+
+
+# -- requests refused before the program ran ------------------------------------------------------
+
+
+def record_refused_requests(api: NinjaAPI) -> None:
+    """Give 4xx answers to program routes (bad JSON, validation, body too large) a log row too.
+
+    These are produced by ninja's exception handlers, before the view runs; wrapping
+    ``api.on_exception`` catches every one of them whichever handler answers.
+    """
+    handle = api.on_exception
+
+    def on_exception(request: HttpRequest, exc: Exception) -> HttpResponse:
+        response = handle(request, exc)
+        program = request.path_info.strip("/")
+        if request.method == "POST" and program in get_runtime().programs:
+            from programs.api import REQUEST_ID_HEADER, request_id
+
+            rid = request_id(request)
+            response[REQUEST_ID_HEADER] = rid
+            detail = exc.errors if isinstance(exc, ValidationError) else str(exc)
+            status = response.status_code
+            inference_log_enqueue_refused(program, rid, status, type(exc).__name__, detail, _body(request))
+        return response
+
+    api.on_exception = on_exception  # type: ignore[method-assign]
+
+
+def _body(request: HttpRequest) -> bytes | None:
+    try:
+        return request.body
+    except (RequestDataTooBig, RawPostDataException):
+        return None
+
+
+def record_body_too_large(scope: dict[str, Any], detail: str) -> None:
+    """For ``dspysite.lifespan.BodyLimitMiddleware``: a 413 sent before Django saw the request."""
+    program = str(scope.get("path", "")).strip("/")
+    if scope.get("method") != "POST" or program not in get_runtime().programs:
+        return
+    from programs.api import _REQUEST_ID
+
+    headers = dict(scope.get("headers", ()))
+    incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+    rid = incoming if _REQUEST_ID.match(incoming) else _new_request_id()
+    inference_log_enqueue_refused(program, rid, 413, "RequestDataTooBig", detail, None)
+
+
+def _new_request_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex

@@ -1,0 +1,204 @@
+"""Per-request LM usage: tokens, cost and a per-call breakdown, without ``lm.history``.
+
+DSPy reports usage to the ``usage_tracker`` of the current ``dspy.context``, which the request
+path sets per request (``programs.execution``). :class:`RequestUsage` is that tracker: concurrent
+requests each have their own, so a row never carries another request's tokens (``lm.history[-1]``
+is racy, and empty with history off, which is why dspy-cli logs no tokens at all).
+
+Three hooks fill it, all installed once at start-up:
+
+* ``UsageTracker.add_usage`` (DSPy calls it for every finished or failed LM call): tokens;
+* :class:`LMCallTimer`, a DSPy callback on the served LMs: model and duration of each call;
+* :func:`install_cost_hook`, a wrapper of ``dspy.clients.execution.finalize``: the cost DSPy
+  computes per call (``CallResult.cost``), which DSPy otherwise only stores in the history.
+
+Calls are keyed by DSPy's ``ACTIVE_CALL_ID`` (set by ``with_callbacks`` around each LM call), so
+the three hooks meet on the same entry even when calls run in parallel threads.
+"""
+
+import functools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dspy.dsp.utils.settings import settings as dspy_settings
+from dspy.utils.callback import ACTIVE_CALL_ID, BaseCallback
+from dspy.utils.usage_tracker import UsageTracker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LMCall:
+    model: str
+    started: float | None = None  # perf_counter at on_lm_start
+    duration_ms: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    error: str | None = None
+    cache_hit: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cost_usd": self.cost_usd,
+            "duration_ms": None if self.duration_ms is None else round(self.duration_ms, 2),
+            "error": self.error,
+            "cache_hit": self.cache_hit,
+        }
+
+
+@dataclass(frozen=True)
+class UsageSnapshot:
+    """A request's usage, frozen when its response is sent (later late calls do not change it)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None: LM calls were made but none had a known price
+    lm_calls: tuple[dict[str, Any], ...]
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+EMPTY_USAGE = UsageSnapshot(0, 0, 0.0, ())
+
+
+class RequestUsage(UsageTracker):
+    """DSPy's usage tracker for one request, also recording each LM call.
+
+    The lock is per request (sync programs report from a worker thread while the view may read a
+    snapshot after a timeout); it is never contended across requests.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._calls: dict[str, LMCall] = {}
+        self._priced: dict[int, LMCall] = {}  # thread -> untimed call priced, tokens still to come
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "RequestUsage":
+        # dspy.Parallel deep-copies the tracker per thread and never merges the copies back, so
+        # tokens spent in parallel branches would vanish. The request has one tracker: share it.
+        return self
+
+    def add_usage(self, lm: str, usage_entry: dict[str, Any]) -> None:
+        with self._lock:
+            super().add_usage(lm, usage_entry)  # DSPy's own per-model totals, for code that reads them
+            call = self._entry(lm, priced=False)
+            call.prompt_tokens += int(usage_entry.get("prompt_tokens") or 0)
+            call.completion_tokens += int(usage_entry.get("completion_tokens") or 0)
+
+    def lm_started(self, call_id: str, model: str) -> None:
+        with self._lock:
+            self._calls[call_id] = LMCall(model=model, started=time.perf_counter())
+
+    def lm_finished(self, call_id: str, exception: BaseException | None) -> None:
+        with self._lock:
+            call = self._calls.get(call_id)
+            if call is not None and call.started is not None:
+                call.duration_ms = (time.perf_counter() - call.started) * 1000
+                call.error = type(exception).__name__ if exception is not None else None
+
+    def lm_priced(self, model: str, cost: float | None, cache_hit: bool) -> None:
+        with self._lock:
+            call = self._entry(model, priced=not cache_hit)
+            call.cost_usd = cost
+            call.cache_hit = cache_hit
+
+    def snapshot(self) -> UsageSnapshot:
+        with self._lock:
+            calls = tuple(call.as_dict() for call in self._calls.values())
+        if not calls:
+            return EMPTY_USAGE
+        costs = [call["cost_usd"] for call in calls if call["cost_usd"] is not None]
+        return UsageSnapshot(
+            prompt_tokens=sum(call["prompt_tokens"] for call in calls),
+            completion_tokens=sum(call["completion_tokens"] for call in calls),
+            cost_usd=sum(costs) if costs else None,
+            lm_calls=calls,
+        )
+
+    def _entry(self, model: str, *, priced: bool) -> LMCall:
+        """The entry of the LM call running in this context (caller holds the lock).
+
+        Calls to the served LMs were opened by the timer callback under DSPy's call id. An LM built
+        elsewhere (inside a program) has no callback and no call id: DSPy prices such a call and
+        then reports its tokens, in that order and on the same thread, so both land on one entry.
+        """
+        call_id = ACTIVE_CALL_ID.get()
+        if call_id is not None and call_id in self._calls:
+            return self._calls[call_id]
+        thread = threading.get_ident()
+        pending = self._priced.pop(thread, None)
+        if pending is not None and not priced:
+            return pending
+        call = self._calls[f"untimed-{len(self._calls)}"] = LMCall(model=model)
+        if priced:
+            self._priced[thread] = call
+        return call
+
+
+def current_usage() -> RequestUsage | None:
+    tracker = dspy_settings.usage_tracker
+    return tracker if isinstance(tracker, RequestUsage) else None
+
+
+class LMCallTimer(BaseCallback):
+    """Times each LM call of a request. Registered on the served LMs only (see ``LM_CALLBACKS``).
+
+    DSPy's callback machinery costs ~20 us per LM call (a uuid, signature inspection) and ~45 us
+    per module call (protocol checks too); a global callback (``dspy.configure(callbacks=...)``)
+    would pay that for every module, predictor and adapter step of every request.
+    """
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        usage = current_usage()
+        if usage is not None:
+            usage.lm_started(call_id, getattr(instance, "model", type(instance).__name__))
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        usage = current_usage()
+        if usage is not None:
+            usage.lm_finished(call_id, exception)
+
+
+# One constant list, given to every LM the runtime builds (``programs.lms.build_lm``).
+LM_CALLBACKS: list[BaseCallback] = [LMCallTimer()]
+
+
+def install_cost_hook() -> bool:
+    """Make DSPy hand each call's cost to the request's tracker. Idempotent; False if unsupported.
+
+    DSPy prices every call (``CallResult.cost``, from its model metadata) but only keeps the figure
+    in ``lm.history``, which a server turns off. ``finalize`` is where DSPy reports a finished
+    call's usage to the tracker; wrapping it adds the cost next to the tokens.
+    """
+    from dspy.clients import execution
+
+    original = getattr(execution, "finalize", None)
+    if original is None or not callable(original):
+        logger.warning("dspy.clients.execution.finalize not found: LM costs will not be recorded")
+        return False
+    if getattr(original, "_telemetry_cost_hook", False):
+        return True
+
+    @functools.wraps(original)
+    def finalize(lm: Any, call: Any, result: Any) -> Any:
+        usage = current_usage()
+        if usage is not None:
+            cache_hit = bool(getattr(result, "cache_hit", False))
+            cost = None if cache_hit else getattr(result, "cost", None)
+            usage.lm_priced(getattr(lm, "model", "unknown"), cost, cache_hit)
+        return original(lm, call, result)
+
+    finalize._telemetry_cost_hook = True  # type: ignore[attr-defined]
+    execution.finalize = finalize
+    return True

@@ -1,0 +1,122 @@
+"""Inference records and the aggregates the writer keeps next to them.
+
+``InferenceLog`` has one row per finished program request. The aggregates (``ProgramStats``,
+``ModelStats``) are what every read uses: ``/api/metrics`` and the admin dashboard never scan the
+log table, so their cost does not grow with it. The writer updates the aggregates with ``F()``
+increments in the same transaction as the log rows, so several processes (gunicorn workers,
+machines) add up without a lost update and a retried batch is never counted twice.
+"""
+
+from datetime import UTC, datetime
+
+from django.db import models
+
+from telemetry.counters import BUCKET_FIELDS
+
+# ``period_s`` of the all-time rows; the others are the dashboard's time buckets.
+TOTAL = 0
+MINUTE = 60
+TEN_MINUTES = 600
+HOUR = 3600
+PERIODS = (TOTAL, MINUTE, TEN_MINUTES, HOUR)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # period_start of the all-time rows
+
+
+class InferenceLog(models.Model):
+    """One finished request to a program, whatever its outcome."""
+
+    program = models.CharField(max_length=200)
+    model_alias = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    request_id = models.CharField(max_length=128)
+    worker = models.CharField(max_length=100, blank=True, help_text="host:pid of the process that answered")
+    inputs = models.JSONField(null=True, blank=True)
+    outputs = models.JSONField(null=True, blank=True)
+    success = models.BooleanField()
+    status_code = models.PositiveSmallIntegerField()
+    error_type = models.CharField(max_length=200, blank=True)
+    error_message = models.TextField(blank=True)
+    duration_ms = models.FloatField(null=True, blank=True, help_text="null: refused before the program ran")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.FloatField(null=True, blank=True, help_text="null: no price known for the model")
+    lm_calls = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(help_text="when the response was sent")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["program", "-created_at", "-id"], name="telemetry_log_program_recent"),
+            models.Index(fields=["request_id"], name="telemetry_log_request_id"),
+            models.Index(fields=["created_at"], name="telemetry_log_created_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.program} {self.status_code} {self.request_id}"
+
+
+class LatencyColumns(models.Model):
+    """A latency histogram as fixed columns, so ``F()`` can increment it from any process."""
+
+    duration_ms_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        abstract = True
+
+
+for _name in BUCKET_FIELDS:
+    LatencyColumns.add_to_class(_name, models.PositiveBigIntegerField(default=0))
+
+
+class ProgramStats(LatencyColumns):
+    """A program's totals (``period_s`` 0) or one time bucket of the dashboard's charts."""
+
+    program = models.CharField(max_length=200)
+    period_s = models.PositiveIntegerField(help_text="0 = all time; else the bucket length in seconds")
+    period_start = models.DateTimeField()
+    call_count = models.PositiveBigIntegerField(default=0)
+    success_count = models.PositiveBigIntegerField(default=0)
+    error_count = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+    last_call_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "program stats"
+        verbose_name_plural = "program stats"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period_s", "period_start", "program"], name="telemetry_programstats_bucket"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.program} ({self.period_s}s from {self.period_start:%Y-%m-%d %H:%M})"
+
+
+class ModelStats(models.Model):
+    """LM calls per program and model: all time (``period_s`` 0) or per time bucket."""
+
+    program = models.CharField(max_length=200)
+    model = models.CharField(max_length=200)
+    period_s = models.PositiveIntegerField()
+    period_start = models.DateTimeField()
+    call_count = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+
+    class Meta:
+        verbose_name = "model stats"
+        verbose_name_plural = "model stats"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period_s", "period_start", "program", "model"], name="telemetry_modelstats_bucket"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.program}/{self.model} ({self.period_s}s from {self.period_start:%Y-%m-%d %H:%M})"

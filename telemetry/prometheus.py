@@ -1,0 +1,118 @@
+"""Prometheus metrics for ``GET /metrics``, correct with one process or several gunicorn workers.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``dspysite/gunicorn.conf.py`` sets it and cleans it when
+gunicorn starts; ``child_exit`` marks dead workers), every worker writes its values to files in
+that directory and the worker answering ``/metrics`` sums them. Unset, the default in-process
+registry is used. The variable must be set before this module is imported.
+"""
+
+import os
+from typing import Generic, TypeVar
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+disable_created_metrics()  # no *_created series: the same exposition with one process or several
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class Labelled(Generic[M]):
+    """A labelled metric whose children are looked up once: ``labels()`` costs ~3 us, a dict ~0.05 us.
+
+    The request path touches several labelled metrics per request; caching keeps that cheap. The
+    cache is as small as the label sets (programs x outcomes, models x types).
+    """
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def labels(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
+# Seconds. LLM calls take from tens of milliseconds to minutes.
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, float("inf"))
+
+REQUESTS = Labelled(
+    Counter("dspy_requests_total", "Finished program requests by outcome", ["program", "outcome"])
+)
+LATENCY = Labelled(
+    Histogram(
+        "dspy_request_duration_seconds", "Program request latency", ["program"], buckets=LATENCY_BUCKETS_S
+    )
+)
+IN_FLIGHT = Labelled(
+    Gauge(
+        "dspy_requests_in_flight", "Program requests being answered", ["program"], multiprocess_mode="livesum"
+    )
+)
+REJECTED = Labelled(
+    Counter("dspy_requests_rejected_total", "Program requests refused before running", ["program", "reason"])
+)
+TOKENS = Labelled(Counter("dspy_lm_tokens_total", "LM tokens by model and type", ["model", "type"]))
+LM_CALLS = Labelled(Counter("dspy_lm_calls_total", "LM calls by model", ["model"]))
+COST = Labelled(
+    Counter("dspy_lm_cost_usd_total", "Estimated LM cost in USD by model (priced calls only)", ["model"])
+)
+TELEMETRY_QUEUE_DEPTH = Gauge(
+    "dspy_telemetry_queue_depth", "Records waiting for the telemetry writer", multiprocess_mode="livesum"
+)
+TELEMETRY_DROPPED = Labelled(
+    Counter("dspy_telemetry_records_dropped_total", "Telemetry records dropped (never written)", ["reason"])
+)
+TELEMETRY_WRITTEN = Counter("dspy_telemetry_records_written_total", "Telemetry records written")
+TELEMETRY_WRITE_ERRORS = Counter(
+    "dspy_telemetry_write_errors_total", "Failed telemetry write attempts (each one retried)"
+)
+
+_REJECTION_REASONS = {
+    400: "bad_request",
+    413: "too_large",
+    422: "invalid",
+    429: "overloaded",
+    503: "unavailable",
+}
+
+
+def outcome(status_code: int) -> str:
+    """A small, fixed label set: success, rejected, client_error, cancelled, timeout, error."""
+    if status_code < 400:
+        return "success"
+    if status_code in _REJECTION_REASONS:
+        return "rejected"
+    if status_code == 499:
+        return "cancelled"
+    if status_code == 504:
+        return "timeout"
+    return "client_error" if status_code < 500 else "error"
+
+
+def rejection_reason(status_code: int) -> str | None:
+    return _REJECTION_REASONS.get(status_code)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition of every worker's metrics. Reads files in multiprocess mode: run off the loop."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,123 @@
+"""The in-memory record of one finished request, and its conversion to a database row.
+
+A record is built on the request path from what is already at hand (raw body bytes, the usage
+snapshot, a few numbers); everything that costs CPU (JSON parsing, datetimes, truncation) happens
+in :func:`to_log_row`, on the writer's thread.
+"""
+
+import json
+import math
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from telemetry.lm_usage import EMPTY_USAGE, UsageSnapshot
+
+ERROR_MESSAGE_MAX = 4000
+TEXT_BODY_MAX = 10_000
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:100]
+
+
+WORKER = _worker_name()
+
+
+def _after_fork() -> None:
+    global WORKER
+    WORKER = _worker_name()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+@dataclass(slots=True)
+class Body:
+    """A captured request/response body: raw bytes, or only its size when over the capture limit."""
+
+    raw: bytes | None
+    size: int
+
+
+@dataclass(slots=True)
+class InferenceRecord:
+    program: str
+    model_alias: str
+    model: str
+    request_id: str
+    status_code: int
+    finished_at: float  # time.time() when the response was ready
+    duration_ms: float | None  # None: refused before the program ran
+    usage: UsageSnapshot = EMPTY_USAGE
+    error_type: str = ""
+    error_detail: Any = ""  # a string, or the validation errors list (serialised by the writer)
+    inputs: Body | None = None  # None: capture is off for this program
+    outputs: Body | None = None
+    worker: str = ""
+
+    @property
+    def success(self) -> bool:
+        return 200 <= self.status_code < 400
+
+
+def to_log_row(record: InferenceRecord) -> Any:
+    """The ``InferenceLog`` for a record (imported lazily: this module loads before Django's apps)."""
+    from telemetry.models import InferenceLog
+
+    usage = record.usage
+    return InferenceLog(
+        program=record.program[:200],
+        model_alias=record.model_alias[:100],
+        model=record.model[:200],
+        request_id=record.request_id[:128],
+        worker=record.worker[:100],
+        inputs=_body_json(record.inputs),
+        outputs=_body_json(record.outputs),
+        success=record.success,
+        status_code=record.status_code,
+        error_type=record.error_type[:200],
+        error_message=_error_text(record.error_detail),
+        duration_ms=None if record.duration_ms is None else round(record.duration_ms, 3),
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        cost_usd=usage.cost_usd,
+        lm_calls=list(usage.lm_calls),
+        created_at=datetime.fromtimestamp(record.finished_at, tz=UTC),
+    )
+
+
+def _body_json(body: Body | None) -> Any:
+    if body is None:
+        return None
+    if body.raw is None:
+        return {"_truncated": True, "bytes": body.size}
+    try:
+        value = json.loads(body.raw)
+    except (ValueError, UnicodeDecodeError):
+        return {"_unparsed": body.raw[:TEXT_BODY_MAX].decode("utf-8", "replace")}
+    return _finite(value)
+
+
+def _finite(value: Any) -> Any:
+    """JSON columns reject NaN/Infinity (PostgreSQL); Python's json accepts them: make them strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _error_text(detail: Any) -> str:
+    if isinstance(detail, str):
+        return detail[:ERROR_MESSAGE_MAX]
+    try:
+        text = json.dumps(detail, default=str)
+    except (TypeError, ValueError):
+        text = repr(detail)
+    return text[:ERROR_MESSAGE_MAX]

@@ -1,0 +1,180 @@
+"""Telemetry reads. Metrics and the dashboard read only the aggregates, never scan ``InferenceLog``.
+
+Every function issues a fixed number of indexed queries whatever the number of log rows:
+``program_stats_list`` two, ``inference_log_list`` one, ``dashboard`` four.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from telemetry.counters import BUCKET_FIELDS, LatencyHistogram, ModelUsage, ProgramCounters
+from telemetry.models import HOUR, MINUTE, TEN_MINUTES, TOTAL, InferenceLog, ModelStats, ProgramStats
+
+SortBy = Literal["calls", "name", "latency", "cost", "tokens", "last_call"]
+Order = Literal["asc", "desc"]
+
+
+def program_stats_totals(programs: Iterable[str] | None = None) -> dict[str, ProgramCounters]:
+    """All-time counters per program, summed over every process that ever wrote (two queries)."""
+    stats = ProgramStats.objects.filter(period_s=TOTAL)
+    models = ModelStats.objects.filter(period_s=TOTAL)
+    if programs is not None:
+        names = list(programs)
+        stats, models = stats.filter(program__in=names), models.filter(program__in=names)
+    totals = {row.program: counters_from_row(row) for row in stats}
+    for row in models:
+        counters = totals.get(row.program)
+        if counters is not None:
+            counters.models[row.model] = ModelUsage(
+                row.call_count, row.prompt_tokens, row.completion_tokens, row.cost_usd
+            )
+    return totals
+
+
+def counters_from_row(row: ProgramStats) -> ProgramCounters:
+    return ProgramCounters(
+        program=row.program,
+        call_count=row.call_count,
+        success_count=row.success_count,
+        error_count=row.error_count,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        total_tokens=row.total_tokens,
+        cost_usd=row.cost_usd,
+        last_call_ts=row.last_call_at.timestamp() if row.last_call_at else None,
+        latency=histogram_from_row(row),
+    )
+
+
+def histogram_from_row(row: ProgramStats) -> LatencyHistogram:
+    return LatencyHistogram([getattr(row, name) for name in BUCKET_FIELDS], row.duration_ms_sum)
+
+
+def program_stats_list(
+    programs: Sequence[str], sort_by: SortBy = "calls", order: Order = "desc"
+) -> list[ProgramCounters]:
+    """Every served program, zeros for those never called, sorted like dspy-cli's ``/api/metrics``."""
+    totals = program_stats_totals(programs)
+    listing = [totals.get(name) or ProgramCounters(name) for name in programs]
+    return sort_counters(listing, sort_by, order)
+
+
+def sort_counters(listing: list[ProgramCounters], sort_by: SortBy, order: Order) -> list[ProgramCounters]:
+    keys: dict[str, Any] = {
+        "calls": lambda c: c.call_count,
+        "name": lambda c: c.program,
+        "latency": lambda c: c.latency.mean() or 0.0,
+        "cost": lambda c: c.cost_usd,
+        "tokens": lambda c: c.total_tokens,
+        "last_call": lambda c: c.last_call_ts or 0.0,
+    }
+    return sorted(listing, key=keys[sort_by], reverse=order == "desc")
+
+
+def program_stats_get(program: str) -> ProgramCounters:
+    return program_stats_totals([program]).get(program) or ProgramCounters(program)
+
+
+def inference_log_list(program: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest ``limit`` records of a program (one query on the (program, created_at) index)."""
+    rows = InferenceLog.objects.filter(program=program).order_by("-created_at", "-id")[:limit]
+    return [inference_log_entry(row) for row in rows]
+
+
+def inference_log_entry(row: InferenceLog) -> dict[str, Any]:
+    """dspy-cli's log entry fields, plus the request id, status and error type."""
+    return {
+        "timestamp": row.created_at.isoformat(),
+        "program": row.program,
+        "model": row.model,
+        "model_alias": row.model_alias,
+        "request_id": row.request_id,
+        "status_code": row.status_code,
+        "success": row.success,
+        "duration_ms": row.duration_ms,
+        "inputs": row.inputs,
+        "outputs": row.outputs,
+        "error": row.error_message or None,
+        "error_type": row.error_type or None,
+        "tokens": {
+            "prompt_tokens": row.prompt_tokens,
+            "completion_tokens": row.completion_tokens,
+            "total_tokens": row.total_tokens,
+        },
+        "cost_usd": row.cost_usd,
+        "lm_calls": row.lm_calls,
+        "worker": row.worker,
+    }
+
+
+# -- admin dashboard -----------------------------------------------------------------------------
+
+# window -> (bucket length, span)
+WINDOWS: dict[str, tuple[int, int]] = {
+    "hour": (MINUTE, 3600),
+    "day": (TEN_MINUTES, 86400),
+    "week": (HOUR, 7 * 86400),
+}
+MAX_CHART_PROGRAMS = 8
+
+
+@dataclass
+class Series:
+    calls: list[int]
+    errors: list[int]
+    p95_ms: list[float | None]
+
+
+@dataclass
+class Dashboard:
+    window: str
+    period_s: int
+    programs: list[ProgramCounters]  # all-time totals, the table
+    times: list[datetime]  # bucket starts of the window, oldest first
+    series: dict[str, Series] = field(default_factory=dict)  # per program, busiest first
+    tokens_by_model: list[tuple[str, int, int]] = field(default_factory=list)  # (model, prompt, completion)
+
+
+def dashboard(window: str = "hour", now: datetime | None = None) -> Dashboard:
+    """Everything the admin dashboard shows: four queries on the aggregates' unique indexes."""
+    period_s, span_s = WINDOWS.get(window, WINDOWS["hour"])
+    now = now or datetime.now(tz=UTC)
+    seconds = int(now.timestamp())
+    last = datetime.fromtimestamp(seconds - seconds % period_s, tz=UTC)
+    times = [last - timedelta(seconds=period_s * i) for i in reversed(range(span_s // period_s))]
+    board = Dashboard(window if window in WINDOWS else "hour", period_s, [], times)
+    board.programs = sort_counters(list(program_stats_totals().values()), "calls", "desc")
+    board.series = _series(period_s, times)
+    board.tokens_by_model = _tokens_by_model(period_s, times[0])
+    return board
+
+
+def _series(period_s: int, times: list[datetime]) -> dict[str, Series]:
+    slot = {start: index for index, start in enumerate(times)}
+    rows = ProgramStats.objects.filter(period_s=period_s, period_start__gte=times[0])
+    series: dict[str, Series] = {}
+    for row in rows:
+        index = slot.get(row.period_start)
+        if index is None:
+            continue
+        entry = series.get(row.program)
+        if entry is None:
+            size = len(times)
+            entry = series[row.program] = Series([0] * size, [0] * size, [None] * size)
+        entry.calls[index] += row.call_count
+        entry.errors[index] += row.error_count
+        entry.p95_ms[index] = histogram_from_row(row).percentile(0.95)
+    busiest = sorted(series.items(), key=lambda item: -sum(item[1].calls))
+    return dict(busiest[:MAX_CHART_PROGRAMS])
+
+
+def _tokens_by_model(period_s: int, since: datetime) -> list[tuple[str, int, int]]:
+    totals: dict[str, list[int]] = {}
+    for row in ModelStats.objects.filter(period_s=period_s, period_start__gte=since):
+        entry = totals.setdefault(row.model, [0, 0])
+        entry[0] += row.prompt_tokens
+        entry[1] += row.completion_tokens
+    ranked = sorted(totals.items(), key=lambda item: -sum(item[1]))
+    return [(model, prompt, completion) for model, (prompt, completion) in ranked]

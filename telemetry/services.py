@@ -1,0 +1,362 @@
+"""Telemetry writes: record a finished request (request path), persist batches (writer thread),
+rebuild counters, prune, and the process's start-up and shutdown hooks.
+
+The request path calls only :func:`inference_tracking` / :func:`inference_log_enqueue`: in-memory
+counter and Prometheus updates plus a ``put_nowait``. No ORM, no file I/O, no JSON on the loop.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import DateTimeField, F, Value
+from django.db.models.functions import Coalesce, Greatest
+
+from programs.runtime import Program, get_runtime
+from telemetry import prometheus
+from telemetry import records as telemetry_records
+from telemetry.counters import BUCKET_FIELDS, PROCESS_COUNTERS, ProgramCounters
+from telemetry.lm_usage import RequestUsage, UsageSnapshot
+from telemetry.records import Body, InferenceRecord, to_log_row
+from telemetry.writer import TelemetryWriter
+
+logger = logging.getLogger(__name__)
+
+# Answers given without running the program (at capacity, draining): not latency samples, or an
+# overload would show as a fast p50.
+REFUSED_STATUSES = frozenset({429, 503})
+
+# -- request path --------------------------------------------------------------------------------
+
+
+class InferenceTracking:
+    """Times one program request and records it when the ``with`` block ends, whatever happened.
+
+    A cancelled request (client gone, server stopping) is recorded as 499 with the tokens spent so
+    far; an unexpected exception as 500. The view reports the normal outcomes with
+    :meth:`succeeded` / :meth:`failed`.
+    """
+
+    __slots__ = ("_capture", "_started", "error_detail", "error_type", "inputs", "outputs", "program",
+                 "request_id", "status_code", "usage")  # fmt: skip
+
+    def __init__(self, program: Program, request_id: str, body: bytes) -> None:
+        self.program = program
+        self.request_id = request_id
+        self.usage = RequestUsage()
+        self._capture = capture_io(program.name)
+        self.inputs = _capture(body) if self._capture else None
+        self.outputs: Body | None = None
+        self.status_code = 500
+        self.error_type = ""
+        self.error_detail: Any = ""
+        self._started = 0.0
+
+    def __enter__(self) -> "InferenceTracking":
+        prometheus.IN_FLIGHT.labels(self.program.name).inc()
+        self._started = time.perf_counter()
+        return self
+
+    def succeeded(self, body: bytes) -> None:
+        self.status_code = 200
+        self.outputs = _capture(body) if self._capture else None
+
+    def failed(self, status_code: int, error_type: str, detail: str) -> None:
+        self.status_code = status_code
+        self.error_type = error_type
+        self.error_detail = detail
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        duration_ms = (time.perf_counter() - self._started) * 1000
+        prometheus.IN_FLIGHT.labels(self.program.name).dec()
+        if exc_type is not None:
+            cancelled = issubclass(exc_type, asyncio.CancelledError)
+            self.failed(499 if cancelled else 500, exc_type.__name__, str(exc) or exc_type.__name__)
+        inference_log_enqueue(
+            InferenceRecord(
+                program=self.program.name,
+                model_alias=self.program.model_alias,
+                model=self.program.lm.model,
+                request_id=self.request_id,
+                status_code=self.status_code,
+                finished_at=time.time(),
+                duration_ms=None if self.status_code in REFUSED_STATUSES else duration_ms,
+                usage=self.usage.snapshot(),
+                error_type=self.error_type,
+                error_detail=self.error_detail,
+                inputs=self.inputs,
+                outputs=self.outputs,
+            )
+        )
+
+
+def inference_tracking(program: Program, request_id: str, body: bytes) -> InferenceTracking:
+    """Use as ``with inference_tracking(...) as tracking:`` around a program call."""
+    return InferenceTracking(program, request_id, body)
+
+
+def inference_log_enqueue(record: InferenceRecord) -> bool:
+    """Count a finished request at once (counters, Prometheus) and queue it for the database."""
+    record.worker = telemetry_records.WORKER
+    usage = record.usage
+    PROCESS_COUNTERS.get(record.program).record(
+        success=record.success,
+        duration_ms=record.duration_ms,
+        finished_at=record.finished_at,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=usage.cost_usd or 0.0,
+        lm_calls=usage.lm_calls,
+    )
+    _observe(record, usage)
+    return telemetry_writer().enqueue(record)
+
+
+def inference_log_enqueue_refused(
+    program_name: str, request_id: str, status_code: int, error_type: str, detail: Any, body: bytes | None
+) -> bool:
+    """Record a request refused before its program ran (400, 413, 422...). Unknown programs: no row."""
+    program = get_runtime().programs.get(program_name)
+    if program is None:
+        return False
+    record = InferenceRecord(
+        program=program.name,
+        model_alias=program.model_alias,
+        model=program.lm.model,
+        request_id=request_id,
+        status_code=status_code,
+        finished_at=time.time(),
+        duration_ms=None,
+        error_type=error_type,
+        error_detail=detail,
+        inputs=_capture(body or b"") if capture_io(program.name) else None,
+    )
+    return inference_log_enqueue(record)
+
+
+def _observe(record: InferenceRecord, usage: UsageSnapshot) -> None:
+    program = record.program
+    prometheus.REQUESTS.labels(program, prometheus.outcome(record.status_code)).inc()
+    reason = prometheus.rejection_reason(record.status_code)
+    if reason is not None:
+        prometheus.REJECTED.labels(program, reason).inc()
+    if record.duration_ms is not None:
+        prometheus.LATENCY.labels(program).observe(record.duration_ms / 1000)
+    for call in usage.lm_calls:
+        model = call["model"]
+        prometheus.LM_CALLS.labels(model).inc()
+        if call["prompt_tokens"]:
+            prometheus.TOKENS.labels(model, "prompt").inc(call["prompt_tokens"])
+        if call["completion_tokens"]:
+            prometheus.TOKENS.labels(model, "completion").inc(call["completion_tokens"])
+        if call["cost_usd"]:
+            prometheus.COST.labels(model).inc(call["cost_usd"])
+
+
+def capture_io(program_name: str) -> bool:
+    """``programs.<Name>.capture_io`` in dspy.config.yaml, else ``TELEMETRY_CAPTURE_IO``."""
+    options = get_runtime().config.config.programs.get(program_name)
+    explicit = getattr(options, "capture_io", None)
+    return settings.TELEMETRY_CAPTURE_IO if explicit is None else explicit
+
+
+def _capture(body: bytes) -> Body:
+    size = len(body)
+    return Body(body if size <= settings.TELEMETRY_MAX_CAPTURE_BYTES else None, size)
+
+
+# -- the writer ----------------------------------------------------------------------------------
+
+_writer: TelemetryWriter | None = None
+
+
+def telemetry_writer() -> TelemetryWriter:
+    """This process's writer (created on first use; started by :func:`telemetry_startup`)."""
+    global _writer
+    if _writer is None:
+        _writer = TelemetryWriter(
+            inference_logs_write,
+            max_queue=settings.TELEMETRY_QUEUE_MAX,
+            batch_size=settings.TELEMETRY_BATCH_SIZE,
+            flush_interval_s=settings.TELEMETRY_FLUSH_INTERVAL_S,
+        )
+    return _writer
+
+
+def telemetry_writer_reset() -> None:
+    """Stop and forget the writer (tests, and a process that re-reads its settings)."""
+    global _writer
+    if _writer is not None:
+        _writer.stop(timeout_s=settings.TELEMETRY_SHUTDOWN_TIMEOUT_S)
+    _writer = None
+
+
+def telemetry_flush(timeout_s: float = 10.0) -> bool:
+    """Block until everything recorded so far is in the database."""
+    return telemetry_writer().flush(timeout_s)
+
+
+async def telemetry_startup() -> None:
+    """Lifespan start-up: rebuild the counters from the database, then start the writer."""
+    await asyncio.to_thread(_rebuild_then_close)
+    telemetry_writer().start()
+
+
+def _rebuild_then_close() -> None:
+    try:
+        program_counters_rebuild()
+    finally:
+        connection.close()  # this start-up thread's connection; requests never use it
+
+
+async def telemetry_shutdown() -> None:
+    """Lifespan shutdown (uvicorn runs it on SIGTERM after in-flight requests finish): flush."""
+    timeout = settings.TELEMETRY_SHUTDOWN_TIMEOUT_S
+    await asyncio.to_thread(telemetry_writer().stop, timeout)
+
+
+def program_counters_rebuild() -> bool:
+    """Load the database totals into this process's counters (once, at start-up)."""
+    from django.db import DatabaseError
+
+    from telemetry.selectors import program_stats_totals
+
+    try:
+        PROCESS_COUNTERS.load(program_stats_totals().values())
+    except DatabaseError as exc:
+        logger.warning("telemetry: counters start from zero, the database is not readable: %s", exc)
+        return False
+    return True
+
+
+# -- batches (writer thread) ---------------------------------------------------------------------
+
+
+def inference_logs_write(records: Sequence[InferenceRecord]) -> None:
+    """Insert a batch of rows and add it to the aggregates, in one transaction.
+
+    All or nothing: a retried batch is never counted twice, and the aggregates always match the
+    rows. The aggregates are incremented with ``F()`` so concurrent writers (other workers, other
+    machines) add up instead of overwriting each other.
+    """
+    from telemetry.models import InferenceLog
+
+    rows = [to_log_row(record) for record in records]
+    buckets = aggregate(records)
+    with transaction.atomic():
+        InferenceLog.objects.bulk_create(rows, batch_size=500)
+        for (period_s, start, program), counters in sorted(buckets.items()):
+            _add_program_stats(program, period_s, start, counters)
+
+
+def aggregate(records: Iterable[InferenceRecord]) -> dict[tuple[int, datetime, str], ProgramCounters]:
+    """Per (period, bucket start, program): the counters of the records that fall in it."""
+    from telemetry.models import EPOCH, PERIODS
+
+    buckets: dict[tuple[int, datetime, str], ProgramCounters] = {}
+    for record in records:
+        usage = record.usage
+        for period_s in PERIODS:
+            start = EPOCH if period_s == 0 else _bucket_start(record.finished_at, period_s)
+            key = (period_s, start, record.program)
+            counters = buckets.get(key) or buckets.setdefault(key, ProgramCounters(record.program))
+            counters.record(
+                success=record.success,
+                duration_ms=record.duration_ms,
+                finished_at=record.finished_at,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost_usd=usage.cost_usd or 0.0,
+                lm_calls=usage.lm_calls,
+            )
+    return buckets
+
+
+def _bucket_start(ts: float, period_s: int) -> datetime:
+    seconds = int(ts)
+    return datetime.fromtimestamp(seconds - seconds % period_s, tz=UTC)
+
+
+def _add_program_stats(program: str, period_s: int, start: datetime, counters: ProgramCounters) -> None:
+    from telemetry.models import ModelStats, ProgramStats
+
+    deltas: dict[str, float] = {
+        "call_count": counters.call_count,
+        "success_count": counters.success_count,
+        "error_count": counters.error_count,
+        "prompt_tokens": counters.prompt_tokens,
+        "completion_tokens": counters.completion_tokens,
+        "total_tokens": counters.total_tokens,
+        "cost_usd": counters.cost_usd,
+        "duration_ms_sum": counters.latency.total_ms,
+    }
+    deltas.update((name, n) for name, n in zip(BUCKET_FIELDS, counters.latency.counts, strict=True) if n)
+    last = datetime.fromtimestamp(counters.last_call_ts or 0, tz=UTC)
+    keys = {"period_s": period_s, "period_start": start, "program": program}
+    _increment(ProgramStats, keys, deltas, last_call_at=last)
+    for model, usage in sorted(counters.models.items()):
+        model_deltas = {
+            "call_count": usage.call_count,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cost_usd": usage.cost_usd,
+        }
+        _increment(ModelStats, {**keys, "model": model[:200]}, model_deltas)
+
+
+def _increment(
+    model: Any, keys: dict[str, Any], deltas: dict[str, float], last_call_at: datetime | None = None
+) -> None:
+    """``UPDATE ... SET n = n + delta`` on the row, creating it first if no process has yet."""
+    updates: dict[str, Any] = {name: F(name) + value for name, value in deltas.items() if value}
+    if last_call_at is not None:
+        stamp = Value(last_call_at, output_field=DateTimeField())
+        updates["last_call_at"] = Greatest(Coalesce(F("last_call_at"), stamp), stamp)
+    if model.objects.filter(**keys).update(**updates):
+        return
+    created = {**keys, **deltas}
+    if last_call_at is not None:
+        created["last_call_at"] = last_call_at
+    try:
+        with transaction.atomic():  # a savepoint: another process may create the row first
+            model.objects.create(**created)
+    except IntegrityError:
+        model.objects.filter(**keys).update(**updates)
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+# Time buckets finer than an hour only feed the dashboard's last hour / last day views.
+BUCKET_RETENTION = {60: timedelta(days=2), 600: timedelta(days=8)}
+
+
+def inference_logs_prune(
+    older_than: timedelta, now: datetime | None = None, chunk: int = 10_000
+) -> dict[str, int]:
+    """Delete log rows older than ``older_than`` (and dashboard buckets past their window).
+
+    Rows go in chunks, each its own short transaction, so the writer is never blocked for long
+    (SQLite has one writer at a time). Totals and hourly buckets are kept: the metrics and the
+    week view read them, and they are small (one row per program per hour).
+    """
+    from telemetry.models import InferenceLog, ModelStats, ProgramStats
+
+    now = now or datetime.now(tz=UTC)
+    deleted = {"logs": 0, "buckets": 0}
+    old = InferenceLog.objects.filter(created_at__lt=now - older_than)
+    while ids := list(old.values_list("pk", flat=True)[:chunk]):
+        deleted["logs"] += InferenceLog.objects.filter(pk__in=ids).delete()[0]
+    for period_s, keep in BUCKET_RETENTION.items():
+        for stats in (ProgramStats, ModelStats):
+            deleted["buckets"] += stats.objects.filter(
+                period_s=period_s, period_start__lt=now - keep
+            ).delete()[0]
+    return deleted
