@@ -61,6 +61,7 @@ class TelemetryWriter:
         self._holding = 0  # records taken off the queue, not yet committed
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # set by flush() and stop(): a batch is wanted now
         self._deadline = float("inf")
         self._last_error_log = 0.0
 
@@ -103,6 +104,7 @@ class TelemetryWriter:
             self._queue.put(marker, timeout=timeout_s)
         except queue.Full:
             return False
+        self._wake.set()
         return marker.done.wait(max(0.0, deadline - time.monotonic()))
 
     def stop(self, timeout_s: float = 10.0) -> bool:
@@ -116,6 +118,7 @@ class TelemetryWriter:
             return True
         self._deadline = time.monotonic() + timeout_s
         self._stopping.set()
+        self._wake.set()
         with contextlib.suppress(queue.Full):  # full: the thread is busy and checks the flag anyway
             self._queue.put_nowait(_WAKE)
         thread.join(timeout_s + 1.0)
@@ -143,23 +146,43 @@ class TelemetryWriter:
             self._close_connection()
 
     def _collect(self) -> tuple[list[InferenceRecord], list[_Flush]]:
-        """Up to ``batch_size`` records: what arrives within ``flush_interval_s`` of the first one."""
+        """Up to ``batch_size`` records: what arrives within ``flush_interval_s`` of the first one.
+
+        The thread wakes once per batch, not once per record: after the first record it sleeps
+        until the batch is due (or a flush or stop wakes it) and then takes what has arrived.
+        Blocking on the queue for every record would switch threads on every request.
+        """
         batch: list[InferenceRecord] = []
         flushes: list[_Flush] = []
-        wait = 0.0 if self._stopping.is_set() else self.flush_interval_s
+        try:
+            wait = 0.0 if self._stopping.is_set() else self.flush_interval_s
+            item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return batch, flushes
         deadline = time.monotonic() + self.flush_interval_s
-        while len(batch) < self.batch_size:
-            try:
-                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
+        while True:
             if isinstance(item, _Flush):
                 flushes.append(item)
                 break  # write now: the flusher waits for everything before its marker
             if item is not _WAKE:
                 batch.append(item)  # type: ignore[arg-type]
                 self._holding = len(batch)
-            wait = 0.0 if self._stopping.is_set() else deadline - time.monotonic()
+            if len(batch) >= self.batch_size:
+                break
+            try:
+                item = self._queue.get_nowait()
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if self._stopping.is_set() or remaining <= 0:
+                break
+            self._wake.wait(remaining)
+            self._wake.clear()
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
         return batch, flushes
 
     def _write(self, batch: list[InferenceRecord]) -> None:
