@@ -138,6 +138,17 @@ TELEMETRY_BATCH_SIZE = env_int("TELEMETRY_BATCH_SIZE", 500)
 TELEMETRY_FLUSH_INTERVAL_S = env_float("TELEMETRY_FLUSH_INTERVAL_S", 0.5)
 TELEMETRY_SHUTDOWN_TIMEOUT_S = env_float("TELEMETRY_SHUTDOWN_TIMEOUT_S", 10.0)
 
+# Live dashboard events (telemetry/live.py) travel through the channel layer: Redis across
+# workers and machines when REDIS_URL is set, in-memory (one process) otherwise.
+REDIS_URL = env_str("REDIS_URL", "")
+CHANNEL_LAYERS = {
+    "default": (
+        {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        if REDIS_URL
+        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    )
+}
+
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.request import RawPostDataException
 from ninja import NinjaAPI, Query, Router
 from ninja.errors import ValidationError
@@ -19,6 +19,7 @@ from ninja.errors import ValidationError
 from programs.runtime import get_runtime
 from telemetry import prometheus, selectors
 from telemetry.counters import PROCESS_COUNTERS, ProgramCounters
+from telemetry.live import event_stream
 from telemetry.services import inference_log_enqueue_refused, telemetry_writer
 
 Scope = Literal["all", "process"]
@@ -80,6 +81,14 @@ async def logs_list(
         return _unknown(program)
     logs = await sync_to_async(selectors.inference_log_list)(program, limit)
     return JsonResponse({"logs": logs, "count": len(logs)})
+
+
+@router.get("/api/events", summary="Live per-batch totals from every worker (Server-Sent Events)")
+async def events(request: HttpRequest) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(event_stream(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
 
 
 @router.get("/metrics", summary="Prometheus exposition", include_in_schema=False)

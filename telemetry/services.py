@@ -22,6 +22,7 @@ from programs.runtime import Program, get_runtime
 from telemetry import prometheus
 from telemetry import records as telemetry_records
 from telemetry.counters import BUCKET_FIELDS, PROCESS_COUNTERS, ProgramCounters
+from telemetry.live import LivePublisher
 from telemetry.lm_usage import RequestUsage, UsageSnapshot
 from telemetry.records import Body, InferenceRecord, to_log_row
 from telemetry.writer import TelemetryWriter
@@ -207,7 +208,9 @@ def telemetry_flush(timeout_s: float = 10.0) -> bool:
 async def telemetry_startup() -> None:
     """Lifespan start-up: rebuild the counters from the database, then start the writer."""
     await asyncio.to_thread(_rebuild_then_close)
-    telemetry_writer().start()
+    writer = telemetry_writer()
+    writer.on_written = LivePublisher(asyncio.get_running_loop())
+    writer.start()
 
 
 def _rebuild_then_close() -> None:

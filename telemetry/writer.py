@@ -50,6 +50,8 @@ class TelemetryWriter:
         retry_max_s: float = 5.0,
     ) -> None:
         self._write_batch = write
+        # Told of each committed batch (live events); set once the server's loop is running.
+        self.on_written: Callable[[Sequence[InferenceRecord]], None] | None = None
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
@@ -212,9 +214,18 @@ class TelemetryWriter:
             else:
                 self.written += len(batch)
                 prometheus.TELEMETRY_WRITTEN.inc(len(batch))
+                self._announce(batch)
                 if attempt:
                     logger.warning("telemetry: database back; wrote %d delayed record(s)", len(batch))
                 return
+
+    def _announce(self, batch: list[InferenceRecord]) -> None:
+        if self.on_written is None:
+            return
+        try:
+            self.on_written(batch)
+        except Exception:  # a live dashboard must never cost a batch its retry or its count
+            logger.warning("telemetry: live event for a batch of %d failed", len(batch), exc_info=True)
 
     def _isolate(self, batch: list[InferenceRecord]) -> None:
         """Retry halves of a rejected batch so only the offending record is dropped."""
