@@ -121,3 +121,25 @@ def test_sigterm_drains_in_flight_calls(tmp_path: Path, mock: Running) -> None:
     assert status == 200
     # uvicorn re-raises SIGTERM once its graceful shutdown is done.
     assert exit_code in (0, -signal.SIGTERM)
+
+
+def test_full_capacity_after_a_fault_storm(limited: Running) -> None:
+    faults = ["500", "429", "malformed", "drop", "badjson"]
+
+    async def storm() -> list[int]:
+        async with httpx.AsyncClient(base_url=limited.url, timeout=30) as client:
+            calls = [
+                client.post(f"/{program}", json={"question": f"storm {fault} [fault={fault}]"})
+                for program in ("EchoAsync", "EchoSync")
+                for fault in faults
+            ]
+            calls.append(client.post("/SlowAsync", json={"question": "storm [fault=stall]"}))
+            return [response.status_code for response in await asyncio.gather(*calls)]
+
+    statuses = asyncio.run(storm())
+    assert statuses.count(200) == 0
+    assert set(statuses) <= {502, 504, 429}
+    # No slot, thread or connection leaked: every limit admits a full burst again.
+    assert [r.status_code for r in asyncio.run(burst(limited, "EchoAsync", LIMIT, 300))] == [200] * LIMIT
+    assert [r.status_code for r in asyncio.run(burst(limited, "EchoSync", THREADS, 300))] == [200] * THREADS
+    assert [r.status_code for r in asyncio.run(burst(limited, "SlowAsync", LIMIT, 0))] == [200] * LIMIT

@@ -208,3 +208,13 @@ def test_upstream_stall_is_a_504_after_the_program_timeout(server: Running) -> N
     assert response.status_code == 504
     assert "1.5 s" in response.json()["detail"]
     assert post(server, "/SlowAsync", {"question": "fine again"}).status_code == 200
+
+
+def test_a_10_mb_body_is_refused_and_the_server_keeps_serving(server: Running) -> None:
+    body = b'{"question": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    response = httpx.post(
+        f"{server.url}/EchoSync", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert "detail" in response.json()
+    assert post(server, "/EchoSync", {"question": "after the big one"}).status_code == 200
