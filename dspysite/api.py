@@ -5,6 +5,8 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from ninja import NinjaAPI
 
+from apikeys.auth import api_key_auth
+from apikeys.auth import install as install_api_key_errors
 from programs.api import build_router
 from programs.runtime import get_runtime_or_exit
 from telemetry import api as telemetry_api
@@ -25,8 +27,9 @@ def build_api() -> NinjaAPI:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return JsonResponse({"detail": f"Request body is larger than {limit} bytes"}, status=413)
 
+    install_api_key_errors(api)  # 401 with WWW-Authenticate: Bearer
     api.add_router("", build_router(runtime))
-    api.add_router("", telemetry_api.router)
+    api.add_router("", telemetry_api.router, auth=api_key_auth())  # None unless server.auth is on
     telemetry_api.record_refused_requests(api)  # 400/413/422 on program routes get a log row too
     return api
 

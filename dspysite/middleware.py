@@ -18,6 +18,9 @@ GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
 
 def is_browser_path(path: str) -> bool:
+    # "/" exactly is the playground's index; "/programs", "/<Program>"... stay on the API path.
+    if path == "/":
+        return True
     return path.startswith(settings.BROWSER_PATH_PREFIXES) or path.rstrip("/") in ("/admin", "/ui")
 
 

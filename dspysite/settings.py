@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     # programs first: its `runserver` (uvicorn, one event loop) replaces Django's WSGI one.
     "programs",
     "telemetry",
+    "apikeys",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -39,6 +40,8 @@ INSTALLED_APPS = [
 # thread hops per request under ASGI. Django's session/auth/CSRF/messages stack is applied to the
 # admin and HTML pages only, by `dspysite.middleware.BrowserMiddleware`.
 MIDDLEWARE = [
+    # Async-only; removes itself when no CORS origin is configured (docs/DEVELOPING.md).
+    "dspysite.cors.CorsMiddleware",
     "dspysite.middleware.json_errors_middleware",
     "dspysite.middleware.BrowserMiddleware",
 ]
@@ -153,8 +156,12 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every line names the request it was logged for ("-" outside one): programs/context.py.
+    "filters": {"request_id": {"()": "programs.context.RequestIdFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router
 from pydantic import BaseModel
 
+from apikeys.auth import api_key_auth
 from programs.execution import CallFailed, run_program
 from programs.runtime import Program, Runtime
 from telemetry.services import inference_tracking
@@ -64,8 +65,9 @@ def _json_schema(annotation: Any) -> dict[str, Any]:
 
 def build_router(runtime: Runtime) -> Router:
     router = Router()
+    auth = api_key_auth()  # API keys on the program routes and the listing; None unless server.auth
 
-    @router.get("/programs", tags=["service"], summary="List the served programs and their schemas")
+    @router.get("/programs", tags=["service"], summary="List the served programs and schemas", auth=auth)
     async def list_programs(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"programs": program_listing(runtime)})
 
@@ -95,7 +97,15 @@ def build_router(runtime: Runtime) -> Router:
             summary=f"Run {program.name} ({_execution(program)}, model {program.model_alias})",
             description=program.description,
             tags=["programs"],
+            auth=auth,
         )
+    # Beside each program: POST /{Program}/batch and POST /{Program}/stream (docs/DEVELOPING.md).
+    from programs.batch import add_batch_route
+    from programs.streaming import add_stream_route
+
+    for program in runtime.programs.values():
+        add_batch_route(router, runtime, program, auth=auth)
+        add_stream_route(router, runtime, program, auth=auth)
     return router
 
 

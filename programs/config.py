@@ -31,6 +31,7 @@ ENV_OVERRIDES = {
     "max_concurrent_per_program": "DSPY_MAX_CONCURRENT_PER_PROGRAM",
     "max_queue_ms": "DSPY_MAX_QUEUE_MS",
     "max_batch_items": "DSPY_MAX_BATCH_ITEMS",
+    "auth": "DSPY_AUTH",
 }
 
 
@@ -92,6 +93,10 @@ class ServerSection(BaseModel):
     max_queue_ms: float = Field(default=0, ge=0)
     # POST /{Program}/batch: a request with more items than this gets 413.
     max_batch_items: int = Field(default=DEFAULT_MAX_BATCH_ITEMS, ge=1)
+    # API keys (Authorization: Bearer) on the program and metrics routes; see docs/DEVELOPING.md.
+    auth: bool = False
+    # Origins allowed to call the API from a browser (CORS); env CORS_ALLOWED_ORIGINS adds to them.
+    cors_allowed_origins: list[str] = Field(default_factory=list)
 
 
 class ProgramOptions(BaseModel):
@@ -105,6 +110,20 @@ class ProgramOptions(BaseModel):
     state: str | None = None
     # Store this program's inputs and outputs in the inference log (default: TELEMETRY_CAPTURE_IO).
     capture_io: bool | None = None
+    # How prompts are formatted (programs/adapters.py): DSPy's chat or JSON adapter, and whether a
+    # JSON request may carry a JSON schema when the model supports it (native structured outputs).
+    adapter: Literal["chat", "json"] = "chat"
+    native_structured_outputs: bool = True
+    # Which module instance serves a call (programs/instances.py): the loaded one for every call,
+    # one of pool_size pre-built copies (default: max_concurrent), or a fresh copy per call.
+    instance_mode: Literal["shared", "pool", "per_request"] = "shared"
+    pool_size: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _pool_size_needs_a_pool(self) -> "ProgramOptions":
+        if self.pool_size is not None and self.instance_mode != "pool":
+            raise ValueError("pool_size is only used with instance_mode: pool")
+        return self
 
 
 class ServiceConfig(BaseModel):
@@ -156,11 +175,18 @@ class ServiceConfig(BaseModel):
             return options.max_concurrent
         return self.server.max_concurrent_per_program
 
+    def options_for(self, program: str) -> ProgramOptions:
+        """``programs.<P>``, or the defaults when the program has no section."""
+        return self.programs.get(program) or _DEFAULT_OPTIONS
+
     def timeout_for(self, program: str) -> float:
         options = self.programs.get(program)
         if options and options.request_timeout_s:
             return options.request_timeout_s
         return self.server.request_timeout_s
+
+
+_DEFAULT_OPTIONS = ProgramOptions()
 
 
 @dataclass(frozen=True)

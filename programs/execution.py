@@ -13,6 +13,7 @@ from typing import Any
 import dspy
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
+from dspy.dsp.utils.settings import thread_local_overrides
 from dspy.utils.exceptions import AdapterParseError, LMError, LMTimeoutError
 from dspy.utils.usage_tracker import UsageTracker
 
@@ -65,12 +66,10 @@ async def run_program(
         raise _refused(program, program.limiter)
     inline = inline_lm_steps.set(program.static_credentials)
     try:
-        with dspy.context(
-            lm=program.lm, adapter=program.adapter, trace=None, track_usage=True, usage_tracker=usage
-        ):
+        with dspy.context(**call_settings(program, usage)):
             async with asyncio.timeout(program.timeout_s):
                 if program.is_async:
-                    result = await program.instance.acall(**kwargs)
+                    result = await _call_native(program, kwargs)
                 else:
                     result = await _call_in_pool(runtime, program, kwargs)
         return to_response_body(result, program.outputs)
@@ -83,21 +82,60 @@ async def run_program(
         program.limiter.release()
 
 
+def call_settings(program: Program, usage: UsageTracker) -> dict[str, Any]:
+    """Every DSPy setting of one call, so that nothing on the call reads the global configuration.
+
+    The program's settings were fixed at start-up (its LM and adapter, no trace, DSPy's other
+    settings as start-up left them). Per call: this request's usage tracker, a list of callbacks
+    of its own (code that appends to ``dspy.settings.callbacks`` during a call changes that call
+    only), and the streaming settings of the caller's own ``dspy.context`` (programs.streaming).
+    """
+    caller = thread_local_overrides.get()
+    return {
+        **program.dspy_settings,
+        "callbacks": list(program.dspy_settings.get("callbacks") or ()),
+        "usage_tracker": usage,
+        "send_stream": caller.get("send_stream"),
+        "stream_listeners": caller.get("stream_listeners") or [],
+    }
+
+
+async def _call_native(program: Program, kwargs: dict[str, Any]) -> Any:
+    instances = program.instances
+    if instances is None:
+        return await program.instance.acall(**kwargs)
+    instance = instances.acquire()
+    if instance is None:
+        raise _no_instance(program)
+    try:
+        return await instance.acall(**kwargs)
+    finally:
+        instances.release(instance)
+
+
 async def _call_in_pool(runtime: Runtime, program: Program, kwargs: dict[str, Any]) -> Any:
     """Run a sync program on a worker thread, if one is free (or frees up within the bound).
 
     The pool slot is given back when the thread finishes, not when the request ends: a timed-out
-    call keeps its thread until the LM call returns, and must keep counting until then.
+    call keeps its thread until the LM call returns, and must keep counting until then. So does
+    its instance (``instance_mode: pool``).
     """
     pool = runtime.pool_limiter
     if not await pool.try_acquire():
         raise _refused(program, pool)
+    instances = program.instances
+    instance = program.instance if instances is None else instances.acquire()
+    if instance is None:
+        pool.release()
+        raise _no_instance(program)
     loop = asyncio.get_running_loop()
 
     def call() -> Any:
         try:
-            return program.instance(**kwargs)
+            return instance(**kwargs)
         finally:
+            if instances is not None:
+                instances.release(instance)
             with contextlib.suppress(RuntimeError):  # the loop is already closed at shutdown
                 loop.call_soon_threadsafe(pool.release)
 
@@ -107,6 +145,11 @@ async def _call_in_pool(runtime: Runtime, program: Program, kwargs: dict[str, An
 
 def _refused(program: Program, limiter: Limiter) -> CallFailed:
     detail = f"{program.name} is at capacity: all {limiter.limit} {limiter.name} slots are busy; retry later"
+    return CallFailed(429, detail, "ConcurrencyLimit", program.name, retry_after=RETRY_AFTER_S)
+
+
+def _no_instance(program: Program) -> CallFailed:
+    detail = f"{program.name} is at capacity: every instance of its pool is still busy; retry later"
     return CallFailed(429, detail, "ConcurrencyLimit", program.name, retry_after=RETRY_AFTER_S)
 
 

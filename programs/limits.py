@@ -19,18 +19,14 @@ class Limiter:
         self.name = name
         self.limit = limit
         self.max_wait_s = max_wait_s
-        self.in_flight = 0
-        self.rejected = 0
         self._slots = asyncio.Semaphore(limit)
 
     async def try_acquire(self) -> bool:
         if self._slots.locked():
             if self.max_wait_s <= 0 or not await self._wait():
-                self.rejected += 1
                 return False
         else:
             await self._slots.acquire()  # free: returns without suspending
-        self.in_flight += 1
         return True
 
     async def _wait(self) -> bool:
@@ -42,5 +38,4 @@ class Limiter:
         return True
 
     def release(self) -> None:
-        self.in_flight -= 1
         self._slots.release()

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import dspy
 from dspy.clients import execution as dspy_execution
@@ -38,6 +39,27 @@ def configure_dspy(max_connections: int) -> None:
     from dspy.clients import model_metadata
 
     model_metadata.source_info()  # load the bundled metadata now, not on the first request
+
+
+# Set for each program or each call by the runtime and programs.execution, never taken from the
+# global configuration.
+CALL_SETTINGS = frozenset({"lm", "adapter", "trace", "track_usage", "usage_tracker", "caller_predict",
+                           "caller_modules", "send_stream", "stream_listeners"})  # fmt: skip
+
+
+def settings_snapshot() -> dict[str, Any]:
+    """DSPy's settings as start-up left them, for every call to apply (see programs.execution).
+
+    Requests never read DSPy's global configuration: a later ``dspy.configure`` (which the first
+    async task to call it may do) or an in-place change of a global list
+    (``dspy.settings.callbacks.append(...)``, from any thread) cannot change what a served program
+    sends. Lists and dicts are copied, so the global objects are never shared with a request.
+    """
+    return {
+        key: value.copy() if isinstance(value, list | dict) else value
+        for key, value in dspy.settings.config.items()
+        if key not in CALL_SETTINGS
+    }
 
 
 def _raise_connection_cap(max_connections: int) -> None:

@@ -12,14 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import dspy
 from django.conf import settings
 
+from programs.adapters import build_adapter, describe
 from programs.config import ConfigError, LoadedConfig, ModelEntry, ServiceConfig, config_path, load_config
 from programs.discovery import Discovery, DiscoveryError, LoadFailure, ProgramSpec, discover, module_sources
+from programs.instances import Instances, build_instances
 from programs.limits import Limiter
-from programs.lms import build_lm, configure_dspy
+from programs.lms import build_lm, configure_dspy, settings_snapshot
 from programs.schemas import InputSchema, OutputSchema, build_input_schema, build_output_schema, entry_point
 
 logger = logging.getLogger(__name__)
@@ -44,6 +47,10 @@ class Program:
     module_file: Path
     description: str
     limiter: Limiter
+    # The DSPy settings of every call (the LM and adapter above included), fixed at start-up.
+    dspy_settings: dict[str, Any] = field(default_factory=dict)
+    # instance_mode pool or per_request: where a call gets its instance (None: ``instance``).
+    instances: Instances | None = None
 
 
 @dataclass
@@ -96,9 +103,10 @@ def build_runtime(config: LoadedConfig, discovery: Discovery) -> Runtime:
         executor=ThreadPoolExecutor(max_workers=server.sync_worker_threads, thread_name_prefix="dspy-sync"),
         pool_limiter=Limiter("sync worker threads", server.sync_worker_threads, server.max_queue_ms / 1000),
     )
+    base_settings = settings_snapshot()
     for spec in discovery.specs:
         try:
-            runtime.programs[spec.name] = _build_program(spec, runtime)
+            runtime.programs[spec.name] = _build_program(spec, runtime, base_settings)
         except Exception as exc:
             logger.exception("Program %s failed to load", spec.name)
             error = f"{type(exc).__name__}: {exc}"
@@ -106,33 +114,51 @@ def build_runtime(config: LoadedConfig, discovery: Discovery) -> Runtime:
     return runtime
 
 
-def _build_program(spec: ProgramSpec, runtime: Runtime) -> Program:
+def _build_program(spec: ProgramSpec, runtime: Runtime, base_settings: dict[str, Any]) -> Program:
     service = runtime.config.config
+    options = service.options_for(spec.name)
     alias = service.alias_for(spec.name)
     if alias not in runtime.lms:
         entry = service.models.registry[alias]
         declared = service.declared_models.get(alias)
         runtime.lms[alias] = build_lm(alias, entry, runtime.config.path, _longest_timeout(service), declared)
+    lm = runtime.lms[alias]
     instance = spec.cls()
     state = _state_file(spec, runtime)
     if state is not None:
         instance.load(str(state))
         logger.info("Program %s: loaded optimized state from %s", spec.name, state)
     method = entry_point(spec.cls, spec.is_async)
+    adapter = build_adapter(options.adapter, lm, options.native_structured_outputs)
+    limit = service.max_concurrent_for(spec.name)
+    if options.instance_mode == "pool":
+        limit = min(limit, options.pool_size or limit)  # one instance per call in flight
+    instances = build_instances(options.instance_mode, instance, limit, shared=runtime.lms.values())
+    logger.info("Program %s: %s, %s instance", spec.name, describe(adapter), options.instance_mode)
     return Program(
         name=spec.name,
         instance=instance,
         is_async=spec.is_async,
         model_alias=alias,
-        lm=runtime.lms[alias],
-        adapter=dspy.ChatAdapter(),
+        lm=lm,
+        adapter=adapter,
         timeout_s=service.timeout_for(spec.name),
         static_credentials=_has_static_key(service.models.registry[alias]),
         inputs=build_input_schema(spec.name, method),
         outputs=build_output_schema(spec.name, method, instance),
         module_file=spec.module_file,
         description=(spec.cls.__doc__ or "").strip(),
-        limiter=Limiter(spec.name, service.max_concurrent_for(spec.name), service.server.max_queue_ms / 1000),
+        limiter=Limiter(spec.name, limit, service.server.max_queue_ms / 1000),
+        dspy_settings={
+            **base_settings,
+            "lm": lm,
+            "adapter": adapter,
+            "trace": None,
+            "track_usage": True,
+            "caller_predict": None,  # a request is a top-level call
+            "caller_modules": None,
+        },
+        instances=instances,
     )
 
 

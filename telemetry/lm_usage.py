@@ -27,6 +27,9 @@ from dspy.dsp.utils.settings import settings as dspy_settings
 from dspy.utils.callback import ACTIVE_CALL_ID, BaseCallback
 from dspy.utils.usage_tracker import UsageTracker
 
+from programs import events
+from programs.context import current_request_id
+
 logger = logging.getLogger(__name__)
 
 
@@ -100,12 +103,13 @@ class RequestUsage(UsageTracker):
         with self._lock:
             self._calls[call_id] = LMCall(model=model, started=time.perf_counter())
 
-    def lm_finished(self, call_id: str, exception: BaseException | None) -> None:
+    def lm_finished(self, call_id: str, exception: BaseException | None) -> LMCall | None:
         with self._lock:
             call = self._calls.get(call_id)
             if call is not None and call.started is not None:
                 call.duration_ms = (time.perf_counter() - call.started) * 1000
                 call.error = type(exception).__name__ if exception is not None else None
+            return call
 
     def lm_priced(self, model: str, cost: float | None, cache_hit: bool) -> None:
         with self._lock:
@@ -166,8 +170,21 @@ class LMCallTimer(BaseCallback):
 
     def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         usage = current_usage()
-        if usage is not None:
-            usage.lm_finished(call_id, exception)
+        if usage is None:
+            return
+        call = usage.lm_finished(call_id, exception)
+        if call is not None and events.lm_call_finished:  # tokens and cost are in by now
+            events.lm_call_finished.emit(
+                events.LMCallFinished(
+                    request_id=current_request_id.get(),
+                    model=call.model,
+                    duration_ms=call.duration_ms,
+                    prompt_tokens=call.prompt_tokens,
+                    completion_tokens=call.completion_tokens,
+                    cost_usd=call.cost_usd,
+                    error=call.error,
+                )
+            )
 
 
 # One constant list, given to every LM the runtime builds (``programs.lms.build_lm``).

@@ -30,6 +30,9 @@ class InferenceLog(models.Model):
     model = models.CharField(max_length=200, blank=True)
     request_id = models.CharField(max_length=128)
     worker = models.CharField(max_length=100, blank=True, help_text="host:pid of the process that answered")
+    # Who called (apikeys): the API key, or "user <name>" for the playground; empty with auth off.
+    api_key_id = models.PositiveBigIntegerField(null=True, blank=True)
+    api_key_name = models.CharField(max_length=140, blank=True)
     inputs = models.JSONField(null=True, blank=True)
     outputs = models.JSONField(null=True, blank=True)
     success = models.BooleanField()

@@ -57,6 +57,8 @@ class InferenceRecord:
     inputs: Body | None = None  # None: capture is off for this program
     outputs: Body | None = None
     worker: str = ""
+    api_key_id: int | None = None  # who called (apikeys.context); None with auth off
+    api_key_name: str = ""
 
     @property
     def success(self) -> bool:
@@ -74,6 +76,8 @@ def to_log_row(record: InferenceRecord) -> Any:
         model=record.model[:200],
         request_id=record.request_id[:128],
         worker=record.worker[:100],
+        api_key_id=record.api_key_id,
+        api_key_name=record.api_key_name[:140],
         inputs=_body_json(record.inputs),
         outputs=_body_json(record.outputs),
         success=record.success,

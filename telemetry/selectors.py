@@ -106,6 +106,7 @@ def inference_log_entry(row: InferenceLog) -> dict[str, Any]:
         "cost_usd": row.cost_usd,
         "lm_calls": row.lm_calls,
         "worker": row.worker,
+        "api_key": row.api_key_name or None,
     }
 
 

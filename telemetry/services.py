@@ -6,6 +6,7 @@ counter and Prometheus updates plus a ``put_nowait``. No ORM, no file I/O, no JS
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce, Greatest
 
+from apikeys.context import current_caller
+from programs import events
+from programs.context import current_request_id
 from programs.runtime import Program, get_runtime
 from telemetry import prometheus
 from telemetry import records as telemetry_records
@@ -44,8 +48,8 @@ class InferenceTracking:
     :meth:`succeeded` / :meth:`failed`.
     """
 
-    __slots__ = ("_capture", "_started", "error_detail", "error_type", "inputs", "outputs", "program",
-                 "request_id", "status_code", "usage")  # fmt: skip
+    __slots__ = ("_capture", "_request_scope", "_started", "error_detail", "error_type", "inputs", "outputs",
+                 "program", "request_id", "status_code", "usage")  # fmt: skip
 
     def __init__(self, program: Program, request_id: str, body: bytes) -> None:
         self.program = program
@@ -60,8 +64,12 @@ class InferenceTracking:
         self._started = 0.0
 
     def __enter__(self) -> "InferenceTracking":
+        # The request id is in the context for the whole call: logs, LM calls, worker threads.
+        self._request_scope = current_request_id.set(self.request_id)
         prometheus.IN_FLIGHT.labels(self.program.name).inc()
         self._started = time.perf_counter()
+        if events.request_started:
+            events.request_started.emit(events.RequestStarted(self.program.name, self.request_id))
         return self
 
     def succeeded(self, body: bytes) -> None:
@@ -81,22 +89,43 @@ class InferenceTracking:
         if exc_type is not None:
             cancelled = issubclass(exc_type, asyncio.CancelledError)
             self.failed(499 if cancelled else 500, exc_type.__name__, str(exc) or exc_type.__name__)
-        inference_log_enqueue(
-            InferenceRecord(
-                program=self.program.name,
-                model_alias=self.program.model_alias,
-                model=self.program.lm.model,
-                request_id=self.request_id,
-                status_code=self.status_code,
-                finished_at=time.time(),
-                duration_ms=None if self.status_code in REFUSED_STATUSES else duration_ms,
-                usage=self.usage.snapshot(),
-                error_type=self.error_type,
-                error_detail=self.error_detail,
-                inputs=self.inputs,
-                outputs=self.outputs,
-            )
+        record = InferenceRecord(
+            program=self.program.name,
+            model_alias=self.program.model_alias,
+            model=self.program.lm.model,
+            request_id=self.request_id,
+            status_code=self.status_code,
+            finished_at=time.time(),
+            duration_ms=None if self.status_code in REFUSED_STATUSES else duration_ms,
+            usage=self.usage.snapshot(),
+            error_type=self.error_type,
+            error_detail=self.error_detail,
+            inputs=self.inputs,
+            outputs=self.outputs,
         )
+        if (caller := current_caller.get()) is not None:  # set by the API-key check (apikeys)
+            record.api_key_id, record.api_key_name = caller.key_id, caller.name
+        try:
+            inference_log_enqueue(record)
+            if events.request_finished:
+                events.request_finished.emit(_finished_event(record))
+        finally:
+            with contextlib.suppress(ValueError):  # exited in another context: nothing to undo there
+                current_request_id.reset(self._request_scope)
+
+
+def _finished_event(record: InferenceRecord) -> events.RequestFinished:
+    usage = record.usage
+    return events.RequestFinished(
+        program=record.program,
+        request_id=record.request_id,
+        status_code=record.status_code,
+        duration_ms=record.duration_ms,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=usage.cost_usd,
+        lm_calls=usage.lm_calls,
+    )
 
 
 def inference_tracking(program: Program, request_id: str, body: bytes) -> InferenceTracking:

@@ -1,0 +1,185 @@
+"""The API-key check on the program and metrics routes, built to stay off the database.
+
+Off (the default) it does not exist: :func:`api_key_auth` returns ``None`` and the routes carry
+no auth at all. On (``server.auth: true`` in dspy.config.yaml, or ``DSPY_AUTH=true``):
+
+* ``Authorization: Bearer <key>`` is hashed (SHA-256) and looked up in an in-memory table of the
+  active keys' hashes. The table is reloaded from the database at most every
+  ``API_KEY_CACHE_TTL_S`` seconds (default 5) by the first request that finds it stale, in one
+  query, off the event loop; a key that is not in the table triggers a reload at most once per
+  ``API_KEY_MISS_RELOAD_S`` (default 1) so a key created a moment ago works at once. So a revoked
+  key is refused by every process within the TTL, an expired one immediately (its expiry is in
+  the table), and a flood of wrong keys costs at most one query per second.
+* Without an ``Authorization`` header, a logged-in staff session (the playground) is accepted
+  when the request carries Django's CSRF token: a page of another site cannot call with it.
+* Anything else is 401 ``{"detail": ...}`` with ``WWW-Authenticate: Bearer`` (see :func:`install`).
+
+The caller is kept in :data:`apikeys.context.current_caller` for the call's telemetry record.
+"""
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from importlib import import_module
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import aget_user
+from django.db import connections
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils import timezone
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError
+from ninja.security import HttpBearer
+
+from apikeys.context import Caller, current_caller
+from dspysite.env import env_float
+
+logger = logging.getLogger(__name__)
+
+CACHE_TTL_S = env_float("API_KEY_CACHE_TTL_S", 5.0)
+MISS_RELOAD_S = env_float("API_KEY_MISS_RELOAD_S", 1.0)
+UNAUTHORIZED = "Missing or invalid API key: send `Authorization: Bearer <key>`"
+
+
+def active_keys() -> dict[str, Caller]:
+    """The active keys by hash (one query). Runs in a worker thread: closes that thread's connection."""
+    from apikeys.models import ApiKey
+
+    try:
+        rows = ApiKey.objects.filter(revoked_at__isnull=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+        )
+        return {
+            key_hash: Caller(key_id, f"{name} (dsk_{prefix})", _timestamp(expires_at))
+            for key_id, name, prefix, key_hash, expires_at in rows.values_list(
+                "id", "name", "prefix", "key_hash", "expires_at"
+            )
+        }
+    finally:
+        connections.close_all()  # no request cycle will close a connection opened in this thread
+
+
+def _timestamp(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+class KeyCache:
+    """The active keys' hashes in memory, reloaded by the first request that finds them stale."""
+
+    def __init__(
+        self,
+        ttl_s: float = CACHE_TTL_S,
+        miss_reload_s: float = MISS_RELOAD_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
+        self.ttl_s = ttl_s
+        self.miss_reload_s = miss_reload_s
+        self.keys: dict[str, Caller] = {}
+        self.loaded_at = float("-inf")  # clock() at the last load
+        self.loads = 0
+        self._loading: asyncio.Task[None] | None = None
+
+    async def lookup(self, token: str) -> Caller | None:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        if self.clock() - self.loaded_at > self.ttl_s:
+            await self.reload()
+        caller = self.keys.get(digest)
+        if caller is None and self.clock() - self.loaded_at > self.miss_reload_s:
+            await self.reload()
+            caller = self.keys.get(digest)
+        if caller is None or caller.expired(time.time()):
+            return None
+        return caller
+
+    async def reload(self) -> None:
+        """One load at a time; concurrent callers wait for the same one."""
+        loop = asyncio.get_running_loop()
+        task = self._loading
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = self._loading = loop.create_task(self._load())
+        await asyncio.shield(task)  # a caller that goes away does not cancel the others' load
+
+    async def _load(self) -> None:
+        try:
+            keys = await sync_to_async(active_keys, thread_sensitive=False)()
+        except Exception:  # keep serving with the keys already known
+            logger.exception("Could not load the API keys; keeping the %d already loaded", len(self.keys))
+        else:
+            self.keys = keys
+            self.loads += 1
+        self.loaded_at = self.clock()
+
+
+KEYS = KeyCache()
+
+
+class ApiKeyAuth(HttpBearer):
+    """ninja auth: a Bearer API key, or the playground's staff session with its CSRF token."""
+
+    async def __call__(self, request: HttpRequest) -> Caller | None:  # type: ignore[override]
+        header = request.headers.get("Authorization")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                return None
+            return await self.authenticate(request, token.strip())
+        return await session_caller(request)
+
+    async def authenticate(self, request: HttpRequest, token: str) -> Caller | None:
+        caller = await KEYS.lookup(token)
+        if caller is not None:
+            current_caller.set(caller)
+        return caller
+
+
+async def session_caller(request: HttpRequest) -> Caller | None:
+    """A logged-in staff user of the playground, if the request is not a cross-site forgery."""
+    session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+    if not session_key or not _csrf_ok(request):
+        return None
+    engine = import_module(settings.SESSION_ENGINE)
+    request.session = engine.SessionStore(session_key)  # type: ignore[attr-defined]
+    user = await aget_user(request)
+    if not (user.is_active and user.is_staff):
+        return None
+    caller = Caller(None, f"user {user.get_username()}")
+    current_caller.set(caller)
+    return caller
+
+
+def _csrf_ok(request: HttpRequest) -> bool:
+    """Django's own CSRF check (the token header against the cookie, and the Origin)."""
+    check = CsrfViewMiddleware(_unused_get_response)
+    return check.process_view(request, None, (), {}) is None
+
+
+def _unused_get_response(request: HttpRequest) -> HttpResponse:
+    raise AssertionError("not called")  # pragma: no cover
+
+
+def auth_enabled() -> bool:
+    from programs.runtime import get_runtime
+
+    return get_runtime().config.config.server.auth
+
+
+def api_key_auth() -> ApiKeyAuth | None:
+    """The auth for protected routes: None (no check at all) unless API keys are on."""
+    return ApiKeyAuth() if auth_enabled() else None
+
+
+def install(api: NinjaAPI) -> None:
+    """401 answers carry ``WWW-Authenticate: Bearer`` and say what to send."""
+
+    @api.exception_handler(AuthenticationError)
+    def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+        response = JsonResponse({"detail": UNAUTHORIZED}, status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+        return response

@@ -1,0 +1,50 @@
+"""API keys: only a SHA-256 of each key is stored; the key itself is shown once, when it is created.
+
+A key is ``dsk_<prefix>_<secret>``: the prefix (8 characters, unique) names the key in lists and
+logs without revealing it, the secret carries 256 random bits. A hash of such a key cannot be
+reversed or guessed, so a fast hash is enough (slow password hashers exist for low-entropy passwords).
+"""
+
+import hashlib
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+KEY_PREFIX = "dsk_"
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    name = models.CharField(max_length=100, help_text="Who or what uses this key (shown in the logs)")
+    prefix = models.CharField(max_length=16, unique=True, editable=False, help_text="Public part of the key")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, editable=False
+    )
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires")
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.display_prefix})"
+
+    @property
+    def display_prefix(self) -> str:
+        return f"{KEY_PREFIX}{self.prefix}_…"
+
+    def status(self, now: datetime | None = None) -> str:
+        now = now or timezone.now()
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"

@@ -1,0 +1,145 @@
+"""``POST /{Program}/batch``: many inputs in one request, run concurrently, answered in input order.
+
+Body: ``{"inputs": [{...}, ...], "max_concurrency": N}``. Answer (200 whatever the items did):
+``{"results": [{"ok": true, "outputs": {...}} | {"ok": false, "error": "...", "status": 502, ...}]}``.
+
+* Each item is validated on its own, so one bad item fails only its slot (``status`` 422).
+* Each item is an ordinary program call (:func:`programs.execution.run_program`): it takes a slot
+  of the program's limiter like any other request, so a batch never gets past the program's
+  ``max_concurrent``; at most ``max_concurrency`` items of a batch run at once (default
+  :data:`DEFAULT_CONCURRENCY`, never more than the program's limit). An item refused for capacity
+  reports ``status`` 429 in its slot.
+* More than ``server.max_batch_items`` items: 413 before anything runs.
+* Each item gets its own telemetry record, request id ``<request id>.<index>``.
+"""
+
+import asyncio
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Router
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError, create_model
+from pydantic_core import to_json
+
+from programs.execution import CallFailed, run_program
+from programs.runtime import Program, Runtime
+from telemetry.services import inference_tracking
+
+DEFAULT_CONCURRENCY = 8
+
+
+def batch_models(program: Program) -> tuple[type[BaseModel], type[BaseModel]]:
+    """Request and response models of a program's batch route (documented in the OpenAPI)."""
+    item = program.inputs.model
+    request = create_model(
+        f"{program.name}BatchRequest",
+        __config__=ConfigDict(extra="forbid"),
+        # Items are validated one by one in the view (a bad item fails its slot, not the batch);
+        # SkipValidation keeps the item schema in the OpenAPI document.
+        inputs=(list[SkipValidation[item]], Field(description=f"{program.name} inputs, one object each")),  # type: ignore[valid-type]
+        max_concurrency=(
+            int | None,
+            Field(
+                default=None, ge=1, description="Items run at once (default 8, capped by the program's limit)"
+            ),
+        ),
+    )
+    ok = create_model(
+        f"{program.name}BatchSuccess", ok=(Literal[True], ...), outputs=(program.outputs.model, ...)
+    )
+    failed = create_model(
+        f"{program.name}BatchFailure",
+        ok=(Literal[False], ...),
+        error=(str, ...),
+        status=(int, Field(description="the status a single call would have answered")),
+        error_type=(str | None, None),
+        errors=(list[dict[str, Any]] | None, Field(default=None, description="validation errors (422)")),
+    )
+    response = create_model(f"{program.name}BatchResponse", results=(list[ok | failed], ...))  # type: ignore[valid-type]
+    return request, response
+
+
+def add_batch_route(router: Router, runtime: Runtime, program: Program, **options: Any) -> None:
+    from programs.api import ErrorBody  # programs.api imports this module
+
+    request_model, response_model = batch_models(program)
+    router.add_api_operation(
+        f"/{program.name}/batch",
+        ["POST"],
+        _batch_view(runtime, program, request_model),
+        response={200: response_model, (400, 413, 422): ErrorBody},
+        operation_id=f"{program.name}_batch",
+        summary=f"Run {program.name} on many inputs (concurrently, answers in input order)",
+        description=__doc__,
+        tags=["batch"],
+        **options,
+    )
+
+
+def _batch_view(
+    runtime: Runtime, program: Program, request_model: type[BaseModel]
+) -> Callable[..., Awaitable[HttpResponse]]:
+    from programs.api import REQUEST_ID_HEADER, request_id
+
+    async def view(request: HttpRequest, payload: Any) -> HttpResponse:
+        rid = request_id(request)
+        items: list[Any] = payload.inputs
+        limit = runtime.config.config.server.max_batch_items
+        if len(items) > limit:
+            detail = f"{len(items)} items in one batch; at most {limit} (server.max_batch_items)"
+            response: HttpResponse = JsonResponse({"detail": detail, "program": program.name}, status=413)
+        else:
+            concurrency = min(payload.max_concurrency or DEFAULT_CONCURRENCY, program.limiter.limit)
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(index: int, item: Any) -> bytes:
+                async with gate:
+                    return await run_item(runtime, program, item, f"{rid}.{index}")
+
+            parts = await asyncio.gather(*(one(index, item) for index, item in enumerate(items)))
+            body = b'{"results":[' + b",".join(parts) + b"]}"
+            response = HttpResponse(body, content_type="application/json")
+        response[REQUEST_ID_HEADER] = rid
+        return response
+
+    # django-ninja reads the body schema from the signature: give it this program's batch model.
+    parameters = list(inspect.signature(view).parameters.values())
+    parameters[1] = parameters[1].replace(annotation=request_model)
+    view.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    view.__name__ = f"batch_{program.name}"
+    return view
+
+
+async def run_item(runtime: Runtime, program: Program, item: Any, rid: str) -> bytes:
+    """One item's slot, as JSON bytes. Never raises for a failure of the item itself."""
+    with inference_tracking(program, rid, to_json(item)) as tracking:
+        try:
+            payload = program.inputs.model.model_validate(item)
+        except ValidationError as exc:
+            errors = json.loads(exc.json(include_url=False))
+            tracking.failed(422, "ValidationError", errors)
+            return _failure(422, _summary(errors), "ValidationError", errors)
+        try:
+            body = await run_program(runtime, program, program.inputs.to_kwargs(payload), tracking.usage)
+        except CallFailed as failure:
+            tracking.failed(failure.status, failure.error_type, failure.detail)
+            return _failure(failure.status, failure.detail, failure.error_type)
+        tracking.succeeded(body)
+        return b'{"ok":true,"outputs":' + body + b"}"
+
+
+def _failure(status: int, error: str, error_type: str, errors: list[Any] | None = None) -> bytes:
+    slot: dict[str, Any] = {"ok": False, "error": error, "status": status, "error_type": error_type}
+    if errors is not None:
+        slot["errors"] = errors
+    return to_json(slot)
+
+
+def _summary(errors: list[dict[str, Any]]) -> str:
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "item"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"Invalid input: {where}: {first.get('msg', 'invalid')}{more}"

@@ -1,0 +1,307 @@
+"""``POST /{Program}/stream``: Server-Sent Events of the output fields while the LM writes them.
+
+The body is the program's inputs (validated like ``POST /{Program}``: 422 before any event). The
+answer is ``200 text/event-stream``::
+
+    event: chunk
+    data: {"type": "chunk", "predictor": "predict", "field": "answer", "chunk": "Par", "last": false}
+
+    event: final
+    data: {"type": "final", "outputs": {...}}          # exactly what POST /{Program} answers
+
+    data: [DONE]
+
+A failure, at any point after validation (capacity 429, upstream 502, timeout 504, program
+500, draining 503), is one ``error`` event instead of ``final``, then ``[DONE]``::
+
+    event: error
+    data: {"type": "error", "status": 502, "detail": "...", "error_type": "...", "program": "..."}
+
+How: the call is an ordinary :func:`programs.execution.run_program` (admission, the program's LM
+and adapter, timeout, error mapping, telemetry) run as a task inside ``dspy.context(send_stream=...,
+stream_listeners=...)``, which is what ``dspy.streamify`` does. The listeners, one per output field
+of every predictor, are built for each request: a ``StreamListener`` streams only on its first
+use. The task ends when the client goes away (its request task is cancelled), which releases the
+program's slot and cancels the upstream call; the telemetry record then says 499.
+"""
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import dspy
+from anyio.streams.memory import MemoryObjectSendStream
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from dspy.streaming import StreamListener, StreamResponse
+from ninja import Router
+from pydantic import BaseModel
+
+from programs.execution import RETRY_AFTER_S, CallFailed, run_program
+from programs.runtime import Program, Runtime
+from telemetry.services import inference_tracking
+
+# Chunks waiting for the client before the LM call is made to wait (backpressure, not a queue).
+BUFFER_CHUNKS = 64
+DONE = b"data: [DONE]\n\n"
+
+
+def add_stream_route(router: Router, runtime: Runtime, program: Program, **options: Any) -> None:
+    from programs.api import ErrorBody  # programs.api imports this module
+
+    router.add_api_operation(
+        f"/{program.name}/stream",
+        ["POST"],
+        _stream_view(runtime, program),
+        response={(400, 413, 422): ErrorBody},
+        operation_id=f"{program.name}_stream",
+        summary=f"Run {program.name}, streaming its output fields as Server-Sent Events",
+        description=__doc__,
+        tags=["streaming"],
+        openapi_extra={
+            "responses": {
+                "200": {
+                    "description": "Server-Sent Events: `chunk`s, then `final` (or `error`), then [DONE]",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                }
+            }
+        },
+        **options,
+    )
+
+
+def _stream_view(runtime: Runtime, program: Program) -> Callable[..., Awaitable[HttpResponse]]:
+    from programs.api import REQUEST_ID_HEADER, request_id
+
+    async def view(request: HttpRequest, payload: BaseModel) -> StreamingHttpResponse:
+        rid = request_id(request)
+        call = StreamedCall(runtime, program, program.inputs.to_kwargs(payload), rid, request.body)
+        response = StreamingHttpResponse(call.events(), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
+        response[REQUEST_ID_HEADER] = rid
+        return response
+
+    parameters = list(inspect.signature(view).parameters.values())
+    parameters[1] = parameters[1].replace(annotation=program.inputs.model)
+    view.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    view.__name__ = f"stream_{program.name}"
+    return view
+
+
+def build_listeners(instance: dspy.Module) -> list[StreamListener]:
+    """New listeners for one request: every output field of every predictor of ``instance``.
+
+    ``allow_reuse``: a predictor called several times in one request (a ReAct loop, Refine)
+    streams every time. Across requests listeners are never shared: each request builds its own.
+    """
+    return [
+        StreamListener(signature_field_name=field, predict=predictor, predict_name=name, allow_reuse=True)
+        for name, predictor in instance.named_predictors()
+        for field in predictor.signature.output_fields
+    ]
+
+
+def listener_adapter(adapter: dspy.Adapter) -> dspy.Adapter:
+    """The DSPy adapter a listener understands for a program's adapter (maybe a subclass).
+
+    ``StreamListener`` picks its field markers by the adapter's class *name*: a subclass of
+    ``ChatAdapter`` (this service's ``ServedChatAdapter``) must be shown as a ``ChatAdapter``.
+    """
+    for base in (dspy.JSONAdapter, dspy.XMLAdapter, dspy.ChatAdapter):  # JSON and XML subclass Chat
+        if isinstance(adapter, base):
+            return _PLAIN_ADAPTERS.setdefault(base, base())
+    return adapter
+
+
+_PLAIN_ADAPTERS: dict[type, dspy.Adapter] = {}
+
+
+class StreamedCall:
+    """One streamed program call: the call runs in its own task, :meth:`events` relays what it emits."""
+
+    def __init__(
+        self, runtime: Runtime, program: Program, kwargs: dict[str, Any], rid: str, body: bytes
+    ) -> None:
+        self.runtime = runtime
+        self.program = program
+        self.kwargs = kwargs
+        self.rid = rid
+        self.body = body
+        self.adapter = listener_adapter(program.adapter)
+        self.listeners: list[StreamListener] = []
+        self.by_predictor: dict[int, list[StreamListener]] = {}
+
+    async def events(self) -> AsyncIterator[bytes]:
+        try:
+            lease = Lease.take(self.program)
+        except CallFailed as failure:
+            yield _error_event(failure)
+            yield DONE
+            return
+        # Listen to the very module instance that will run (a copy, with instance_mode pool/per_request).
+        self.listeners = build_listeners(lease.instance)
+        for listener in self.listeners:
+            self.by_predictor.setdefault(id(listener.predict), []).append(listener)
+        send, receive = anyio.create_memory_object_stream[Any](BUFFER_CHUNKS)
+        task = asyncio.create_task(self._call(send, lease))
+        task.add_done_callback(_retrieve)  # a failure nobody awaited (client gone) is not an error
+        # Even a task cancelled before it started gives its instance back.
+        task.add_done_callback(lambda _: lease.give_back_unless_running())
+        # Whatever way the request ends (client gone, server stopping), the call ends with it: the
+        # client's request task is cancelled when the client disconnects, possibly while this
+        # generator waits at a ``yield`` where the cancellation cannot reach it.
+        consumer = asyncio.current_task()
+        if consumer is not None:
+            consumer.add_done_callback(lambda _: task.cancel())
+        try:
+            async with receive:
+                async for chunk in receive:
+                    for event in self._relay(chunk):
+                        yield event
+            try:
+                body = await task
+            except CallFailed as failure:
+                yield _error_event(failure)
+            else:
+                for listener in self.listeners:  # tokens a listener still holds back
+                    with dspy.context(adapter=self.adapter):
+                        rest = listener.finalize()
+                    if rest is not None:
+                        yield self._chunk(rest)
+                yield b'event: final\ndata: {"type":"final","outputs":' + body + b"}\n\n"
+            yield DONE
+        finally:
+            task.cancel()
+
+    async def _call(self, send: MemoryObjectSendStream[Any], lease: "Lease") -> bytes:
+        """The program call, recorded like any other; CallFailed for every failure."""
+        program = lease.program(anyio.lowlevel.current_token())
+        with inference_tracking(self.program, self.rid, self.body) as tracking:
+            async with send:  # closing it ends the relay loop
+                try:
+                    with dspy.context(send_stream=send, stream_listeners=self.listeners):
+                        body = await run_program(self.runtime, program, self.kwargs, tracking.usage)
+                except CallFailed as failure:
+                    tracking.failed(failure.status, failure.error_type, failure.detail)
+                    raise
+            tracking.succeeded(body)
+            return body
+
+    def _relay(self, chunk: Any) -> list[bytes]:
+        """The events for one LM stream chunk: what the listeners of its predictor let through."""
+        listeners = self.by_predictor.get(getattr(chunk, "predict_id", None) or 0, ())
+        events = []
+        with dspy.context(adapter=self.adapter):  # listeners parse by the call's adapter
+            for listener in listeners:
+                response = listener.receive(chunk)
+                if response is not None:
+                    events.append(self._chunk(response))
+        return events
+
+    @staticmethod
+    def _chunk(response: StreamResponse) -> bytes:
+        return sse(
+            "chunk",
+            {
+                "type": "chunk",
+                "predictor": response.predict_name,
+                "field": response.signature_field_name,
+                "chunk": response.chunk,
+                "last": response.is_last_chunk,
+            },
+        )
+
+
+def _error_event(failure: CallFailed) -> bytes:
+    return sse("error", {"type": "error", "status": failure.status, **failure.body()})
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    """One Server-Sent Event (compact JSON has no newline, so one ``data:`` line)."""
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, default=str)}\n\n".encode()
+
+
+class Lease:
+    """The module instance one streamed call runs, taken before the call so listeners can watch it.
+
+    ``instance_mode: shared``: the program's instance. ``pool`` / ``per_request``: a copy from the
+    program's instance source, given back exactly once, by whoever finishes with it last: the worker
+    thread of a sync call (which may outlive a timed-out request), else the call's task.
+    """
+
+    def __init__(self, program: Program, instance: dspy.Module) -> None:
+        self.source = program.instances
+        self.template = program
+        self.instance = instance
+        self._lock = threading.Lock()
+        self._owner: str | None = None
+
+    @classmethod
+    def take(cls, program: Program) -> "Lease":
+        if program.instances is None:
+            return cls(program, program.instance)
+        instance = program.instances.acquire()
+        if instance is None:
+            detail = f"{program.name} is at capacity: every instance of its pool is still busy; retry later"
+            raise CallFailed(429, detail, "ConcurrencyLimit", program.name, retry_after=RETRY_AFTER_S)
+        return cls(program, instance)
+
+    def program(self, token: anyio.lowlevel.EventLoopToken) -> Program:
+        """The program to hand to ``run_program``: this instance, reachable from its worker thread."""
+        instance: Any = self.instance
+        if not self.template.is_async:
+            instance = _InWorkerThread(self, token)
+        return dataclasses.replace(self.template, instance=instance, instances=None)
+
+    def claim(self, owner: str) -> bool:
+        with self._lock:
+            if self._owner is None:
+                self._owner = owner
+                return True
+            return False
+
+    def give_back(self) -> None:
+        if self.source is not None:
+            self.source.release(self.instance)
+
+    def give_back_unless_running(self) -> None:
+        """When the call's task is done: give the instance back, unless a worker thread took it (it
+        will, when it finishes: a sync call can outlive its timed-out request)."""
+        if self.claim("task"):
+            self.give_back()
+
+
+class _InWorkerThread:
+    """A sync program's call in the service's worker pool, able to stream back to the event loop.
+
+    DSPy streams a sync call's chunks with ``anyio.from_thread.run``, which only works from anyio's
+    own worker threads: they carry the loop's token in a thread-local. Sync programs run in the
+    service's capped pool instead (:mod:`programs.execution`), so the call sets that token itself.
+    """
+
+    def __init__(self, lease: Lease, token: anyio.lowlevel.EventLoopToken) -> None:
+        self.lease = lease
+        self.token = token
+
+    def __call__(self, **kwargs: Any) -> Any:
+        from anyio._core._eventloop import threadlocals  # what anyio.from_thread.run reads
+
+        if not self.lease.claim("thread"):
+            raise RuntimeError("the streamed call was abandoned before its thread started")
+        threadlocals.current_token = self.token
+        try:
+            return self.lease.instance(**kwargs)
+        finally:
+            del threadlocals.current_token
+            self.lease.give_back()

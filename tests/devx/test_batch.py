@@ -1,0 +1,149 @@
+"""``POST /{Program}/batch`` over a real socket: order, partial failure, concurrency, the item limit."""
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import Running
+
+pytestmark = pytest.mark.integration
+
+
+def batch(server: Running, program: str, items: list[Any], **extra: Any) -> httpx.Response:
+    return httpx.post(f"{server.url}/{program}/batch", json={"inputs": items, **extra}, timeout=60)
+
+
+def mock_stats(llm: Running) -> dict[str, int]:
+    return httpx.get(f"{llm.url}/stats").json()
+
+
+def mock_requests(llm: Running) -> list[dict[str, Any]]:
+    return httpx.get(f"{llm.url}/requests").json()["requests"]
+
+
+def test_results_come_back_in_input_order(devx_server: Running) -> None:
+    tag = uuid.uuid4().hex[:8]
+    # The first items are the slowest: they finish last but must stay first.
+    questions = [f"q{i} {tag} [delay={400 - 100 * i}]" for i in range(5)]
+    response = batch(devx_server, "EchoAsync", [{"question": q} for q in questions], max_concurrency=5)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["ok"] for r in results] == [True] * 5
+    assert [r["outputs"]["answer"] for r in results] == [f"Echo: {q}" for q in questions]
+    assert response.headers["x-request-id"]
+
+
+def test_one_failing_item_does_not_fail_the_batch(devx_server: Running) -> None:
+    tag = uuid.uuid4().hex[:8]
+    items = [
+        {"question": f"fine {tag}"},
+        {"question": f"upstream breaks {tag} [fault=500]"},
+        {"not_a_field": 1},
+        "not an object",
+        {"question": f"also fine {tag}"},
+    ]
+    response = batch(devx_server, "EchoSync", items)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert results[0] == {"ok": True, "outputs": {"answer": f"Echo: fine {tag}"}}
+    assert results[1]["ok"] is False
+    assert results[1]["status"] == 502
+    assert "Upstream LLM error" in results[1]["error"]
+    assert results[2]["ok"] is False
+    assert results[2]["status"] == 422
+    assert {tuple(error["loc"]) for error in results[2]["errors"]} == {("question",), ("not_a_field",)}
+    assert results[3]["status"] == 422
+    assert results[4] == {"ok": True, "outputs": {"answer": f"Echo: also fine {tag}"}}
+
+
+def test_max_concurrency_bounds_the_items_in_flight(devx_server: Running, llm: Running) -> None:
+    httpx.post(f"{llm.url}/stats/reset")
+    items = [{"question": f"c{i} [delay=250]"} for i in range(5)]
+    response = batch(devx_server, "EchoAsync", items, max_concurrency=2)
+    assert [r["ok"] for r in response.json()["results"]] == [True] * 5
+    stats = mock_stats(llm)
+    assert stats["requests"] == 5
+    assert stats["peak_in_flight"] == 2  # concurrent, and never more than asked
+
+
+def test_items_count_against_the_programs_limit(devx_server: Running, llm: Running) -> None:
+    # OneAtATime admits one call at a time: a batch asking for 3 at once runs them one by one...
+    httpx.post(f"{llm.url}/stats/reset")
+    items = [{"topic": f"t{i} [delay=150]"} for i in range(3)]
+    response = batch(devx_server, "OneAtATime", items, max_concurrency=3)
+    assert [r["ok"] for r in response.json()["results"]] == [True] * 3
+    assert mock_stats(llm)["peak_in_flight"] == 1
+
+    # ...and while another request holds the only slot, its items are refused like any call.
+    holder = threading.Thread(
+        target=httpx.post,
+        args=(f"{devx_server.url}/OneAtATime",),
+        kwargs={"json": {"topic": "holding the slot [delay=1500]"}, "timeout": 30},
+    )
+    holder.start()
+    try:
+        deadline = time.monotonic() + 10
+        while mock_stats(llm)["in_flight"] < 1:  # the holder's LM call has started
+            assert time.monotonic() < deadline, "the holder never reached the mock"
+            time.sleep(0.02)
+        refused = batch(devx_server, "OneAtATime", [{"topic": "a"}, {"topic": "b"}]).json()["results"]
+    finally:
+        holder.join()
+    assert [(r["ok"], r["status"], r["error_type"]) for r in refused] == [
+        (False, 429, "ConcurrencyLimit")
+    ] * 2
+
+
+def test_too_many_items_is_a_413_and_nothing_runs(devx_server: Running, llm: Running) -> None:
+    tag = uuid.uuid4().hex
+    response = batch(devx_server, "EchoAsync", [{"question": f"{tag} {i}"} for i in range(6)])
+    assert response.status_code == 413
+    assert response.json()["detail"] == "6 items in one batch; at most 5 (server.max_batch_items)"
+    assert not any(tag in str(request) for request in mock_requests(llm))
+
+
+def test_malformed_batch_bodies_are_422(devx_server: Running) -> None:
+    assert httpx.post(f"{devx_server.url}/EchoAsync/batch", json={"items": []}).status_code == 422
+    zero = httpx.post(f"{devx_server.url}/EchoAsync/batch", json={"inputs": [], "max_concurrency": 0})
+    assert zero.status_code == 422
+    empty = httpx.post(f"{devx_server.url}/EchoAsync/batch", json={"inputs": []})
+    assert empty.json() == {"results": []}
+
+
+def test_each_item_has_its_own_log_record(devx_server: Running) -> None:
+    rid = f"batch-{uuid.uuid4().hex[:8]}"
+    items = [{"question": "first"}, {"question": "second [fault=500]"}]
+    httpx.post(
+        f"{devx_server.url}/EchoSync/batch", json={"inputs": items}, headers={"X-Request-ID": rid}, timeout=30
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        logs = httpx.get(f"{devx_server.url}/api/logs/EchoSync", params={"limit": 50}).json()["logs"]
+        mine = {log["request_id"]: log for log in logs if log["request_id"].startswith(rid)}
+        if len(mine) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert mine[f"{rid}.0"]["status_code"] == 200
+    assert mine[f"{rid}.0"]["inputs"] == {"question": "first"}
+    assert mine[f"{rid}.1"]["status_code"] == 502
+
+
+def test_batch_and_stream_routes_are_in_the_openapi_document(devx_server: Running) -> None:
+    spec = httpx.get(f"{devx_server.url}/openapi.json").json()
+    names = [p["name"] for p in httpx.get(f"{devx_server.url}/programs").json()["programs"]]
+    for name in names:
+        assert {f"/{name}", f"/{name}/batch", f"/{name}/stream"} <= spec["paths"].keys()
+    batch_op = spec["paths"]["/Typed/batch"]["post"]
+    request_ref = batch_op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    request_schema = spec["components"]["schemas"][request_ref.rsplit("/", 1)[1]]
+    items = request_schema["properties"]["inputs"]["items"]
+    assert items["properties"]["mode"]["enum"] == ["fast", "slow"]  # the program's own input schema
+    assert items["required"] == ["name"]
+    assert "413" in batch_op["responses"]
+    stream_op = spec["paths"]["/Story/stream"]["post"]
+    assert "text/event-stream" in stream_op["responses"]["200"]["content"]
+    assert stream_op["requestBody"]["content"]["application/json"]["schema"]

@@ -1,0 +1,162 @@
+"""The playground in a real headless browser (Debian's chromium): list, fill the form, run, see the
+answer, copy as curl (and the command works); screenshots in test-artifacts/."""
+
+import asyncio
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import ROOT, Running
+from tests.telemetry.browser import Page, chromium_or_skip, headless_page
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+async def wait_for_result(page: Page, timeout_s: float = 30) -> str:
+    """Wait until the page's request finished; its status line's state ("done" or "error")."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = await page.evaluate("document.getElementById('status').dataset.state")
+        if state in ("done", "error"):
+            return state
+        assert time.monotonic() < deadline, f"the page is still {state!r}"
+        await asyncio.sleep(0.05)
+
+
+async def outputs(page: Page) -> dict[str, str]:
+    return await page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#outputs dd')]"
+        ".map(dd => [dd.dataset.output, dd.textContent]))"
+    )
+
+
+def set_value(field: str, value: str) -> str:
+    return f"document.getElementById('field-{field}').value = {json.dumps(value)};"
+
+
+async def session(server: Running, binary: str, profile: Path, question: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    async with headless_page(binary, profile) as page:
+        # The list of programs.
+        await page.goto(f"{server.url}/")
+        seen["index"] = await page.evaluate("document.documentElement.outerHTML")
+        (ARTIFACTS / "playground-index.png").write_bytes(await page.screenshot(width=1400))
+
+        # Every kind of field, filled and run: the program answers with what it received.
+        await page.goto(f"{server.url}/ui/Preferences")
+        await page.evaluate(
+            set_value("name", "Ada")
+            + set_value("tone", '"fancy"')
+            + "document.getElementById('field-shout').checked = true;"
+            + set_value("count", "4")
+            + set_value("tags", '["a", "b"]')
+            + set_value("weights", '{"x": 0.5}')
+            + "document.getElementById('run').click();"
+        )
+        seen["preferences_state"] = await wait_for_result(page)
+        seen["preferences"] = json.loads(await page.evaluate("document.getElementById('raw').textContent"))
+
+        # A bad JSON field is caught in the page, before any request.
+        await page.evaluate(set_value("tags", "[not json") + "document.getElementById('run').click();")
+        seen["bad_json_state"] = await wait_for_result(page)
+        seen["bad_json_status"] = await page.evaluate("document.getElementById('status').textContent")
+
+        # An LLM program: fill, Run, read the answer; then copy as curl.
+        await page.goto(f"{server.url}/ui/EchoAsync")
+        await page.evaluate(set_value("question", question) + "document.getElementById('run').click();")
+        seen["echo_state"] = await wait_for_result(page)
+        seen["echo"] = await outputs(page)
+        seen["echo_status"] = await page.evaluate("document.getElementById('status').textContent")
+        await page.evaluate("document.getElementById('copy-curl').click();")
+        deadline = time.monotonic() + 10
+        while not (curl := await page.evaluate("document.getElementById('curl').textContent")):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        seen["curl"] = curl
+        (ARTIFACTS / "playground-program.png").write_bytes(await page.screenshot(width=1400))
+
+        # Streaming from the page: the final outputs replace the partial ones.
+        await page.goto(f"{server.url}/ui/Story")
+        await page.evaluate(
+            set_value("topic", "owls [delay=200]") + "document.getElementById('run-stream').click();"
+        )
+        seen["story_state"] = await wait_for_result(page)
+        seen["story"] = await outputs(page)
+
+        # The call just made shows up in the program's recent calls (the log writer flushes every 0.1 s).
+        deadline = time.monotonic() + 15
+        while True:
+            await page.goto(f"{server.url}/ui/EchoAsync")
+            rows = await page.evaluate(
+                "[...document.querySelectorAll('#calls tr[data-request-id]')].map(r => r.textContent)"
+            )
+            if any(question in row for row in rows) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        seen["recent"] = rows
+        seen["calls_stat"] = await page.evaluate("document.querySelector('[data-stat=calls]').textContent")
+        (ARTIFACTS / "playground-recent-calls.png").write_bytes(await page.screenshot(width=1400))
+    return seen
+
+
+def test_playground_lists_runs_and_copies_curl(devx_server: Running, tmp_path: Path) -> None:
+    binary = chromium_or_skip()
+    ARTIFACTS.mkdir(exist_ok=True)
+    question = f"What is DSPy? {uuid.uuid4().hex[:8]}"
+    seen = asyncio.run(session(devx_server, binary, tmp_path / "chromium", question))
+
+    index = seen["index"]
+    for name in ("EchoAsync", "EchoSync", "Story", "Preferences"):
+        assert f'data-program="{name}"' in index
+    assert 'href="/ui/EchoAsync"' in index
+
+    assert seen["preferences_state"] == "done"
+    assert seen["preferences"] == {
+        "name": "Ada", "tone": "fancy", "shout": True, "count": 4, "tags": ["a", "b"], "weights": {"x": 0.5},
+    }  # fmt: skip
+    assert seen["bad_json_state"] == "error"
+    assert seen["bad_json_status"].startswith("tags: not valid JSON")
+
+    assert seen["echo_state"] == "done", seen["echo_status"]
+    assert seen["echo"]["answer"] == f"Echo: {question}"
+    assert seen["echo"]["reasoning"] == f"Echo: {question}"
+    assert seen["echo_status"].startswith("200 in ")
+
+    assert seen["story_state"] == "done"
+    assert seen["story"] == {"title": "Echo: owls [delay=200]", "story": "Echo: owls [delay=200]"}
+
+    assert any(question in row for row in seen["recent"]), seen["recent"]
+    assert int(seen["calls_stat"]) >= 1
+
+    # The copied command is a working request.
+    curl = seen["curl"]
+    assert f"{devx_server.url}/EchoAsync" in curl
+    ran = subprocess.run(["sh", "-c", curl], capture_output=True, text=True, timeout=30)
+    assert json.loads(ran.stdout)["answer"] == f"Echo: {question}"
+    for name in ("playground-index.png", "playground-program.png", "playground-recent-calls.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000
+
+
+def test_playground_pages_are_browser_paths_and_the_api_stays_json(devx_server: Running) -> None:
+    index = httpx.get(f"{devx_server.url}/")
+    assert index.status_code == 200
+    assert index.headers["content-type"].startswith("text/html")
+    assert "csrftoken" not in index.headers.get("set-cookie", "")  # the list sets no cookie
+    page = httpx.get(f"{devx_server.url}/ui/EchoAsync")
+    assert "csrftoken" in page.headers.get("set-cookie", "")  # the form page runs Django's CSRF middleware
+    assert httpx.get(f"{devx_server.url}/ui/NoSuchProgram").status_code == 404
+    # API paths are untouched: JSON, no cookies, no HTML.
+    listing = httpx.get(f"{devx_server.url}/programs")
+    assert listing.headers["content-type"] == "application/json"
+    assert "set-cookie" not in listing.headers
+    missing = httpx.post(f"{devx_server.url}/NoSuchProgram", json={})
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/json"

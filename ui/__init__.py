@@ -1,0 +1,1 @@
+"""The playground: server-rendered pages to list the programs, fill a program's form and run it."""
