@@ -17,8 +17,8 @@ from tests.databases import server_database
 from tests.support import FIXTURES, Running, service
 from tests.telemetry import conftest as telemetry_fixtures
 
-# The telemetry tests' fixtures, reused: the mock LLM, a database per test, a server on it.
-llm = telemetry_fixtures.llm
+# The telemetry tests' fixtures, reused: a database per test and a server on it (the mock LLM, `llm`,
+# is the session's, from tests/conftest.py).
 telemetry_tmp = telemetry_fixtures.telemetry_tmp
 telemetry_config = telemetry_fixtures.telemetry_config
 database = telemetry_fixtures.database

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.databases import server_database
-from tests.support import FIXTURES, Running, mock_llm, project_config, service
+from tests.support import FIXTURES, Running, project_config, service
 
 SERVICE_PROJECT = FIXTURES / "service_project"
 
@@ -14,12 +14,6 @@ SERVICE_PROJECT = FIXTURES / "service_project"
 @pytest.fixture(scope="session")
 def devx_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("devx")
-
-
-@pytest.fixture(scope="session")
-def llm(devx_tmp: Path) -> Iterator[Running]:
-    with mock_llm(devx_tmp) as running:
-        yield running
 
 
 @pytest.fixture(scope="session")

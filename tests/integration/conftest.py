@@ -4,20 +4,9 @@ from pathlib import Path
 import pytest
 
 from tests.databases import server_database
-from tests.support import FIXTURES, Running, mock_llm, project_config, service
+from tests.support import FIXTURES, Running, project_config, service
 
 SERVICE_PROJECT = FIXTURES / "service_project"
-
-
-@pytest.fixture(scope="session")
-def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("integration")
-
-
-@pytest.fixture(scope="session")
-def mock(session_tmp: Path) -> Iterator[Running]:
-    with mock_llm(session_tmp) as running:
-        yield running
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.databases import ServerDatabase, server_database
-from tests.support import FIXTURES, Running, mock_llm, service
+from tests.support import FIXTURES, Running, service
 
 SERVICE_PROJECT = FIXTURES / "service_project"
 T = TypeVar("T")
@@ -25,12 +25,6 @@ PROMPT_PRICE, COMPLETION_PRICE = 0.15e-6, 0.6e-6
 @pytest.fixture(scope="session")
 def telemetry_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("telemetry")
-
-
-@pytest.fixture(scope="session")
-def llm(telemetry_tmp: Path) -> Iterator[Running]:
-    with mock_llm(telemetry_tmp) as running:
-        yield running
 
 
 @pytest.fixture(scope="session")
