@@ -1,6 +1,5 @@
 """HTTP routes of the programs app: one ``POST /{Program}`` per program, the listing, health."""
 
-import inspect
 import itertools
 import re
 import uuid
@@ -14,6 +13,7 @@ from pydantic import BaseModel
 from apikeys.auth import api_key_auth
 from programs.execution import CallFailed, run_program
 from programs.runtime import Program, Runtime
+from programs.schemas import with_body_model
 from telemetry.services import inference_tracking
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -126,9 +126,4 @@ def _program_view(runtime: Runtime, program: Program) -> Callable[..., Awaitable
         response[REQUEST_ID_HEADER] = rid
         return response
 
-    # django-ninja reads the body schema from the signature: give it this program's input model.
-    parameters = list(inspect.signature(view).parameters.values())
-    parameters[1] = parameters[1].replace(annotation=program.inputs.model)
-    view.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    view.__name__ = f"run_{program.name}"
-    return view
+    return with_body_model(view, program.inputs.model, f"run_{program.name}")

@@ -14,7 +14,6 @@ Body: ``{"inputs": [{...}, ...], "max_concurrency": N}``. Answer (200 whatever t
 """
 
 import asyncio
-import inspect
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -26,6 +25,7 @@ from pydantic_core import to_json
 
 from programs.execution import CallFailed, run_program
 from programs.runtime import Program, Runtime
+from programs.schemas import with_body_model
 from telemetry.services import inference_tracking
 
 DEFAULT_CONCURRENCY = 8
@@ -105,12 +105,7 @@ def _batch_view(
         response[REQUEST_ID_HEADER] = rid
         return response
 
-    # django-ninja reads the body schema from the signature: give it this program's batch model.
-    parameters = list(inspect.signature(view).parameters.values())
-    parameters[1] = parameters[1].replace(annotation=request_model)
-    view.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    view.__name__ = f"batch_{program.name}"
-    return view
+    return with_body_model(view, request_model, f"batch_{program.name}")
 
 
 async def run_item(runtime: Runtime, program: Program, item: Any, rid: str) -> bytes:

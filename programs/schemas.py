@@ -139,3 +139,12 @@ def _is_record_type(annotation: Any) -> bool:
     if typing.is_typeddict(annotation):
         return True
     return isinstance(annotation, type) and hasattr(annotation, "__dataclass_fields__")
+
+
+def with_body_model(view: Any, model: Any, name: str) -> Any:
+    """Give a ``view(request, payload)`` the body model django-ninja reads from its signature."""
+    parameters = list(inspect.signature(view).parameters.values())
+    parameters[1] = parameters[1].replace(annotation=model)
+    view.__signature__ = inspect.Signature(parameters)
+    view.__name__ = name
+    return view

@@ -27,7 +27,6 @@ program's slot and cancels the upstream call; the telemetry record then says 499
 
 import asyncio
 import dataclasses
-import inspect
 import json
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,6 +43,7 @@ from pydantic import BaseModel
 
 from programs.execution import RETRY_AFTER_S, CallFailed, run_program
 from programs.runtime import Program, Runtime
+from programs.schemas import with_body_model
 from telemetry.services import inference_tracking
 
 # Chunks waiting for the client before the LM call is made to wait (backpressure, not a queue).
@@ -81,17 +81,19 @@ def _stream_view(runtime: Runtime, program: Program) -> Callable[..., Awaitable[
     async def view(request: HttpRequest, payload: BaseModel) -> StreamingHttpResponse:
         rid = request_id(request)
         call = StreamedCall(runtime, program, program.inputs.to_kwargs(payload), rid, request.body)
-        response = StreamingHttpResponse(call.events(), content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
+        response = sse_response(call.events())
         response[REQUEST_ID_HEADER] = rid
         return response
 
-    parameters = list(inspect.signature(view).parameters.values())
-    parameters[1] = parameters[1].replace(annotation=program.inputs.model)
-    view.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    view.__name__ = f"stream_{program.name}"
-    return view
+    return with_body_model(view, program.inputs.model, f"stream_{program.name}")
+
+
+def sse_response(events: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """A Server-Sent Events response that proxies pass through as it is written."""
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
 
 
 def build_listeners(instance: dspy.Module) -> list[StreamListener]:

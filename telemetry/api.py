@@ -17,6 +17,7 @@ from ninja import NinjaAPI, Query, Router
 from ninja.errors import ValidationError
 
 from programs.runtime import get_runtime
+from programs.streaming import sse_response
 from telemetry import prometheus, selectors
 from telemetry.counters import PROCESS_COUNTERS, ProgramCounters
 from telemetry.live import event_stream
@@ -85,10 +86,7 @@ async def logs_list(
 
 @router.get("/api/events", summary="Live per-batch totals from every worker (Server-Sent Events)")
 async def events(request: HttpRequest) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(event_stream(), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
-    return response
+    return sse_response(event_stream())
 
 
 @router.get("/metrics", summary="Prometheus exposition", include_in_schema=False)

@@ -136,17 +136,8 @@ def inference_tracking(program: Program, request_id: str, body: bytes) -> Infere
 def inference_log_enqueue(record: InferenceRecord) -> bool:
     """Count a finished request at once (counters, Prometheus) and queue it for the database."""
     record.worker = telemetry_records.WORKER
-    usage = record.usage
-    PROCESS_COUNTERS.get(record.program).record(
-        success=record.success,
-        duration_ms=record.duration_ms,
-        finished_at=record.finished_at,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cost_usd=usage.cost_usd or 0.0,
-        lm_calls=usage.lm_calls,
-    )
-    _observe(record, usage)
+    _count(PROCESS_COUNTERS.get(record.program), record)
+    _observe(record, record.usage)
     return telemetry_writer().enqueue(record)
 
 
@@ -295,21 +286,26 @@ def aggregate(records: Iterable[InferenceRecord]) -> dict[tuple[int, datetime, s
 
     buckets: dict[tuple[int, datetime, str], ProgramCounters] = {}
     for record in records:
-        usage = record.usage
         for period_s in PERIODS:
             start = EPOCH if period_s == 0 else _bucket_start(record.finished_at, period_s)
             key = (period_s, start, record.program)
             counters = buckets.get(key) or buckets.setdefault(key, ProgramCounters(record.program))
-            counters.record(
-                success=record.success,
-                duration_ms=record.duration_ms,
-                finished_at=record.finished_at,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cost_usd=usage.cost_usd or 0.0,
-                lm_calls=usage.lm_calls,
-            )
+            _count(counters, record)
     return buckets
+
+
+def _count(counters: ProgramCounters, record: InferenceRecord) -> None:
+    """Add one finished request to a set of counters (the process's live ones, or a batch's)."""
+    usage = record.usage
+    counters.record(
+        success=record.success,
+        duration_ms=record.duration_ms,
+        finished_at=record.finished_at,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=usage.cost_usd or 0.0,
+        lm_calls=usage.lm_calls,
+    )
 
 
 def _bucket_start(ts: float, period_s: int) -> datetime:
