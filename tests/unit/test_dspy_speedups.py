@@ -1,10 +1,13 @@
 """The DSPy speedups: inline only what is allowed, cached answers equal DSPy's own."""
 
 import asyncio
+import socket
 import threading
 
 import dspy
 import pytest
+from dspy._vendor.lm15.transports import _async as lm15_async_transport
+from dspy._vendor.lm15.transports import _sync as lm15_sync_transport
 from dspy.adapters import utils as adapter_utils
 from dspy.clients import backend_selection, capabilities, execution
 
@@ -22,6 +25,8 @@ def test_installed_on_the_measured_version() -> None:
     assert execution.select_backend is dspy_speedups._select_backend
     assert capabilities.select_backend is dspy_speedups._select_backend
     assert capabilities.resolve is dspy_speedups._resolve
+    assert lm15_async_transport.wait_for is dspy_speedups._wait_for
+    assert lm15_sync_transport._ConnectionPool.checkout is dspy_speedups._checkout
 
 
 def prepare() -> str:
@@ -114,3 +119,79 @@ def test_gateway_variable_still_switches_to_litellm(monkeypatch: pytest.MonkeyPa
     assert engine_name(lm) == "native"
     monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
     assert engine_name(lm) == "litellm"
+
+
+def test_transport_timeouts_run_in_the_callers_task() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        async def which_task() -> asyncio.Task | None:
+            return asyncio.current_task()
+
+        caller = asyncio.current_task()
+        timed = await lm15_async_transport.wait_for(which_task(), timeout=5)
+        untimed = await lm15_async_transport.wait_for(which_task(), timeout=None)
+        return timed is caller, untimed is caller
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
+def test_transport_timeout_expires_as_timeout_error() -> None:
+    async def scenario() -> None:
+        await lm15_async_transport.wait_for(asyncio.sleep(10), timeout=0.01)
+
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(scenario())
+
+
+def test_caller_cancellation_stays_a_cancellation_and_frees_the_slot() -> None:
+    """The guarantee lm15's helper exists for: cancelling the caller never reads as a timeout."""
+
+    async def scenario() -> tuple[bool, int]:
+        slot = asyncio.Semaphore(1)
+        await slot.acquire()
+        waiter = asyncio.create_task(lm15_async_transport.wait_for(slot.acquire(), timeout=5))
+        await asyncio.sleep(0)
+        slot.release()  # the permit is handed over while the caller is being cancelled
+        waiter.cancel()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            cancelled = True
+        else:
+            cancelled = False
+        return cancelled, slot._value
+
+    cancelled, free_permits = asyncio.run(scenario())
+    assert cancelled
+    assert free_permits == 1
+
+
+class ProbedConnection(lm15_sync_transport._SyncConnection):
+    """Records whether its pool's lock was held while its staleness was checked."""
+
+    __slots__ = ("lock_held_during_check", "pool")
+
+    def is_stale(self) -> bool:
+        self.lock_held_during_check = self.pool._lock.locked()
+        return super().is_stale()
+
+
+def test_pool_checkout_skips_stale_connections_without_holding_the_lock() -> None:
+    origin = ("http", "127.0.0.1", 9)
+    pool = lm15_sync_transport._ConnectionPool(max_connections=4)
+    live_sock, live_peer = socket.socketpair()
+    stale_sock, stale_peer = socket.socketpair()
+    stale_peer.close()  # the server closed this keep-alive connection while it was idle
+    live, stale = ProbedConnection(origin, live_sock), ProbedConnection(origin, stale_sock)
+    for conn in (live, stale):
+        conn.pool = pool
+        pool.register_new(conn)
+        pool.checkin(conn)
+    try:
+        assert pool.checkout(origin) is live  # LIFO: the stale one is tried first and dropped
+        assert stale.closed and not live.closed
+        assert not stale.lock_held_during_check and not live.lock_held_during_check
+        assert pool.stats() == {"idle": 0, "in_use": 1, "total_opened": 2}
+        assert pool.checkout(origin) is None
+    finally:
+        live.close()
+        live_peer.close()
