@@ -7,6 +7,7 @@ import threading
 import dspy
 import pytest
 from dspy._vendor.lm15.transports import _async as lm15_async_transport
+from dspy._vendor.lm15.transports import _proxy as lm15_proxy
 from dspy._vendor.lm15.transports import _sync as lm15_sync_transport
 from dspy.adapters import utils as adapter_utils
 from dspy.clients import backend_selection, capabilities, execution
@@ -25,6 +26,7 @@ def test_installed_on_the_measured_version() -> None:
     assert execution.select_backend is dspy_speedups._select_backend
     assert capabilities.select_backend is dspy_speedups._select_backend
     assert capabilities.resolve is dspy_speedups._resolve
+    assert capabilities._capabilities is dspy_speedups._capabilities
     assert lm15_async_transport.wait_for is dspy_speedups._wait_for
     assert lm15_sync_transport._ConnectionPool.checkout is dspy_speedups._checkout
 
@@ -93,6 +95,22 @@ def test_resolution_cached_per_lm_configuration() -> None:
     assert capabilities.resolve(lm) == dspy_speedups._original_resolve(lm)
     assert capabilities.resolve(lm) is capabilities.resolve(lm)
     assert capabilities.resolve(other).model == "other-model"
+
+
+def test_capability_plans_cached_and_equal_to_dspys() -> None:
+    lm = dspy.LM("openai/gpt-4o-mini", api_key="k", cache=False)
+    plan = capabilities.capabilities(lm)
+    assert plan == dspy_speedups._original_capabilities(lm)
+    assert plan.response_schema  # DSPy's metadata for this model, not a default
+    assert capabilities.capabilities(lm) is plan
+    other = dspy.LM("openai/gpt-3.5-turbo-instruct", api_key="k", cache=False)
+    assert capabilities.capabilities(other) == dspy_speedups._original_capabilities(other)
+
+
+def test_proxy_settings_are_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = lm15_proxy.getproxies()
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    assert lm15_proxy.getproxies() == before
 
 
 def test_type_adapters_are_reused_and_behave_the_same() -> None:
