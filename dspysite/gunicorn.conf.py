@@ -17,6 +17,12 @@ workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", 150))
 timeout = int(os.environ.get("WORKER_TIMEOUT", 180))
 keepalive = 5
+# Each worker listens on a socket of its own (SO_REUSEPORT; gunicorn opens them after the fork), so
+# the kernel spreads new connections over the workers by address hash. On one shared socket the
+# worker that wakes first accepts most of a burst: with 50 keep-alive clients one of two workers
+# did 87% of the work and the pair served 680 instead of ~780 requests/s (docs/PERFORMANCE.md).
+# The flip side: another process of the same user can bind the same port and share the traffic.
+reuse_port = os.environ.get("REUSE_PORT", "true").lower() not in {"0", "false", "no"}
 reload = False
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"

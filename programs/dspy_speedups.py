@@ -12,8 +12,9 @@ process runs. They are installed only on the DSPy version they were measured on.
 2. Offline routing, rebuilt per call. ``select_backend`` and ``capabilities.resolve`` construct a
    new lm15 engine and router to answer a question that depends only on the LM's configuration
    (their docstrings: "offline", "no provider client is constructed"), and the capability plan
-   built on them reads the bundled model metadata (61 µs per call; 5 µs cached). Their answers are cached by that configuration
-   and the environment variables routing reads, in a bounded cache.
+   built on them reads the bundled model metadata (61 µs per call; 5 µs cached). Their answers
+   are cached by that configuration and the environment variables routing reads, in a bounded
+   cache.
 3. ``serialize_for_json`` and ``parse_value`` build a pydantic ``TypeAdapter`` (a schema build) for
    every field value they format or parse; adapters are cached per type.
 4. Timeouts that cost a task. lm15's async transport puts every pool acquire, write drain and socket

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,6 +28,18 @@ def _prometheus_total(url: str, name: str) -> float:
     )
 
 
+def _listening_pids(server: Any) -> list[int]:
+    """PIDs of the server's processes that hold a listening socket on its port."""
+    port = int(server.url.rsplit(":", 1)[1])
+    master = psutil.Process(server.process.pid)
+    return sorted(
+        process.pid
+        for process in [master, *master.children()]
+        for conn in process.net_connections(kind="tcp")
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+    )
+
+
 def test_api_metrics_add_up_across_two_worker_processes(
     database: ServerDatabase, start_server: Any, tmp_path: Path
 ) -> None:
@@ -34,6 +47,9 @@ def test_api_metrics_add_up_across_two_worker_processes(
     requests = [("/EchoAsync", f"w{i}", {"question": f"w{i} [usage=3,2] [delay=30]"}) for i in range(120)]
     with start_server(database, command=GUNICORN, **env) as server:
         wait_for(lambda: server.log().count("Application startup complete") == 2, 60, "both workers")
+        # Each worker accepts on a socket of its own (REUSE_PORT), so the kernel balances them.
+        worker_pids = sorted(child.pid for child in psutil.Process(server.process.pid).children())
+        assert _listening_pids(server) == worker_pids
         responses = _concurrently(server, requests)
         assert [r.status_code for r in responses] == [200] * 120
 
