@@ -60,29 +60,45 @@ class ServiceASGIHandler(ASGIHandler):
     async def _respond_unless_disconnected(
         self, request: Any, receive: Any, send: Any
     ) -> HttpResponseBase | None:
-        """Django's own race: the response, or None when the client went away first."""
+        """Django's race between the response and a client disconnect, in this task.
 
-        async def process_request() -> HttpResponseBase:
+        Django computes the response in a second task and waits for whichever of the two
+        finishes first. Starting that task costs an event-loop round before the request is even
+        routed, and under load a round waits behind every other request's ready callbacks (about
+        20 ms at p50 with 200 requests in flight). Here the response is computed in the request's
+        own task, and the disconnect listener cancels this task when the client goes away, as
+        ``asyncio.timeout`` does: the cancellation is told apart from any other by
+        ``client_left``, and taken back with ``uncancel``. Returns None when the client left first.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        listener = asyncio.create_task(self.listen_for_disconnect(receive))
+        client_left = False
+
+        def on_listener_done(done: asyncio.Task) -> None:
+            nonlocal client_left
+            if not done.cancelled():  # RequestAborted (or an invalid message): stop the work
+                client_left = True
+                task.cancel()
+
+        listener.add_done_callback(on_listener_done)
+        try:
             response = await self.run_get_response(request)
             with contextlib.suppress(asyncio.CancelledError):  # client left while it was being sent
                 await self.send_response(response, send)
-            return response
-
-        listener = asyncio.create_task(self.listen_for_disconnect(receive))
-        processor = asyncio.create_task(process_request())
-        await asyncio.wait([listener, processor], return_when=asyncio.FIRST_COMPLETED)
-        for task in (listener, processor):
-            if task.done():
-                with contextlib.suppress(RequestAborted):
-                    task.result()
-            else:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        try:
-            return processor.result()
         except asyncio.CancelledError:
-            return None
+            if not client_left:
+                raise
+            response = None
+        finally:
+            # Removed before any further await: no cancellation can be requested after this.
+            listener.remove_done_callback(on_listener_done)
+            if client_left:
+                task.uncancel()
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RequestAborted):
+                await listener
+        return response
 
     async def _close(self, response: HttpResponseBase) -> None:
         if ran_thread_sensitive_code():
