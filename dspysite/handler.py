@@ -1,4 +1,4 @@
-"""Django's ASGI handler, without two thread starts and two thread hops per API request.
+"""Django's ASGI handler, without the per-request thread starts, hops and extra task.
 
 Django 5.2 sends ``request_started`` with ``asend`` (its sync receivers run through
 ``sync_to_async``) and closes every response with ``sync_to_async(response.close)``. Inside the
@@ -10,7 +10,8 @@ ran no thread-sensitive code. Measured on the API path they were the largest ser
 Here, when a request ran no thread-sensitive code, those receivers run inline on the event loop
 (where no database connection exists). When it did (the admin, ORM calls through
 ``sync_to_async``), Django's behaviour is kept so connections opened in that thread are closed.
-Browser paths use Django's handler unchanged.
+The response is computed in the request's own task rather than a second one (see
+``_respond_unless_disconnected``). Browser paths use Django's handler unchanged.
 """
 
 import asyncio
