@@ -35,6 +35,10 @@ process runs. They are installed only on the DSPy version they were measured on.
    Kubernetes pod's service variables), against ~1.7 ms of CPU for a whole request. They are read
    once per process, as httpx does when a client is created: set ``HTTPS_PROXY``/``NO_PROXY``
    before the server starts.
+7. Keep-alive connections dropped above descriptor 1023. lm15 asks ``select()`` whether an idle
+   connection went stale; ``select()`` refuses descriptors from 1024 up, and lm15 reads the
+   refusal as "stale". A process holding more than ~1,000 sockets (clients included) would open
+   a new connection, TLS handshake and all, for every LM call. The same test runs with ``poll()``.
 """
 
 import asyncio
@@ -42,6 +46,8 @@ import dataclasses
 import functools
 import logging
 import os
+import select
+import socket
 from collections.abc import Awaitable, Callable, Hashable
 from contextvars import ContextVar
 from typing import Any
@@ -217,6 +223,27 @@ def _checkout(pool: Any, origin: tuple[str, str, int]) -> Any:
         pool.discard(conn)
 
 
+def _idle_socket_unusable(sock: socket.socket) -> bool:
+    """lm15's test for an idle keep-alive socket: readable (EOF, close_notify, stray bytes) or in error."""
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
+def _sync_connection_is_stale(conn: Any) -> bool:
+    return conn.closed or _idle_socket_unusable(conn.sock)
+
+
+def _async_connection_is_stale(conn: Any) -> bool:
+    if conn.closed:
+        return True
+    sock = conn.writer.get_extra_info("socket")
+    return sock is None or _idle_socket_unusable(sock)
+
+
 def install() -> bool:
     """Install once per process; returns whether the fixes are active."""
     if dspy.__version__ != PATCHED_DSPY_VERSION:
@@ -235,4 +262,7 @@ def install() -> bool:
     lm15_async_transport.wait_for = _wait_for
     lm15_sync_transport._ConnectionPool.checkout = _checkout
     lm15_proxy.getproxies = functools.cache(lm15_proxy.getproxies)
+    if hasattr(select, "poll"):  # not on Windows
+        lm15_sync_transport._SyncConnection.is_stale = _sync_connection_is_stale
+        lm15_async_transport._AsyncConnection.is_stale = _async_connection_is_stale
     return True

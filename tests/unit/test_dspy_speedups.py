@@ -1,6 +1,8 @@
 """The DSPy speedups: inline only what is allowed, cached answers equal DSPy's own."""
 
 import asyncio
+import os
+import resource
 import socket
 import threading
 
@@ -29,6 +31,8 @@ def test_installed_on_the_measured_version() -> None:
     assert capabilities._capabilities is dspy_speedups._capabilities
     assert lm15_async_transport.wait_for is dspy_speedups._wait_for
     assert lm15_sync_transport._ConnectionPool.checkout is dspy_speedups._checkout
+    assert lm15_sync_transport._SyncConnection.is_stale is dspy_speedups._sync_connection_is_stale
+    assert lm15_async_transport._AsyncConnection.is_stale is dspy_speedups._async_connection_is_stale
 
 
 def prepare() -> str:
@@ -213,3 +217,42 @@ def test_pool_checkout_skips_stale_connections_without_holding_the_lock() -> Non
     finally:
         live.close()
         live_peer.close()
+
+
+def high_descriptor(sock: socket.socket, fd: int = 1500) -> socket.socket:
+    """The same connection on a descriptor select() refuses (>= 1024)."""
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] <= fd:
+        pytest.skip(f"this process may not open descriptor {fd} (ulimit -n)")
+    os.dup2(sock.fileno(), fd)
+    sock.close()
+    return socket.socket(fileno=fd)
+
+
+def test_connections_on_high_descriptors_are_reused_by_the_sync_pool() -> None:
+    origin = ("http", "127.0.0.1", 9)
+    pool = lm15_sync_transport._ConnectionPool(max_connections=4)
+    ours, peer = socket.socketpair()
+    conn = lm15_sync_transport._SyncConnection(origin, high_descriptor(ours))
+    pool.register_new(conn)
+    pool.checkin(conn)
+    try:
+        assert pool.checkout(origin) is conn
+        peer.close()  # the server closes it while idle: now it must be dropped
+        assert conn.is_stale()
+    finally:
+        conn.close()
+        peer.close()
+
+
+def test_async_connections_on_high_descriptors_are_not_stale() -> None:
+    async def scenario() -> bool:
+        ours, peer = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=high_descriptor(ours))
+        conn = lm15_async_transport._AsyncConnection(("http", "127.0.0.1", 9), reader, writer)
+        try:
+            return conn.is_stale()
+        finally:
+            conn.close()
+            peer.close()
+
+    assert asyncio.run(scenario()) is False
