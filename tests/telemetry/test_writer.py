@@ -133,3 +133,36 @@ def test_stop_is_bounded_when_the_database_stays_down(started: list) -> None:
 def test_flush_without_a_running_writer_says_so() -> None:
     writer = TelemetryWriter(FakeDatabase().write, max_queue=5, batch_size=10, flush_interval_s=1)
     assert writer.flush(timeout_s=0.1) is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_connection_is_kept_while_busy_and_given_back_when_idle(started: list) -> None:
+    from django.db import connections
+    from django.db.backends.signals import connection_created
+
+    if connections["default"].vendor == "sqlite" and connections["default"].is_in_memory_db():
+        pytest.skip("Django never closes an in-memory SQLite connection (DATABASE_URL runs this)")
+    opened: list[str] = []
+    wrappers: list = []
+
+    def on_connection_created(**kwargs: object) -> None:
+        opened.append(threading.current_thread().name)
+
+    def write(batch: Sequence[InferenceRecord]) -> None:
+        wrapper = connections["default"]  # the writer thread's own
+        wrapper.ensure_connection()
+        wrappers.append(wrapper)
+
+    connection_created.connect(on_connection_created)
+    try:
+        writer = TelemetryWriter(write, max_queue=100, batch_size=5, flush_interval_s=0.2, retry_max_s=0.01)
+        writer.start()
+        started.append(writer)
+        for i in range(15):
+            writer.enqueue(record(i))
+        assert writer.flush(timeout_s=10)
+        assert len(wrappers) == 3
+        assert opened.count("telemetry-writer") == 1  # one connection for the three batches
+        wait_for(lambda: wrappers[0].connection is None, 10, "the idle writer to close its connection")
+    finally:
+        connection_created.disconnect(on_connection_created)
