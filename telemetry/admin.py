@@ -47,8 +47,21 @@ class ProgramFilter(admin.SimpleListFilter):
         return queryset.filter(program=value) if value else queryset
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by the telemetry writer: viewable, never added, edited or deleted here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(InferenceLog)
-class InferenceLogAdmin(admin.ModelAdmin):
+class InferenceLogAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at", "program", "status_code", "success", "duration_ms", "total_tokens", "cost_usd",
         "request_id",
@@ -67,18 +80,9 @@ class InferenceLogAdmin(admin.ModelAdmin):
         term = search_term.strip()
         return (queryset.filter(request_id=term) if term else queryset), False
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(ProgramStats)
-class ProgramStatsAdmin(admin.ModelAdmin):
+class ProgramStatsAdmin(ReadOnlyAdmin):
     """Its list page is the dashboard: a table of every program and charts over time."""
 
     def changelist_view(
@@ -100,15 +104,6 @@ class ProgramStatsAdmin(admin.ModelAdmin):
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/telemetry/dashboard.html", context)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def _table_row(counters: Any) -> dict[str, Any]:

@@ -46,6 +46,8 @@ def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def mock(module_tmp: Path) -> Iterator[Running]:
+    """This module's own mock, not the session's: its counters (peak in flight included) are
+    asserted exactly, so no other module's request, a stalled one say, may reach it."""
     with mock_llm(module_tmp) as running:
         yield running
 
