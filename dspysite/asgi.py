@@ -29,7 +29,7 @@ application = LifespanMiddleware(
         settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
         on_refused=record_body_too_large,
     ),
-    on_startup=[runtime.drain_on_sigterm, telemetry_startup],
+    on_startup=[runtime.drain_on_sigterm, runtime.start_gateways, telemetry_startup],
     # Telemetry last: requests still finishing in the sync pool are recorded before the flush.
-    on_shutdown=[runtime.aclose, telemetry_shutdown],
+    on_shutdown=[runtime.stop_gateways, runtime.aclose, telemetry_shutdown],
 )

@@ -131,6 +131,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1024 * 1024)
 # Path of dspy.config.yaml; DSPY_PROJECT_DIR serves an existing dspy-cli project instead.
 DSPY_CONFIG = env_str("DSPY_CONFIG", "")
 DSPY_PROJECT_DIR = env_str("DSPY_PROJECT_DIR", "")
+# Factory of the auth on protected program routes (None: no check); API keys plug in here, so the
+# serving core does not import them. The factory itself returns None unless server.auth is on.
+DSPY_ROUTE_AUTH = "apikeys.auth.api_key_auth"
 
 # Telemetry (docs/TELEMETRY.md). Inputs/outputs are stored unless turned off here or per program
 # (programs.<Name>.capture_io: false in dspy.config.yaml); bodies over the size limit are not kept.

@@ -1,23 +1,34 @@
-"""HTTP routes of the programs app: one ``POST /{Program}`` per program, the listing, health."""
+"""HTTP routes of the programs app: one route per gateway of each program, the listing, health.
 
-import itertools
+A program without a declared gateway has ``POST /{Program}`` (plus ``/batch`` and ``/stream``);
+each dspy-cli ``APIGateway`` it declares has its own route (:mod:`programs.routes`). Every route
+calls the program through :func:`programs.calls.call_program`, like every other front door.
+"""
+
+import json
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from ninja import Router
-from pydantic import BaseModel
+from django.utils.module_loading import import_string
+from ninja import Query, Router
+from ninja.errors import ValidationError as NinjaValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import to_json
 
-from apikeys.auth import api_key_auth
-from programs.execution import CallFailed, run_program
+from programs.calls import call_program
+from programs.context import new_request_id
+from programs.execution import CallFailed
+from programs.gateways import APIGateway, CronGateway, maybe_await
+from programs.routes import GatewayRoute, has_plain_route
 from programs.runtime import Program, Runtime
 from programs.schemas import with_body_model
-from telemetry.services import inference_tracking
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class ErrorBody(BaseModel):
@@ -27,30 +38,43 @@ class ErrorBody(BaseModel):
     upstream_status: int | None = None
 
 
-# New ids are a random per-process prefix plus a counter: unique without a syscall per request.
-_ID_PREFIX = uuid.uuid4().hex[:12]
-_ID_COUNTER = itertools.count(1)
-
-
 def request_id(request: HttpRequest) -> str:
     """The client's ``X-Request-ID`` when well-formed, else a new one."""
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    return incoming if _REQUEST_ID.match(incoming) else f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
+    return incoming if _REQUEST_ID.match(incoming) else new_request_id()
+
+
+def route_auth() -> Any:
+    """The auth of protected routes, from ``DSPY_ROUTE_AUTH`` (API keys plug in there, not here)."""
+    factory = import_string(settings.DSPY_ROUTE_AUTH) if settings.DSPY_ROUTE_AUTH else None
+    return factory() if factory is not None else None
 
 
 def program_listing(runtime: Runtime) -> list[dict[str, Any]]:
+    plain = {route.program.name: route.path for route in runtime.routes if route.plain}
     return [
         {
             "name": program.name,
-            "endpoint": f"/{program.name}",
+            "endpoint": plain.get(program.name),
             "model": program.model_alias,
             "execution": _execution(program),
             "description": program.description,
             "input_schema": program.inputs.model.model_json_schema(),
             "output_schema": _json_schema(program.outputs.model),
+            "gateways": [_gateway_entry(runtime, program, gateway) for gateway in program.gateways],
         }
         for program in runtime.programs.values()
     ]
+
+
+def _gateway_entry(runtime: Runtime, program: Program, gateway: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": type(gateway).__name__}
+    if isinstance(gateway, CronGateway):
+        entry.update(type="cron", schedule=getattr(gateway, "schedule", None))
+    route = next((r for r in runtime.routes if r.program is program and r.gateway is gateway), None)
+    if route is not None:
+        entry.update(type="api", method=route.method, path=route.path, requires_auth=gateway.requires_auth)
+    return entry
 
 
 def _execution(program: Program) -> str:
@@ -58,14 +82,12 @@ def _execution(program: Program) -> str:
 
 
 def _json_schema(annotation: Any) -> dict[str, Any]:
-    from pydantic import TypeAdapter
-
     return TypeAdapter(annotation).json_schema()
 
 
 def build_router(runtime: Runtime) -> Router:
     router = Router()
-    auth = api_key_auth()  # API keys on the program routes and the listing; None unless server.auth
+    auth = route_auth()  # None unless API keys are on (server.auth)
 
     @router.get("/programs", tags=["service"], summary="List the served programs and schemas", auth=auth)
     async def list_programs(request: HttpRequest) -> JsonResponse:
@@ -87,43 +109,123 @@ def build_router(runtime: Runtime) -> Router:
             return JsonResponse({"status": "not ready", "failed": failed}, status=503)
         return JsonResponse({"status": "ready", "programs": len(runtime.programs)})
 
-    for program in runtime.programs.values():
-        router.add_api_operation(
-            f"/{program.name}",
-            ["POST"],
-            _program_view(runtime, program),
-            response={200: program.outputs.model, (400, 404, 413, 422, 429, 500, 502, 503, 504): ErrorBody},
-            operation_id=program.name,
-            summary=f"Run {program.name} ({_execution(program)}, model {program.model_alias})",
-            description=program.description,
-            tags=["programs"],
-            auth=auth,
-        )
-    # Beside each program: POST /{Program}/batch and POST /{Program}/stream (docs/DEVELOPING.md).
+    for route in runtime.routes:
+        _add_gateway_route(router, route, None if not route.gateway.requires_auth else auth)
+    # Beside each plain route: POST /{Program}/batch and POST /{Program}/stream (docs/DEVELOPING.md).
     from programs.batch import add_batch_route
     from programs.streaming import add_stream_route
 
     for program in runtime.programs.values():
-        add_batch_route(router, runtime, program, auth=auth)
-        add_stream_route(router, runtime, program, auth=auth)
+        if has_plain_route(program):
+            add_batch_route(router, runtime, program, auth=auth)
+            add_stream_route(router, runtime, program, auth=auth)
     return router
 
 
-def _program_view(runtime: Runtime, program: Program) -> Callable[..., Awaitable[HttpResponse]]:
+def _add_gateway_route(router: Router, route: GatewayRoute, auth: Any) -> None:
+    program, gateway = route.program, route.gateway
+    if route.plain:
+        view, request_model = _program_view(program), program.inputs.model
+    else:
+        view, request_model = _gateway_view(route), gateway.request_model or program.inputs.model
+    described = f"{_execution(program)}, model {program.model_alias}"
+    router.add_api_operation(
+        route.path,
+        [route.method],
+        with_body_model(
+            view,
+            request_model if route.method in BODY_METHODS else Query[request_model],  # type: ignore[valid-type]
+            f"run_{program.name}_{type(gateway).__name__}",
+        ),
+        response={200: _response_model(route), (400, 404, 413, 422, 429, 500, 502, 503, 504): ErrorBody},
+        operation_id=program.name if route.plain else f"{program.name}_{type(gateway).__name__}",
+        summary=f"Run {program.name} ({described})"
+        if route.plain
+        else f"Run {program.name} through {type(gateway).__name__} ({described})",
+        description=(type(gateway).__doc__ or "").strip() if not route.plain else program.description,
+        tags=["programs"] if route.plain else ["gateways"],
+        auth=auth,
+    )
+
+
+def _response_model(route: GatewayRoute) -> Any:
+    """What the route answers: the gateway's ``response_model``, else the outputs unless transformed."""
+    gateway = route.gateway
+    if gateway.response_model is not None:
+        return gateway.response_model
+    if type(gateway).from_pipeline_output is APIGateway.from_pipeline_output:
+        return route.program.outputs.model
+    return dict[str, Any]
+
+
+def _program_view(program: Program) -> Callable[..., Awaitable[HttpResponse]]:
+    """The plain route: the body is the inputs, the outputs are the answer (the fast path)."""
+
     async def view(request: HttpRequest, payload: BaseModel) -> HttpResponse:
         rid = request_id(request)
-        # One telemetry record per request, whatever happens (docs/TELEMETRY.md); usage is per request.
-        with inference_tracking(program, rid, request.body) as tracking:
-            kwargs = program.inputs.to_kwargs(payload)
-            try:
-                body = await run_program(runtime, program, kwargs, tracking.usage)
-            except CallFailed as failure:
-                tracking.failed(failure.status, failure.error_type, failure.detail)
-                response: HttpResponse = failure.response()
-            else:
-                tracking.succeeded(body)
-                response = HttpResponse(body, content_type="application/json")
+        kwargs = program.inputs.to_kwargs(payload)
+        try:
+            result = await call_program(
+                program, kwargs, source="http", request_id=rid, raw_inputs=request.body
+            )
+        except CallFailed as failure:
+            response: HttpResponse = failure.response()
+        else:
+            response = HttpResponse(result.body, content_type="application/json")
         response[REQUEST_ID_HEADER] = rid
         return response
 
-    return with_body_model(view, program.inputs.model, f"run_{program.name}")
+    return view
+
+
+def _gateway_view(route: GatewayRoute) -> Callable[..., Awaitable[HttpResponse]]:
+    """A gateway's route: its request through ``to_pipeline_inputs``, the outputs through
+    ``from_pipeline_output`` (either hook may be async), validated by its ``response_model``."""
+    program, gateway = route.program, route.gateway
+    answer = TypeAdapter(gateway.response_model) if gateway.response_model is not None else None
+
+    async def view(request: HttpRequest, payload: BaseModel) -> HttpResponse:
+        rid = request_id(request)
+        kwargs = await _pipeline_kwargs(route, payload)
+        raw = request.body if route.method in BODY_METHODS else to_json(payload)
+        try:
+            result = await call_program(
+                program, kwargs, source=route.source, entry=route.entry, request_id=rid, raw_inputs=raw
+            )
+            body = await maybe_await(gateway.from_pipeline_output(result.output))
+            if answer is not None:
+                body = answer.validate_python(body)
+        except CallFailed as failure:
+            response: HttpResponse = failure.response()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "answer"
+            detail = f"{route.name}.from_pipeline_output: not its response_model: {where}: {first['msg']}"
+            response = JsonResponse({"detail": detail, "program": program.name}, status=500)
+        else:
+            response = HttpResponse(to_json(body, fallback=str), content_type="application/json")
+        response[REQUEST_ID_HEADER] = rid
+        return response
+
+    return view
+
+
+async def _pipeline_kwargs(route: GatewayRoute, payload: BaseModel) -> dict[str, Any]:
+    """``to_pipeline_inputs`` of the request, validated as the program's inputs (422 naming the field).
+
+    ``_``-prefixed keys are dspy-cli's metadata convention and never reach ``forward()``.
+    """
+    program, gateway = route.program, route.gateway
+    if gateway.request_model is None and type(gateway).to_pipeline_inputs is APIGateway.to_pipeline_inputs:
+        return program.inputs.to_kwargs(payload)  # the body was validated as the inputs already
+    inputs = await maybe_await(gateway.to_pipeline_inputs(payload))
+    try:
+        validated = program.inputs.model.model_validate(
+            {key: value for key, value in dict(inputs).items() if not key.startswith("_")}
+        )
+    except ValidationError as exc:
+        errors = json.loads(exc.json(include_url=False))
+        for error in errors:
+            error["loc"] = ["pipeline_inputs", *error["loc"]]
+        raise NinjaValidationError(errors) from None
+    return program.inputs.to_kwargs(validated)

@@ -4,7 +4,7 @@ Body: ``{"inputs": [{...}, ...], "max_concurrency": N}``. Answer (200 whatever t
 ``{"results": [{"ok": true, "outputs": {...}} | {"ok": false, "error": "...", "status": 502, ...}]}``.
 
 * Each item is validated on its own, so one bad item fails only its slot (``status`` 422).
-* Each item is an ordinary program call (:func:`programs.execution.run_program`): it takes a slot
+* Each item is an ordinary program call (:func:`programs.calls.call_program`): it takes a slot
   of the program's limiter like any other request, so a batch never gets past the program's
   ``max_concurrent``; at most ``max_concurrency`` items of a batch run at once (default
   :data:`DEFAULT_CONCURRENCY`, never more than the program's limit). An item refused for capacity
@@ -23,10 +23,10 @@ from ninja import Router
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError, create_model
 from pydantic_core import to_json
 
-from programs.execution import CallFailed, run_program
+from programs.calls import call_program, program_call
+from programs.execution import CallFailed
 from programs.runtime import Program, Runtime
 from programs.schemas import with_body_model
-from telemetry.services import inference_tracking
 
 DEFAULT_CONCURRENCY = 8
 
@@ -97,7 +97,7 @@ def _batch_view(
 
             async def one(index: int, item: Any) -> bytes:
                 async with gate:
-                    return await run_item(runtime, program, item, f"{rid}.{index}")
+                    return await run_item(program, item, f"{rid}.{index}")
 
             parts = await asyncio.gather(*(one(index, item) for index, item in enumerate(items)))
             body = b'{"results":[' + b",".join(parts) + b"]}"
@@ -108,22 +108,22 @@ def _batch_view(
     return with_body_model(view, request_model, f"batch_{program.name}")
 
 
-async def run_item(runtime: Runtime, program: Program, item: Any, rid: str) -> bytes:
+async def run_item(program: Program, item: Any, rid: str) -> bytes:
     """One item's slot, as JSON bytes. Never raises for a failure of the item itself."""
-    with inference_tracking(program, rid, to_json(item)) as tracking:
-        try:
-            payload = program.inputs.model.model_validate(item)
-        except ValidationError as exc:
-            errors = json.loads(exc.json(include_url=False))
-            tracking.failed(422, "ValidationError", errors)
-            return _failure(422, _summary(errors), "ValidationError", errors)
-        try:
-            body = await run_program(runtime, program, program.inputs.to_kwargs(payload), tracking.usage)
-        except CallFailed as failure:
-            tracking.failed(failure.status, failure.error_type, failure.detail)
-            return _failure(failure.status, failure.detail, failure.error_type)
-        tracking.succeeded(body)
-        return b'{"ok":true,"outputs":' + body + b"}"
+    raw = to_json(item)
+    try:
+        payload = program.inputs.model.model_validate(item)
+    except ValidationError as exc:
+        errors = json.loads(exc.json(include_url=False))
+        with program_call(program, source="batch", request_id=rid, inputs=raw) as call:  # its log row
+            call.failed(422, "ValidationError", errors)
+        return _failure(422, _summary(errors), "ValidationError", errors)
+    kwargs = program.inputs.to_kwargs(payload)
+    try:
+        result = await call_program(program, kwargs, source="batch", request_id=rid, raw_inputs=raw)
+    except CallFailed as failure:
+        return _failure(failure.status, failure.detail, failure.error_type)
+    return b'{"ok":true,"outputs":' + result.body + b"}"
 
 
 def _failure(status: int, error: str, error_type: str, errors: list[Any] | None = None) -> bytes:

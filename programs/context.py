@@ -1,20 +1,31 @@
 """The request a piece of code is running for: a request id in a contextvar, and its log filter.
 
-The id is bound for the whole program call (by ``telemetry.services.InferenceTracking``, the
-record every program request, batch item and stream is made under) and follows the call everywhere a
-contextvar goes: the event loop task, the sync worker thread (asgiref copies the context into
-it), DSPy's LM calls and callbacks. Nothing about a request is kept in a global.
+The id is bound for the whole program call (by :func:`programs.calls.program_call`, which every
+program request, gateway call, batch item, stream, MCP tool call and cron item goes through) and
+follows the call everywhere a contextvar goes: the event loop task, the sync worker thread
+(asgiref copies the context into it), DSPy's LM calls and callbacks. Nothing about a request is
+kept in a global.
 
 Every log record gets it as ``request_id`` (``-`` outside a request) from :class:`RequestIdFilter`,
 which ``dspysite/settings.py`` puts on the console handler (``%(request_id)s`` in the format).
 """
 
+import itertools
 import logging
+import uuid
 from contextvars import ContextVar
 
 NO_REQUEST = "-"
 
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default=NO_REQUEST)
+
+# New ids are a random per-process prefix plus a counter: unique without a syscall per request.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
 
 
 class RequestIdFilter(logging.Filter):

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import dspy
 
+from programs.gateways import Gateway, declared_gateways, install_import_alias
+
 # Routes the service owns; a program may not take one of these names (compared case-insensitively).
 RESERVED_NAMES = frozenset(
-    {"admin", "api", "docs", "health", "metrics", "openapi.json", "programs", "static", "ui"}
+    {"admin", "api", "docs", "health", "mcp", "metrics", "openapi.json", "programs", "static", "ui"}
 )
 
 
@@ -39,6 +41,8 @@ class ProgramSpec:
     cls: type[dspy.Module]
     module_file: Path
     is_async: bool
+    # The gateway classes the module declares (dspy-cli's ``gateway`` attribute), in order.
+    gateways: tuple[type[Gateway], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ def module_sources(base_dir: Path, project_dir: str) -> list[ModuleSource]:
 
 def discover(sources: list[ModuleSource]) -> Discovery:
     result = Discovery()
+    install_import_alias()  # ``from dspy_cli.gateway import ...`` in the modules about to load
     for source in sources:
         if str(source.import_root) not in sys.path:
             sys.path.insert(0, str(source.import_root))
@@ -88,7 +93,8 @@ def _discover_file(path: Path, module_name: str, result: Discovery) -> None:
         return
     for name, cls in inspect.getmembers(module, inspect.isclass):
         if cls.__module__ == module.__name__ and not name.startswith("_") and issubclass(cls, dspy.Module):
-            result.specs.append(ProgramSpec(name, cls, path, is_native_async(cls)))
+            spec = ProgramSpec(name, cls, path, is_native_async(cls), declared_gateways(cls))
+            result.specs.append(spec)
 
 
 def _declared_classes(path: Path) -> tuple[str, ...]:

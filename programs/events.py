@@ -157,6 +157,8 @@ def subscribe(
 class RequestStarted:
     program: str
     request_id: str
+    source: str = "http"  # the kind of front door: http, gateway, batch, stream, mcp, cron
+    entry: str = ""  # which door of that kind: a gateway class, a job, a tool ("" for the plain route)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,15 @@ class RequestFinished:
     completion_tokens: int
     cost_usd: float | None  # None: LM calls were made but none had a known price
     lm_calls: tuple[dict[str, Any], ...]
+    source: str = "http"
+    entry: str = ""
+    model_alias: str = ""
+    model: str = ""
+    inputs: bytes | None = None  # the request body (or the inputs as JSON) the call was made with
+    outputs: bytes | None = None  # the JSON outputs, on success
+    error_type: str = ""
+    error_detail: Any = ""  # a message, or a list of validation errors
+    finished_at: float = 0.0  # time.time()
 
     @property
     def success(self) -> bool:
@@ -186,7 +197,7 @@ class LMCallFinished:
     error: str | None  # the exception's class name when the call failed
 
 
-#: Every program request (each batch item, each stream) as it starts running: after validation.
+#: Every program call, through any front door (programs.calls), as it starts: after validation.
 request_started: Event[RequestStarted] = Event("request_started")
 #: The same requests when they end, whatever the outcome, with their own tokens and cost.
 request_finished: Event[RequestFinished] = Event("request_finished")

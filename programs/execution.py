@@ -37,6 +37,7 @@ class CallFailed(Exception):
     program: str
     upstream_status: int | None = None
     retry_after: int | None = None
+    request_id: str = ""  # set by programs.calls for the door's answer
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"detail": self.detail, "error_type": self.error_type, "program": self.program}

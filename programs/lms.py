@@ -17,8 +17,8 @@ from dspy.clients.backend_selection import select_backend
 from dspy.lm15 import AccessPolicy, ModelSupport, OpenAIChatCompat, ProviderDefinition, register_provider
 
 from programs import dspy_speedups
+from programs import usage as lm_usage
 from programs.config import DeclaredModel, ModelEntry, resolve_api_key
-from telemetry import lm_usage
 
 logger = logging.getLogger(__name__)
 

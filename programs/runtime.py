@@ -20,6 +20,7 @@ from django.conf import settings
 from programs.adapters import build_adapter, describe
 from programs.config import ConfigError, LoadedConfig, ModelEntry, ServiceConfig, config_path, load_config
 from programs.discovery import Discovery, DiscoveryError, LoadFailure, ProgramSpec, discover, module_sources
+from programs.gateways import Gateway, IdentityGateway
 from programs.instances import Instances, build_instances
 from programs.limits import Limiter
 from programs.lms import build_lm, configure_dspy, settings_snapshot
@@ -51,6 +52,8 @@ class Program:
     dspy_settings: dict[str, Any] = field(default_factory=dict)
     # instance_mode pool or per_request: where a call gets its instance (None: ``instance``).
     instances: Instances | None = None
+    # The module's dspy-cli gateways (instances, in declaration order): its routes and cron jobs.
+    gateways: tuple[Gateway, ...] = ()
 
 
 @dataclass
@@ -62,6 +65,8 @@ class Runtime:
     # Admission to the executor: a sync call is refused rather than queued behind busy threads.
     pool_limiter: Limiter
     lms: dict[str, dspy.LM] = field(default_factory=dict)
+    # Every APIGateway route (programs.routes.GatewayRoute), checked for clashes at build time.
+    routes: list[Any] = field(default_factory=list)
     # Set on SIGTERM: new program calls get 503 and readiness fails while in-flight calls finish.
     draining: bool = False
 
@@ -85,6 +90,27 @@ class Runtime:
                 previous(signum, frame)
 
         signal.signal(signal.SIGTERM, on_sigterm)
+
+    async def start_gateways(self) -> None:
+        """Lifespan start-up: every gateway's ``setup()``; one that raises stops the server."""
+        for program in self.programs.values():
+            for gateway in program.gateways:
+                try:
+                    gateway.setup()
+                except Exception as exc:
+                    where = f"{program.name}.{type(gateway).__name__}"
+                    raise RuntimeError(
+                        f"gateway {where}: setup() failed: {type(exc).__name__}: {exc}"
+                    ) from exc
+
+    async def stop_gateways(self) -> None:
+        """Lifespan shutdown: every gateway's ``shutdown()``; a failure is logged, the others still run."""
+        for program in self.programs.values():
+            for gateway in program.gateways:
+                try:
+                    gateway.shutdown()
+                except Exception:
+                    logger.exception("gateway %s.%s: shutdown() failed", program.name, type(gateway).__name__)
 
     async def aclose(self) -> None:
         """Let running sync calls finish, then release the pool's threads and the LM connections."""
@@ -111,6 +137,9 @@ def build_runtime(config: LoadedConfig, discovery: Discovery) -> Runtime:
             logger.exception("Program %s failed to load", spec.name)
             error = f"{type(exc).__name__}: {exc}"
             runtime.failures.append(LoadFailure(spec.module_file.name, (spec.name,), error))
+    from programs.routes import api_routes  # programs.routes types its arguments with Program
+
+    runtime.routes = api_routes(list(runtime.programs.values()))
     return runtime
 
 
@@ -159,6 +188,7 @@ def _build_program(spec: ProgramSpec, runtime: Runtime, base_settings: dict[str,
             "caller_modules": None,
         },
         instances=instances,
+        gateways=tuple(gateway() for gateway in spec.gateways or (IdentityGateway,)),
     )
 
 

@@ -17,7 +17,7 @@ A failure, at any point after validation (capacity 429, upstream 502, timeout 50
     event: error
     data: {"type": "error", "status": 502, "detail": "...", "error_type": "...", "program": "..."}
 
-How: the call is an ordinary :func:`programs.execution.run_program` (admission, the program's LM
+How: the call is an ordinary :func:`programs.calls.call_program` (admission, the program's LM
 and adapter, timeout, error mapping, telemetry) run as a task inside ``dspy.context(send_stream=...,
 stream_listeners=...)``, which is what ``dspy.streamify`` does. The listeners, one per output field
 of every predictor, are built for each request: a ``StreamListener`` streams only on its first
@@ -41,10 +41,10 @@ from dspy.streaming import StreamListener, StreamResponse
 from ninja import Router
 from pydantic import BaseModel
 
-from programs.execution import RETRY_AFTER_S, CallFailed, run_program
+from programs.calls import call_program
+from programs.execution import RETRY_AFTER_S, CallFailed
 from programs.runtime import Program, Runtime
 from programs.schemas import with_body_model
-from telemetry.services import inference_tracking
 
 # Chunks waiting for the client before the LM call is made to wait (backpressure, not a queue).
 BUFFER_CHUNKS = 64
@@ -80,7 +80,7 @@ def _stream_view(runtime: Runtime, program: Program) -> Callable[..., Awaitable[
 
     async def view(request: HttpRequest, payload: BaseModel) -> StreamingHttpResponse:
         rid = request_id(request)
-        call = StreamedCall(runtime, program, program.inputs.to_kwargs(payload), rid, request.body)
+        call = StreamedCall(program, program.inputs.to_kwargs(payload), rid, request.body)
         response = sse_response(call.events())
         response[REQUEST_ID_HEADER] = rid
         return response
@@ -127,10 +127,7 @@ _PLAIN_ADAPTERS: dict[type, dspy.Adapter] = {}
 class StreamedCall:
     """One streamed program call: the call runs in its own task, :meth:`events` relays what it emits."""
 
-    def __init__(
-        self, runtime: Runtime, program: Program, kwargs: dict[str, Any], rid: str, body: bytes
-    ) -> None:
-        self.runtime = runtime
+    def __init__(self, program: Program, kwargs: dict[str, Any], rid: str, body: bytes) -> None:
         self.program = program
         self.kwargs = kwargs
         self.rid = rid
@@ -184,16 +181,12 @@ class StreamedCall:
     async def _call(self, send: MemoryObjectSendStream[Any], lease: "Lease") -> bytes:
         """The program call, recorded like any other; CallFailed for every failure."""
         program = lease.program(anyio.lowlevel.current_token())
-        with inference_tracking(self.program, self.rid, self.body) as tracking:
-            async with send:  # closing it ends the relay loop
-                try:
-                    with dspy.context(send_stream=send, stream_listeners=self.listeners):
-                        body = await run_program(self.runtime, program, self.kwargs, tracking.usage)
-                except CallFailed as failure:
-                    tracking.failed(failure.status, failure.error_type, failure.detail)
-                    raise
-            tracking.succeeded(body)
-            return body
+        async with send:  # closing it ends the relay loop
+            with dspy.context(send_stream=send, stream_listeners=self.listeners):
+                result = await call_program(
+                    program, self.kwargs, source="stream", request_id=self.rid, raw_inputs=self.body
+                )
+        return result.body
 
     def _relay(self, chunk: Any) -> list[bytes]:
         """The events for one LM stream chunk: what the listeners of its predictor let through."""
@@ -260,7 +253,7 @@ class Lease:
         return cls(program, instance)
 
     def program(self, token: anyio.lowlevel.EventLoopToken) -> Program:
-        """The program to hand to ``run_program``: this instance, reachable from its worker thread."""
+        """The program to hand to ``call_program``: this instance, reachable from its worker thread."""
         instance: Any = self.instance
         if not self.template.is_async:
             instance = _InWorkerThread(self, token)

@@ -109,18 +109,32 @@ def record_refused_requests(api: NinjaAPI) -> None:
 
     def on_exception(request: HttpRequest, exc: Exception) -> HttpResponse:
         response = handle(request, exc)
-        program = request.path_info.strip("/")
-        if request.method == "POST" and program in get_runtime().programs:
+        route = _program_route(request.method or "", request.path_info)
+        if route is not None:
             from programs.api import REQUEST_ID_HEADER, request_id
 
             rid = request_id(request)
             response[REQUEST_ID_HEADER] = rid
             detail = exc.errors if isinstance(exc, ValidationError) else str(exc)
             status = response.status_code
-            inference_log_enqueue_refused(program, rid, status, type(exc).__name__, detail, _body(request))
+            inference_log_enqueue_refused(
+                route.program.name,
+                rid,
+                status,
+                type(exc).__name__,
+                detail,
+                _body(request),
+                route.source,
+                route.entry,
+            )
         return response
 
     api.on_exception = on_exception  # type: ignore[method-assign]
+
+
+def _program_route(method: str, path: str) -> Any:
+    """The gateway route (``programs.routes.GatewayRoute``) a request was for, if any."""
+    return next((r for r in get_runtime().routes if r.path == path and r.method == method), None)
 
 
 def _body(request: HttpRequest) -> bytes | None:
@@ -132,15 +146,17 @@ def _body(request: HttpRequest) -> bytes | None:
 
 def record_body_too_large(scope: dict[str, Any], detail: str) -> None:
     """For ``dspysite.lifespan.BodyLimitMiddleware``: a 413 sent before Django saw the request."""
-    program = str(scope.get("path", "")).strip("/")
-    if scope.get("method") != "POST" or program not in get_runtime().programs:
+    route = _program_route(str(scope.get("method", "")), str(scope.get("path", "")))
+    if route is None:
         return
     from programs.api import _REQUEST_ID
 
     headers = dict(scope.get("headers", ()))
     incoming = headers.get(b"x-request-id", b"").decode("latin-1")
     rid = incoming if _REQUEST_ID.match(incoming) else _new_request_id()
-    inference_log_enqueue_refused(program, rid, 413, "RequestDataTooBig", detail, None)
+    inference_log_enqueue_refused(
+        route.program.name, rid, 413, "RequestDataTooBig", detail, None, route.source, route.entry
+    )
 
 
 def _new_request_id() -> str:

@@ -6,3 +6,8 @@ class TelemetryConfig(AppConfig):
 
     name = "telemetry"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from telemetry.services import subscribe_request_events
+
+        subscribe_request_events()

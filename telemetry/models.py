@@ -33,6 +33,9 @@ class InferenceLog(models.Model):
     # Who called (apikeys): the API key, or "user <name>" for the playground; empty with auth off.
     api_key_id = models.PositiveBigIntegerField(null=True, blank=True)
     api_key_name = models.CharField(max_length=140, blank=True)
+    # The front door of the call (programs.calls): http, gateway, batch, stream, mcp, cron; and which.
+    source = models.CharField(max_length=20, default="http")
+    entry = models.CharField(max_length=200, blank=True, help_text="gateway class, job or tool")
     inputs = models.JSONField(null=True, blank=True)
     outputs = models.JSONField(null=True, blank=True)
     success = models.BooleanField()

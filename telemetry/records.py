@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from telemetry.lm_usage import EMPTY_USAGE, UsageSnapshot
+from programs.usage import EMPTY_USAGE, UsageSnapshot
 
 ERROR_MESSAGE_MAX = 4000
 TEXT_BODY_MAX = 10_000
@@ -59,6 +59,8 @@ class InferenceRecord:
     worker: str = ""
     api_key_id: int | None = None  # who called (apikeys.context); None with auth off
     api_key_name: str = ""
+    source: str = "http"  # the front door: http, gateway, batch, stream, mcp, cron
+    entry: str = ""  # which one: a gateway class, a job, a tool
 
     @property
     def success(self) -> bool:
@@ -78,6 +80,8 @@ def to_log_row(record: InferenceRecord) -> Any:
         worker=record.worker[:100],
         api_key_id=record.api_key_id,
         api_key_name=record.api_key_name[:140],
+        source=record.source[:20],
+        entry=record.entry[:200],
         inputs=_body_json(record.inputs),
         outputs=_body_json(record.outputs),
         success=record.success,

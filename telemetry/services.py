@@ -1,17 +1,16 @@
 """Telemetry writes: record a finished request (request path), persist batches (writer thread),
 rebuild counters, prune, and the process's start-up and shutdown hooks.
 
-The request path calls only :func:`inference_tracking` / :func:`inference_log_enqueue`: in-memory
-counter and Prometheus updates plus a ``put_nowait``. No ORM, no file I/O, no JSON on the loop.
+On the request path only the ``programs.events`` subscribers run (:func:`on_request_finished`):
+in-memory counter and Prometheus updates plus a ``put_nowait``. No ORM, no file I/O, no JSON on
+the loop.
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 from django.conf import settings
@@ -21,116 +20,54 @@ from django.db.models.functions import Coalesce, Greatest
 
 from apikeys.context import current_caller
 from programs import events
-from programs.context import current_request_id
-from programs.runtime import Program, get_runtime
+from programs.runtime import get_runtime
+from programs.usage import UsageSnapshot
 from telemetry import prometheus
 from telemetry import records as telemetry_records
 from telemetry.counters import BUCKET_FIELDS, PROCESS_COUNTERS, ProgramCounters
 from telemetry.live import LivePublisher
-from telemetry.lm_usage import RequestUsage, UsageSnapshot
 from telemetry.records import Body, InferenceRecord, to_log_row
 from telemetry.writer import TelemetryWriter
 
 logger = logging.getLogger(__name__)
 
-# Answers given without running the program (at capacity, draining): not latency samples, or an
-# overload would show as a fast p50.
-REFUSED_STATUSES = frozenset({429, 503})
 
 # -- request path --------------------------------------------------------------------------------
 
 
-class InferenceTracking:
-    """Times one program request and records it when the ``with`` block ends, whatever happened.
-
-    A cancelled request (client gone, server stopping) is recorded as 499 with the tokens spent so
-    far; an unexpected exception as 500. The view reports the normal outcomes with
-    :meth:`succeeded` / :meth:`failed`.
-    """
-
-    __slots__ = ("_capture", "_request_scope", "_started", "error_detail", "error_type", "inputs", "outputs",
-                 "program", "request_id", "status_code", "usage")  # fmt: skip
-
-    def __init__(self, program: Program, request_id: str, body: bytes) -> None:
-        self.program = program
-        self.request_id = request_id
-        self.usage = RequestUsage()
-        self._capture = capture_io(program.name)
-        self.inputs = _capture(body) if self._capture else None
-        self.outputs: Body | None = None
-        self.status_code = 500
-        self.error_type = ""
-        self.error_detail: Any = ""
-        self._started = 0.0
-
-    def __enter__(self) -> "InferenceTracking":
-        # The request id is in the context for the whole call: logs, LM calls, worker threads.
-        self._request_scope = current_request_id.set(self.request_id)
-        prometheus.IN_FLIGHT.labels(self.program.name).inc()
-        self._started = time.perf_counter()
-        if events.request_started:
-            events.request_started.emit(events.RequestStarted(self.program.name, self.request_id))
-        return self
-
-    def succeeded(self, body: bytes) -> None:
-        self.status_code = 200
-        self.outputs = _capture(body) if self._capture else None
-
-    def failed(self, status_code: int, error_type: str, detail: str) -> None:
-        self.status_code = status_code
-        self.error_type = error_type
-        self.error_detail = detail
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        duration_ms = (time.perf_counter() - self._started) * 1000
-        prometheus.IN_FLIGHT.labels(self.program.name).dec()
-        if exc_type is not None:
-            cancelled = issubclass(exc_type, asyncio.CancelledError)
-            self.failed(499 if cancelled else 500, exc_type.__name__, str(exc) or exc_type.__name__)
-        record = InferenceRecord(
-            program=self.program.name,
-            model_alias=self.program.model_alias,
-            model=self.program.lm.model,
-            request_id=self.request_id,
-            status_code=self.status_code,
-            finished_at=time.time(),
-            duration_ms=None if self.status_code in REFUSED_STATUSES else duration_ms,
-            usage=self.usage.snapshot(),
-            error_type=self.error_type,
-            error_detail=self.error_detail,
-            inputs=self.inputs,
-            outputs=self.outputs,
-        )
-        if (caller := current_caller.get()) is not None:  # set by the API-key check (apikeys)
-            record.api_key_id, record.api_key_name = caller.key_id, caller.name
-        try:
-            inference_log_enqueue(record)
-            if events.request_finished:
-                events.request_finished.emit(_finished_event(record))
-        finally:
-            with contextlib.suppress(ValueError):  # exited in another context: nothing to undo there
-                current_request_id.reset(self._request_scope)
+def on_request_started(started: events.RequestStarted) -> None:
+    prometheus.IN_FLIGHT.labels(started.program).inc()
 
 
-def _finished_event(record: InferenceRecord) -> events.RequestFinished:
-    usage = record.usage
-    return events.RequestFinished(
-        program=record.program,
-        request_id=record.request_id,
-        status_code=record.status_code,
-        duration_ms=record.duration_ms,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cost_usd=usage.cost_usd,
-        lm_calls=usage.lm_calls,
+def on_request_finished(done: events.RequestFinished) -> None:
+    """Record one finished program call, through whichever door it came (``programs.calls``)."""
+    prometheus.IN_FLIGHT.labels(done.program).dec()
+    capture = capture_io(done.program)
+    record = InferenceRecord(
+        program=done.program,
+        model_alias=done.model_alias,
+        model=done.model,
+        request_id=done.request_id,
+        status_code=done.status_code,
+        finished_at=done.finished_at,
+        duration_ms=done.duration_ms,
+        usage=UsageSnapshot(done.prompt_tokens, done.completion_tokens, done.cost_usd, done.lm_calls),
+        error_type=done.error_type,
+        error_detail=done.error_detail,
+        inputs=_capture(done.inputs or b"") if capture else None,
+        outputs=_capture(done.outputs) if capture and done.outputs is not None else None,
+        source=done.source,
+        entry=done.entry,
     )
+    if (caller := current_caller.get()) is not None:  # set by the API-key check (apikeys)
+        record.api_key_id, record.api_key_name = caller.key_id, caller.name
+    inference_log_enqueue(record)
 
 
-def inference_tracking(program: Program, request_id: str, body: bytes) -> InferenceTracking:
-    """Use as ``with inference_tracking(...) as tracking:`` around a program call."""
-    return InferenceTracking(program, request_id, body)
+def subscribe_request_events() -> None:
+    """Called once from ``TelemetryConfig.ready``: every program call of the process is recorded."""
+    events.subscribe(events.request_started, on_request_started)
+    events.subscribe(events.request_finished, on_request_finished)
 
 
 def inference_log_enqueue(record: InferenceRecord) -> bool:
@@ -142,7 +79,14 @@ def inference_log_enqueue(record: InferenceRecord) -> bool:
 
 
 def inference_log_enqueue_refused(
-    program_name: str, request_id: str, status_code: int, error_type: str, detail: Any, body: bytes | None
+    program_name: str,
+    request_id: str,
+    status_code: int,
+    error_type: str,
+    detail: Any,
+    body: bytes | None,
+    source: str = "http",
+    entry: str = "",
 ) -> bool:
     """Record a request refused before its program ran (400, 413, 422...). Unknown programs: no row."""
     program = get_runtime().programs.get(program_name)
@@ -159,6 +103,8 @@ def inference_log_enqueue_refused(
         error_type=error_type,
         error_detail=detail,
         inputs=_capture(body or b"") if capture_io(program.name) else None,
+        source=source,
+        entry=entry,
     )
     return inference_log_enqueue(record)
 

@@ -26,7 +26,7 @@ from programs.discovery import Discovery, ProgramSpec
 from programs.execution import run_program
 from programs.instances import fork
 from programs.runtime import build_runtime
-from telemetry.lm_usage import RequestUsage
+from programs.usage import RequestUsage
 from tests.concurrency.conftest import SERVICE_PROJECT, concurrently
 from tests.support import ROOT, Running
 

@@ -3,7 +3,7 @@
 import time
 from typing import Any
 
-from telemetry.lm_usage import UsageSnapshot
+from programs.usage import UsageSnapshot
 from telemetry.records import Body, InferenceRecord
 
 

@@ -7,7 +7,7 @@ import dspy
 import pytest
 from asgiref.sync import sync_to_async
 
-from telemetry.lm_usage import LM_CALLBACKS, RequestUsage, install_cost_hook
+from programs.usage import LM_CALLBACKS, RequestUsage, install_cost_hook
 from tests.support import Running
 from tests.telemetry.conftest import COMPLETION_PRICE, PROMPT_PRICE
 

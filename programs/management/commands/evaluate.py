@@ -33,7 +33,7 @@ from programs.discovery import DiscoveryError
 from programs.execution import call_settings
 from programs.instances import per_thread, plain_state
 from programs.runtime import Program, get_runtime
-from telemetry.lm_usage import RequestUsage
+from programs.usage import RequestUsage
 
 Metric = Callable[..., Any]
 

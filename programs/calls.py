@@ -1,0 +1,156 @@
+"""The one way a program is called, whatever the front door.
+
+The plain route, gateway routes, batch items, streams, MCP tools and cron jobs each turn their
+input into ``forward()`` keyword arguments and hand them to :func:`call_program`. Everything in
+between is here: the request id bound for the whole call, admission, the DSPy context, the timeout
+and the error mapping (:func:`programs.execution.run_program`), and the ``request_started`` /
+``request_finished`` events. Telemetry (the inference log, counters, Prometheus) and the API key
+attribution subscribe to those events (:mod:`programs.events`), so a new door gets them for free
+and the serving core imports neither.
+"""
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_core import to_json
+
+from programs import events
+from programs.context import current_request_id, new_request_id
+from programs.execution import CallFailed, run_program
+from programs.runtime import Program, get_runtime
+from programs.usage import RequestUsage
+
+# Answers given without running the program (at capacity, draining): no duration, so an overload
+# does not show as a fast p50.
+REFUSED_STATUSES = frozenset({429, 503})
+
+
+@dataclass(slots=True)
+class CallResult:
+    body: bytes  # the JSON object the plain route answers
+    request_id: str
+
+    @property
+    def output(self) -> dict[str, Any]:
+        """The outputs as a dict (dspy-cli's ``PipelineOutput``), for doors that transform them."""
+        return json.loads(self.body)
+
+
+class ProgramCall:
+    """One call in progress: its id, usage tracker and outcome, reported when it ends."""
+
+    __slots__ = ("entry", "error_detail", "error_type", "inputs", "outputs", "program", "request_id",
+                 "source", "status_code", "usage")  # fmt: skip
+
+    def __init__(
+        self, program: Program, request_id: str, source: str, entry: str, inputs: bytes | None
+    ) -> None:
+        self.program = program
+        self.request_id = request_id
+        self.source = source
+        self.entry = entry
+        self.inputs = inputs
+        self.usage = RequestUsage()
+        self.outputs: bytes | None = None
+        self.status_code = 500
+        self.error_type = ""
+        self.error_detail: Any = ""
+
+    def succeeded(self, body: bytes) -> None:
+        self.status_code = 200
+        self.outputs = body
+
+    def failed(self, status_code: int, error_type: str, detail: Any) -> None:
+        self.status_code = status_code
+        self.error_type = error_type
+        self.error_detail = detail
+
+    def finished(self, duration_ms: float) -> events.RequestFinished:
+        usage = self.usage.snapshot()
+        program = self.program
+        return events.RequestFinished(
+            program=program.name,
+            request_id=self.request_id,
+            status_code=self.status_code,
+            duration_ms=None if self.status_code in REFUSED_STATUSES else duration_ms,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=usage.cost_usd,
+            lm_calls=usage.lm_calls,
+            source=self.source,
+            entry=self.entry,
+            model_alias=program.model_alias,
+            model=program.lm.model,
+            inputs=self.inputs,
+            outputs=self.outputs,
+            error_type=self.error_type,
+            error_detail=self.error_detail,
+            finished_at=time.time(),
+        )
+
+
+@contextlib.contextmanager
+def program_call(
+    program: Program, *, source: str, entry: str = "", request_id: str | None = None, inputs: bytes | None
+) -> Iterator[ProgramCall]:
+    """Bind a call's request id and report it as started and, whatever happens, finished.
+
+    A cancelled call (client gone, server stopping) finishes as 499 with the tokens spent so far;
+    an exception the door did not expect, as 500. For doors that run the program themselves
+    (streaming, which needs its own task); the others use :func:`call_program`.
+    """
+    call = ProgramCall(program, request_id or new_request_id(), source, entry, inputs)
+    scope = current_request_id.set(call.request_id)
+    started = time.perf_counter()
+    if events.request_started:
+        events.request_started.emit(events.RequestStarted(program.name, call.request_id, source, entry))
+    try:
+        yield call
+    except CallFailed:
+        raise  # its status is already on the call
+    except asyncio.CancelledError as exc:
+        call.failed(499, type(exc).__name__, str(exc) or "client disconnected")
+        raise
+    except Exception as exc:
+        call.failed(500, type(exc).__name__, str(exc) or type(exc).__name__)
+        raise
+    finally:
+        try:
+            if events.request_finished:
+                events.request_finished.emit(call.finished((time.perf_counter() - started) * 1000))
+        finally:
+            with contextlib.suppress(ValueError):  # exited in another context: nothing to undo there
+                current_request_id.reset(scope)
+
+
+async def call_program(
+    program: Program,
+    kwargs: dict[str, Any],
+    *,
+    source: str,
+    entry: str = "",
+    request_id: str | None = None,
+    raw_inputs: bytes | None = None,
+) -> CallResult:
+    """Run ``program`` on ``kwargs`` and return its JSON outputs, or raise :class:`CallFailed`.
+
+    ``source`` names the kind of door (``http``, ``gateway``, ``batch``, ``stream``, ``mcp``,
+    ``cron``) and ``entry`` which one (a gateway class, a job, a tool); both are on the log row.
+    ``raw_inputs`` is what the log stores as the inputs (the request body), by default the
+    keyword arguments as JSON. The :class:`CallFailed` carries the call's request id.
+    """
+    inputs = raw_inputs if raw_inputs is not None else to_json(kwargs, fallback=str)
+    with program_call(program, source=source, entry=entry, request_id=request_id, inputs=inputs) as call:
+        try:
+            body = await run_program(get_runtime(), program, kwargs, call.usage)
+        except CallFailed as failure:
+            call.failed(failure.status, failure.error_type, failure.detail)
+            failure.request_id = call.request_id
+            raise
+        call.succeeded(body)
+        return CallResult(body, call.request_id)

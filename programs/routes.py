@@ -1,0 +1,86 @@
+"""Which HTTP routes the programs get: one per ``APIGateway`` a module declares (dspy-cli's rules).
+
+A module without a ``gateway`` has the identity gateway, ``POST /{Module}``; ``gateway = G`` or a
+list replaces it with the routes of those gateways (a ``CronGateway`` has none). Two gateways on
+one route, or a gateway on one of the service's own routes, stop start-up with one line naming both.
+"""
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from programs.discovery import DiscoveryError
+from programs.gateways import APIGateway, IdentityGateway, route_path
+
+if TYPE_CHECKING:
+    from programs.runtime import Program
+
+# The service's own routes (programs.api, telemetry.api, the admin, the playground, MCP).
+SERVICE_PATHS = frozenset(
+    {"/", "/programs", "/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs"}
+)
+SERVICE_PREFIXES = ("/api/", "/admin/", "/static/", "/ui/", "/mcp")
+
+
+@dataclass(frozen=True)
+class GatewayRoute:
+    program: "Program"
+    gateway: APIGateway
+    path: str
+    method: str
+
+    @property
+    def entry(self) -> str:
+        """The door, on the log row: empty for the plain identity route, else the gateway class."""
+        return "" if self.plain else type(self.gateway).__name__
+
+    @property
+    def source(self) -> str:
+        return "http" if self.plain else "gateway"
+
+    @property
+    def plain(self) -> bool:
+        """The identity gateway as dspy-cli ships it: the body is the inputs, the outputs the answer."""
+        return type(self.gateway) is IdentityGateway and self.path == f"/{self.program.name}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.program.name}.{type(self.gateway).__name__}"
+
+
+def api_routes(programs: "list[Program]") -> list[GatewayRoute]:
+    """Every program's gateway routes, checked for clashes. Raises :class:`DiscoveryError`."""
+    routes: list[GatewayRoute] = []
+    taken: dict[tuple[str, str], GatewayRoute] = {}
+    owned = _owned_paths(programs)
+    for program in programs:
+        for gateway in program.gateways:
+            if not isinstance(gateway, APIGateway):
+                continue
+            path = _normalised(route_path(program.name, gateway))
+            route = GatewayRoute(program, gateway, path, gateway.method.upper())
+            if (clash := taken.get((route.method, path))) is not None:
+                raise DiscoveryError(
+                    f"gateways {clash.name} and {route.name} both serve {route.method} {path}; "
+                    "set an explicit `path` on one of them"
+                )
+            if path in SERVICE_PATHS or path.startswith(SERVICE_PREFIXES) or path in owned:
+                raise DiscoveryError(f"gateway {route.name}: {path} is one of the service's own routes")
+            taken[(route.method, path)] = route
+            routes.append(route)
+    return routes
+
+
+def _owned_paths(programs: "list[Program]") -> set[str]:
+    """``/{P}/batch`` and ``/{P}/stream`` beside every program that has its plain route."""
+    return {f"/{p.name}/{suffix}" for p in programs if has_plain_route(p) for suffix in ("batch", "stream")}
+
+
+def has_plain_route(program: "Program") -> bool:
+    return any(type(gateway) is IdentityGateway and not gateway.path for gateway in program.gateways)
+
+
+def _normalised(path: str) -> str:
+    path = "/" + path.strip("/")
+    if "{" in path:
+        raise DiscoveryError(f"gateway path {path}: path parameters are not supported")
+    return path
