@@ -2,7 +2,9 @@
 
 Inputs become a pydantic model: a parameter with a Python default is optional with that default,
 ``Optional[...]`` is optional, and ``Literal``, lists, dicts, pydantic models, TypedDicts and
-dataclasses validate as pydantic validates them. A ``forward(**kwargs)`` accepts any object.
+dataclasses validate as pydantic validates them; ``dspy.Image`` and ``dspy.Audio`` take a URL or
+``data:`` URI string and arrive as DSPy objects (``programs/dspy_types.py``). A
+``forward(**kwargs)`` accepts any object.
 
 Outputs: an explicit return annotation is enforced; a ``Prediction`` (or no annotation) is
 described from the last predictor's signature for the docs but passed through as it comes, since a
@@ -17,6 +19,8 @@ from typing import Any, Union
 
 import dspy
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+
+from programs.dspy_types import request_annotation
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ def build_input_schema(name: str, method: Any) -> InputSchema:
             return _free_form(name)
         if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             continue
-        annotation = hints.get(param.name, Any)
+        annotation = request_annotation(hints.get(param.name, Any))
         if param.default is not inspect.Parameter.empty:
             fields[param.name] = (annotation, param.default)
             python_defaults.add(param.name)

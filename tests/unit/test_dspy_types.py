@@ -1,0 +1,122 @@
+"""dspy.Image / dspy.Audio request fields: the schema says "a URI string", the program gets a DSPy object."""
+
+import base64
+from typing import Any
+
+import dspy
+import pytest
+from pydantic import ValidationError
+
+from programs.schemas import build_input_schema
+
+PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really-a-png").decode()
+WAV = "data:audio/wav;base64," + base64.b64encode(b"RIFF\x00\x00\x00\x00WAVEfmt ").decode()
+
+
+class Media(dspy.Module):
+    def forward(
+        self,
+        image: dspy.Image,
+        maybe: dspy.Image | None,
+        many: list[dspy.Image] | None = None,
+        named: dict[str, dspy.Image] | None = None,
+        pair: tuple[dspy.Image, int] | None = None,
+        clip: dspy.Audio | None = None,
+        code: dspy.Code | None = None,
+    ) -> str:
+        return ""
+
+
+SCHEMA = build_input_schema("Media", Media.forward)
+
+
+def kwargs(body: dict[str, Any]) -> dict[str, Any]:
+    return SCHEMA.to_kwargs(SCHEMA.model.model_validate(body))
+
+
+def errors(body: dict[str, Any]) -> dict[tuple[Any, ...], str]:
+    with pytest.raises(ValidationError) as caught:
+        SCHEMA.model.model_validate(body)
+    return {error["loc"]: error["msg"] for error in caught.value.errors()}
+
+
+def test_the_json_schema_is_a_uri_string_wherever_the_type_appears() -> None:
+    properties = SCHEMA.model.model_json_schema()["properties"]
+    image = properties["image"]
+    assert (image["type"], image["format"], image["x-dspy-type"]) == ("string", "uri", "Image")
+    assert "data:image/" in image["description"]
+    untitled = {key: value for key, value in image.items() if key != "title"}
+    assert properties["maybe"]["anyOf"] == [untitled, {"type": "null"}]
+    assert properties["many"]["anyOf"][0]["items"]["format"] == "uri"
+    assert properties["named"]["anyOf"][0]["additionalProperties"]["x-dspy-type"] == "Image"
+    assert properties["pair"]["anyOf"][0]["prefixItems"][0]["x-dspy-type"] == "Image"
+    clip = properties["clip"]["anyOf"][0]
+    assert (clip["type"], clip["format"], clip["x-dspy-type"]) == ("string", "uri", "Audio")
+    assert SCHEMA.model.model_json_schema()["required"] == ["image"]
+
+
+def test_urls_and_data_uris_become_dspy_objects_without_a_download() -> None:
+    got = kwargs(
+        {
+            "image": " https://example.com/cat.png ",
+            "many": ["gs://bucket/a.jpg", PNG],
+            "named": {"front": PNG},
+            "pair": [PNG, 2],
+            "clip": WAV,
+        }
+    )
+    assert isinstance(got["image"], dspy.Image)
+    assert got["image"].url == "https://example.com/cat.png"  # passed through, not fetched into a data URI
+    assert [image.url for image in got["many"]] == ["gs://bucket/a.jpg", PNG]
+    assert got["named"]["front"].url == PNG
+    assert got["pair"][0].url == PNG and got["pair"][1] == 2
+    assert isinstance(got["clip"], dspy.Audio)
+    assert (got["clip"].audio_format, got["clip"].data) == ("wav", WAV.partition(",")[2])
+    assert got["image"].format() == [
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    ]
+
+
+def test_optional_image_left_out_is_none_or_the_python_default() -> None:
+    got = kwargs({"image": PNG})
+    assert got["maybe"] is None
+    assert "many" not in got  # forward's own default applies
+
+
+def test_mp3_from_a_browser_is_sent_as_openais_mp3_format() -> None:
+    clip = kwargs({"image": PNG, "clip": "data:audio/mpeg;base64,SUQz"})["clip"]
+    assert clip.audio_format == "mp3"
+
+
+def test_dspy_objects_from_python_callers_pass_through() -> None:
+    image = dspy.Image(PNG)
+    assert kwargs({"image": image})["image"] is image
+
+
+def test_other_dspy_types_use_their_own_validation() -> None:
+    code = kwargs({"image": PNG, "code": "print(1)"})["code"]
+    assert isinstance(code, dspy.Code) and code.code == "print(1)"
+
+
+@pytest.mark.parametrize(
+    ("body", "location", "message"),
+    [
+        ({"image": "cat.png"}, ("image",), "http(s)://"),
+        ({"image": "file:///etc/passwd"}, ("image",), "http(s)://"),
+        ({"image": "https://"}, ("image",), "http(s)://"),
+        ({"image": 7}, ("image",), "expected a string, got int"),
+        ({"image": {"url": "https://example.com/a.png"}}, ("image",), "expected a string, got dict"),
+        ({"image": "data:text/plain;base64,aGk="}, ("image",), "data:image/<format>;base64"),
+        ({"image": "data:image/png,rawbytes"}, ("image",), "data:image/<format>;base64"),
+        ({"image": "data:image/png;base64,not base64!"}, ("image",), "not valid base64"),
+        ({"image": "data:image/png;base64,abc"}, ("image",), "not valid base64"),
+        ({"image": "data:image/png;base64,"}, ("image",), "not valid base64"),
+        ({"image": PNG, "many": [PNG, "nope"]}, ("many", 1), "http(s)://"),
+        ({"image": PNG, "clip": "https://example.com/a.wav"}, ("clip",), "audio URLs are not downloaded"),
+        ({"image": PNG, "clip": PNG}, ("clip",), "data:audio/<format>;base64"),
+    ],
+)
+def test_a_bad_value_names_its_field(body: dict[str, Any], location: tuple[Any, ...], message: str) -> None:
+    found = errors(body)
+    assert list(found) == [location]
+    assert message in found[location]
