@@ -1,8 +1,8 @@
 """The in-memory record of one finished request, and its conversion to a database row.
 
 A record is built on the request path from what is already at hand (raw body bytes, the usage
-snapshot, a few numbers); everything that costs CPU (JSON parsing, datetimes, truncation) happens
-in :func:`to_log_row`, on the writer's thread.
+snapshot, a few numbers); everything that costs CPU (JSON parsing, datetimes, truncation, media
+references) happens in :func:`to_log_row`, on the writer's thread.
 """
 
 import json
@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from programs.usage import EMPTY_USAGE, UsageSnapshot
+from telemetry.media_refs import media_reference
 
 ERROR_MESSAGE_MAX = 4000
 TEXT_BODY_MAX = 10_000
@@ -107,17 +108,20 @@ def _body_json(body: Body | None) -> Any:
         value = json.loads(body.raw)
     except (ValueError, UnicodeDecodeError):
         return {"_unparsed": body.raw[:TEXT_BODY_MAX].decode("utf-8", "replace")}
-    return _finite(value)
+    return _storable(value)
 
 
-def _finite(value: Any) -> Any:
-    """JSON columns reject NaN/Infinity (PostgreSQL); Python's json accepts them: make them strings."""
+def _storable(value: Any) -> Any:
+    """JSON columns reject NaN/Infinity (PostgreSQL); Python's json accepts them: make them strings.
+    A ``data:`` URI is stored as a reference to its content, not its bytes."""
+    if isinstance(value, str):
+        return media_reference(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: _storable(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_finite(item) for item in value]
+        return [_storable(item) for item in value]
     return value
 
 
