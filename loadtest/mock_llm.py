@@ -10,6 +10,10 @@ Answers are shaped for DSPy: the output fields requested in the system message (
 ``[[ ## completed ## ]]``), or as a JSON object when ``response_format`` asks for JSON (JSONAdapter). Every
 value echoes the first input field of the last user message (``Echo: <value>``) so a test can tell which
 request an answer belongs to; non-string fields get a valid value of their type (see ``_value_for``).
+Multimodal content (a list of parts) is read by its text parts; an ``image_url`` part reads as
+``[image_url <url>]`` (``[image_url image/png N bytes sha256 <16 hex>]`` for a base64 ``data:`` URI) and an
+``input_audio`` part as ``[input_audio <format> N bytes sha256 <16 hex>]``, so an image field echoes what
+reached the model; ``GET /requests`` returns the request bodies themselves.
 
 Markers anywhere in the last user message steer a single request:
 
@@ -28,7 +32,9 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import binascii
 import functools
+import hashlib
 import itertools
 import json
 import os
@@ -165,10 +171,39 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(
-            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
+        return "".join(_part_text(part) for part in content if isinstance(part, dict))
     return ""
+
+
+def _part_text(part: dict[str, Any]) -> str:
+    """A text part's text; an image or audio part as a bracketed line naming what arrived (echoed)."""
+    if isinstance(part.get("text"), str):
+        return part["text"]
+    kind = part.get("type")
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        if not isinstance(url, str):
+            return "[image_url ?]"
+        header, comma, payload = url.partition(",")
+        if url.startswith("data:") and comma and header.endswith(";base64"):
+            return f"[image_url {header[5:-7]} {_digest(payload)}]"
+        return f"[image_url {url}]"
+    if kind == "input_audio":
+        audio = part.get("input_audio")
+        audio = audio if isinstance(audio, dict) else {}
+        data = audio.get("data")
+        return f"[input_audio {audio.get('format')} {_digest(data if isinstance(data, str) else '')}]"
+    return ""
+
+
+def _digest(payload: str) -> str:
+    """``N bytes sha256 <16 hex>`` of base64 content, so a test can tell the exact bytes reached the model."""
+    try:
+        content = binascii.a2b_base64(payload)
+    except binascii.Error:
+        return "(not base64)"
+    return f"{len(content)} bytes sha256 {hashlib.sha256(content).hexdigest()[:16]}"
 
 
 def _scan_messages(messages: list[Any]) -> tuple[str, str, int]:

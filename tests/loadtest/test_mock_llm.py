@@ -2,12 +2,15 @@
 
 The mock stands in for a paid LLM in every other test and load test, so these tests pin down the parts they
 rely on: the OpenAI wire format, DSPy-parseable answers that echo the request, the steering markers, every
-fault mode, the counters, the request log, and real DSPy programs running against it end to end.
+fault mode, the counters, the request log, multimodal parts, and real DSPy programs running against it end to
+end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import re
@@ -241,6 +244,54 @@ def test_invalid_requests_are_rejected_with_openai_errors(client: httpx.Client) 
     unknown_fault = chat(client, "x [fault=explode]")
     assert unknown_fault.status_code == 400
     assert "explode" in unknown_fault.json()["error"]["message"]
+
+
+# A 1x1 PNG and a short WAV header: real bytes, so the digests below are of known content.
+PNG_BYTES = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+WAV_BYTES = b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00@\x1f\x00\x00"
+
+
+def digest(content: bytes) -> str:
+    return f"{len(content)} bytes sha256 {hashlib.sha256(content).hexdigest()[:16]}"
+
+
+def test_multimodal_parts_are_read_and_recorded(client: httpx.Client) -> None:
+    """Text parts drive the answer; image and audio parts read as a line naming what arrived."""
+    png = {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64," + base64.b64encode(PNG_BYTES).decode()},
+    }
+    link = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}}
+    wav = {
+        "type": "input_audio",
+        "input_audio": {"data": base64.b64encode(WAV_BYTES).decode(), "format": "wav"},
+    }
+    system = dspy_messages("x")[0]
+
+    def first_input_echo(part: dict[str, Any]) -> httpx.Response:
+        content = [
+            {"type": "text", "text": "[[ ## media ## ]]\n"},
+            part,
+            {"type": "text", "text": "\n\n[[ ## question ## ]]\nwhat is it? [usage=9,1]"},
+        ]
+        body = {"model": "mock-model", "messages": [system, {"role": "user", "content": content}]}
+        return client.post("/v1/chat/completions", json=body)
+
+    response = first_input_echo(png)
+    assert content_of(response) == (
+        f"[[ ## answer ## ]]\nEcho: [image_url image/png {digest(PNG_BYTES)}]\n\n[[ ## completed ## ]]"
+    )
+    assert response.json()["usage"]["prompt_tokens"] == 9  # a marker in a text part still steers the request
+    assert content_of(first_input_echo(link)).startswith(
+        "[[ ## answer ## ]]\nEcho: [image_url https://example.com/cat.png]"
+    )
+    assert content_of(first_input_echo(wav)).startswith(
+        f"[[ ## answer ## ]]\nEcho: [input_audio wav {digest(WAV_BYTES)}]"
+    )
+    recorded = client.get("/requests").json()["requests"]
+    assert [body["messages"][1]["content"][1] for body in recorded] == [png, link, wav]  # exactly as sent
 
 
 def test_health_and_models(client: httpx.Client) -> None:
@@ -689,6 +740,32 @@ def test_dspy_json_adapter_with_json_schema_response_format(
         "tags",
         "sentiment",
     }
+
+
+class LookAndListen(dspy.Signature):
+    """Describe the picture and the sound."""
+
+    image: dspy.Image = dspy.InputField()
+    sound: dspy.Audio = dspy.InputField()
+    question: str = dspy.InputField()
+    answer: str = dspy.OutputField()
+
+
+def test_dspy_image_and_audio_reach_the_mock_as_content_parts(lm: dspy.LM, client: httpx.Client) -> None:
+    image = dspy.Image("https://example.com/owl.jpg")
+    sound = dspy.Audio("data:audio/wav;base64," + base64.b64encode(WAV_BYTES).decode())
+    with dspy.context(lm=lm):
+        prediction = dspy.Predict(LookAndListen)(image=image, sound=sound, question="what is it?")
+    assert prediction.answer == "Echo: [image_url https://example.com/owl.jpg]"
+    (sent,) = client.get("/requests").json()["requests"]
+    parts = [part for part in sent["messages"][-1]["content"] if part["type"] != "text"]
+    assert parts == [
+        {"type": "image_url", "image_url": {"url": "https://example.com/owl.jpg"}},
+        {
+            "type": "input_audio",
+            "input_audio": {"data": base64.b64encode(WAV_BYTES).decode(), "format": "wav"},
+        },
+    ]
 
 
 def test_dspy_usage_marker_reaches_usage_tracking(lm: dspy.LM) -> None:
