@@ -1,15 +1,19 @@
 """A program's input JSON schema turned into form fields the template renders and the page's script reads.
 
 ``Literal`` (an enum) becomes a select, ``bool`` a checkbox, ``int``/``float`` a number, ``str`` a
-text area, and everything else (lists, dicts, nested models, unions) a JSON text area. A program
-whose ``forward`` takes ``**kwargs`` gets one JSON text area for the whole body.
+text area, ``dspy.Image`` (or a list of them) a URL box with a file picker and a drop zone, and
+``dspy.Audio`` a file picker (the page turns files into ``data:`` URIs), and everything else
+(lists, dicts, nested models, unions) a JSON text area. A program whose ``forward`` takes
+``**kwargs`` gets one JSON text area for the whole body.
 """
 
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Kind = Literal["text", "integer", "number", "checkbox", "select", "json", "body"]
+Kind = Literal["text", "integer", "number", "checkbox", "select", "json", "body", "image", "audio"]
+# A string schema's ``x-dspy-type`` (programs/dspy_types.py) -> its widget.
+MEDIA_KINDS: dict[str, Kind] = {"Image": "image", "Audio": "audio"}
 BODY_FIELD = "__body__"  # the free-form program's whole-body field
 
 
@@ -31,6 +35,7 @@ class FormField:
     checked: bool = False
     choices: tuple[Choice, ...] = field(default_factory=tuple)
     placeholder: str = ""
+    multiple: bool = False  # a list of images
 
 
 def form_fields(schema: dict[str, Any]) -> list[FormField]:
@@ -49,6 +54,12 @@ def _field(name: str, prop: dict[str, Any], required: bool, definitions: dict[st
     has_default = "default" in prop
     default = prop.get("default")
     common = {"name": name, "required": required, "label": label, "description": description}
+    if (media := MEDIA_KINDS.get(inner.get("x-dspy-type", ""))) is not None:
+        return FormField(kind=media, **common)
+    items = inner.get("items") if inner.get("type") == "array" else None
+    if isinstance(items, dict) and (media := MEDIA_KINDS.get(items.get("x-dspy-type", ""))) is not None:
+        common["description"] = description or items.get("description", "")
+        return FormField(kind=media, multiple=True, **common)
     if "enum" in inner:
         blank = [] if required or (has_default and default is not None) else [Choice("", "—")]
         options = [Choice(json.dumps(v), str(v), has_default and v == default) for v in inner["enum"]]

@@ -1,7 +1,10 @@
 """The playground in a real headless browser (Debian's chromium): list, fill the form, run, see the
-answer, copy as curl (and the command works); screenshots in test-artifacts/."""
+answer, copy as curl (and the command works); images and audio by file picker, drop and URL;
+screenshots in test-artifacts/."""
 
 import asyncio
+import base64
+import hashlib
 import json
 import subprocess
 import time
@@ -160,3 +163,113 @@ def test_playground_pages_are_browser_paths_and_the_api_stays_json(devx_server: 
     missing = httpx.post(f"{devx_server.url}/NoSuchProgram", json={})
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/json"
+
+
+PNG_BYTES = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+GIF_BYTES = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+WAV_BYTES = b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00@\x1f\x00\x00" * 8
+
+
+def digest(content: bytes) -> str:
+    """How the mock LLM names a base64 part it received: the decoded size and a SHA-256 prefix."""
+    return f"{len(content)} bytes sha256 {hashlib.sha256(content).hexdigest()[:16]}"
+
+
+async def wait_for_preview(page: Page, field: str, count: int, timeout_s: float = 10) -> None:
+    """Wait until the field shows ``count`` previews (its files have been read into data: URIs)."""
+    deadline = time.monotonic() + timeout_s
+    expression = f"document.querySelectorAll('#field-{field} [data-preview] figure').length"
+    while await page.evaluate(expression) != count:
+        assert time.monotonic() < deadline, f"{field}: no preview of {count} file(s)"
+        await asyncio.sleep(0.05)
+
+
+def drop_files(field: str, files: list[tuple[str, str, bytes]]) -> str:
+    """A drop of ``files`` (name, media type, content) on the field's drop zone, as a browser sends it."""
+    made = ", ".join(
+        f"new File([Uint8Array.from(atob('{base64.b64encode(content).decode()}'), c => c.charCodeAt(0))],"
+        f" {json.dumps(name)}, {{type: {json.dumps(kind)}}})"
+        for name, kind, content in files
+    )
+    return (
+        f"(() => {{ const dt = new DataTransfer(); for (const f of [{made}]) dt.items.add(f);"
+        f" document.querySelector('#field-{field} [data-dropzone]')"
+        ".dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})); })();"
+    )
+
+
+async def media_session(server: Running, binary: str, profile: Path, files: Path, tag: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    run = "document.getElementById('run').click();"
+    async with headless_page(binary, profile) as page:
+        # An image file chosen with the file picker.
+        await page.goto(f"{server.url}/ui/LookAtImage")
+        seen["image_widget"] = await page.evaluate(
+            "[!!document.getElementById('url-image'), document.getElementById('file-image').accept]"
+        )
+        await page.set_files("#file-image", [files / "dot.png"])
+        await wait_for_preview(page, "image", 1)
+        await page.evaluate(set_value("question", f"what colour? {tag}") + run)
+        seen["upload_state"] = await wait_for_result(page)
+        seen["upload"] = await outputs(page)
+        (ARTIFACTS / "playground-image.png").write_bytes(await page.screenshot(width=1400))
+
+        # A URL typed instead: it replaces the file.
+        await page.evaluate(
+            "const url = document.getElementById('url-image'); url.value = 'https://example.com/owl.png';"
+            "url.dispatchEvent(new Event('input'));" + run
+        )
+        seen["url_state"] = await wait_for_result(page)
+        seen["url"] = await outputs(page)
+
+        # Two images dropped on a list field.
+        await page.goto(f"{server.url}/ui/CompareImages")
+        await page.evaluate(
+            drop_files("images", [("a.png", "image/png", PNG_BYTES), ("b.gif", "image/gif", GIF_BYTES)])
+        )
+        await wait_for_preview(page, "images", 2)
+        await page.evaluate(set_value("question", f"same? {tag}") + run)
+        seen["drop_state"] = await wait_for_result(page)
+        seen["drop"] = await outputs(page)
+
+        # A recording uploaded.
+        await page.goto(f"{server.url}/ui/Transcribe")
+        await page.set_files("#file-audio", [files / "clip.wav"])
+        await wait_for_preview(page, "audio", 1)
+        await page.evaluate(run)
+        seen["audio_state"] = await wait_for_result(page)
+        seen["audio"] = await outputs(page)
+    return seen
+
+
+def test_playground_sends_uploaded_dropped_and_linked_media(devx_server: Running, tmp_path: Path) -> None:
+    binary = chromium_or_skip()
+    ARTIFACTS.mkdir(exist_ok=True)
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "dot.png").write_bytes(PNG_BYTES)
+    (files / "clip.wav").write_bytes(WAV_BYTES)
+    tag = uuid.uuid4().hex[:8]
+    seen = asyncio.run(media_session(devx_server, binary, tmp_path / "chromium", files, tag))
+
+    assert seen["image_widget"] == [True, "image/*"]
+    # The file's exact bytes reached the model as an image part (the mock names what it received).
+    assert seen["upload_state"] == "done", seen
+    assert seen["upload"] == {
+        "answer": f"Echo: [image_url image/png {digest(PNG_BYTES)}]",
+        "received": "Image",
+    }
+    assert seen["url_state"] == "done"
+    assert seen["url"]["answer"] == "Echo: [image_url https://example.com/owl.png]"
+    assert seen["drop_state"] == "done", seen
+    assert json.loads(seen["drop"]["received"]) == ["Image", "Image"]
+    assert f"[image_url image/png {digest(PNG_BYTES)}]" in seen["drop"]["answer"]
+    assert f"[image_url image/gif {digest(GIF_BYTES)}]" in seen["drop"]["answer"]
+    assert seen["audio_state"] == "done", seen
+    assert seen["audio"] == {
+        "transcript": f"Echo: [input_audio wav {digest(WAV_BYTES)}]",
+        "received": "Audio",
+    }
+    assert (ARTIFACTS / "playground-image.png").stat().st_size > 10_000

@@ -85,3 +85,25 @@ def test_defaults_and_json_placeholders() -> None:
 def test_free_form_programs_get_one_json_body() -> None:
     [body] = form_fields(build_input_schema("Free", Free.forward).model.model_json_schema())
     assert (body.name, body.kind, body.initial) == (BODY_FIELD, "body", "{}")
+
+
+class Media(dspy.Module):
+    def forward(
+        self,
+        image: dspy.Image,
+        clip: dspy.Audio | None = None,
+        many: list[dspy.Image] | None = None,
+        link: str | None = None,
+    ) -> dict:
+        return {}
+
+
+def test_images_and_audio_get_file_widgets() -> None:
+    got = fields(Media)
+    assert {name: (f.kind, f.multiple, f.required) for name, f in got.items()} == {
+        "image": ("image", False, True),
+        "clip": ("audio", False, False),
+        "many": ("image", True, False),
+        "link": ("text", False, False),
+    }
+    assert "data:image/" in got["many"].description  # the items' description, for a list

@@ -7,6 +7,7 @@ dependency, for the mock LLM) is a websocket client.
 import asyncio
 import base64
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -69,6 +70,16 @@ class Page:
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    async def set_files(self, selector: str, paths: list[Path]) -> None:
+        """Choose ``paths`` in the file input ``selector`` as a user does (the page gets a change event)."""
+        found = await self.send(
+            "Runtime.evaluate", expression=f"document.querySelector({json.dumps(selector)})"
+        )
+        if "objectId" not in found.get("result", {}):
+            raise RuntimeError(f"no element matches {selector}")
+        object_id = found["result"]["objectId"]
+        await self.send("DOM.setFileInputFiles", files=[str(path) for path in paths], objectId=object_id)
 
     async def submit(self, expression: str) -> None:
         """Run ``expression`` (which submits a form) and wait for the next page to load."""
