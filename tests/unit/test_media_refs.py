@@ -4,6 +4,9 @@ import base64
 import hashlib
 import json
 
+import dspy
+from pydantic_core import to_json
+
 from telemetry.media_refs import media_reference
 from telemetry.records import Body, InferenceRecord, to_log_row
 
@@ -83,3 +86,26 @@ def test_the_log_row_keeps_references_at_any_depth_and_the_other_values() -> Non
         "deep": {"clip": {"_media": "audio", "media_type": "audio/wav", **reference}},
     }
     assert row.outputs == {"answer": {"_media": "image", "media_type": "image/png", **reference}}
+
+
+def test_dspy_objects_logged_as_keyword_arguments_become_the_same_references() -> None:
+    """Doors without a request body log ``to_json(kwargs)``: DSPy's own serialisation of its types."""
+    kwargs = {
+        "image": dspy.Image(f"data:image/png;base64,{B64}"),
+        "link": dspy.Image("https://example.com/a.png"),
+        "clip": dspy.Audio(f"data:audio/wav;base64,{B64}"),
+        "album": [dspy.Image(f"data:image/gif;base64,{B64}")],
+        "code": dspy.Code(code="print(1)"),
+    }
+    raw = to_json(kwargs, fallback=str)
+    record = InferenceRecord(
+        "P", "mock", "openai/mock-model", "r1", 200, 0.0, 1.0, inputs=Body(raw, len(raw))
+    )
+    reference = {"bytes": len(CONTENT), "sha256": SHA}
+    inputs = to_log_row(record).inputs
+    assert inputs["image"] == {"_media": "image", "media_type": "image/png", **reference}
+    assert inputs["link"] == "https://example.com/a.png"
+    assert inputs["clip"] == {"_media": "audio", "media_type": "audio/wav", **reference}
+    assert inputs["album"] == [{"_media": "image", "media_type": "image/gif", **reference}]
+    assert inputs["code"] == json.loads(raw)["code"]  # not media: as DSPy serialised it
+    assert B64 not in json.dumps(inputs)
