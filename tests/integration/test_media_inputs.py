@@ -164,6 +164,19 @@ def test_batch_items_are_converted_too(server: Running, mock: Running) -> None:
     assert sent_to_model(mock, tag) == [{"type": "image_url", "image_url": {"url": OWL}}]
 
 
+def test_a_gateways_pipeline_inputs_are_converted_too(server: Running, mock: Running) -> None:
+    tag, rid = uuid.uuid4().hex, f"hook-{uuid.uuid4().hex[:8]}"
+    response = post(server, "/LookAtImage/PictureHook", {"picture": PNG, "caption": f"hook {tag}"}, rid)
+    assert response.status_code == 200, response.text
+    assert response.json()["received"] == "Image"
+    assert sent_to_model(mock, tag) == [{"type": "image_url", "image_url": {"url": PNG}}]
+    assert log_entry(server, "LookAtImage", rid)["inputs"]["picture"]["sha256"] == sha(PNG_BYTES)
+
+    bad = post(server, "/LookAtImage/PictureHook", {"picture": "owl.png", "caption": "q"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"][-1] == "image"
+
+
 def test_the_schemas_say_to_send_a_uri_string(server: Running) -> None:
     programs = {p["name"]: p for p in httpx.get(f"{server.url}/programs").json()["programs"]}
     image = programs["LookAtImage"]["input_schema"]["properties"]["image"]
