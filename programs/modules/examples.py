@@ -51,3 +51,27 @@ class ClassifySentiment(dspy.Module):
 
     def forward(self, text: str, hints: list[str] | None = None) -> dspy.Prediction:
         return self.classify(text=text, hints=hints or [])
+
+
+class DescribeImage(dspy.Module):
+    """Answer a question about an image: its URL or a data: URI (the playground also takes a file)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.look = dspy.Predict(
+            dspy.Signature(
+                {
+                    "image": (dspy.Image, dspy.InputField()),
+                    "question": (str, dspy.InputField()),
+                    "answer": (str, dspy.OutputField()),
+                }
+            )
+        )
+
+    async def aforward(
+        self, image: dspy.Image, question: str = "What is in this picture?"
+    ) -> dspy.Prediction:
+        return await self.look.acall(image=image, question=question)
+
+    def forward(self, image: dspy.Image, question: str = "What is in this picture?") -> dspy.Prediction:
+        return self.look(image=image, question=question)

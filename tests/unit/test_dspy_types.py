@@ -7,6 +7,7 @@ import dspy
 import pytest
 from pydantic import ValidationError
 
+from programs.modules.examples import DescribeImage
 from programs.schemas import build_input_schema
 
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really-a-png").decode()
@@ -120,3 +121,9 @@ def test_a_bad_value_names_its_field(body: dict[str, Any], location: tuple[Any, 
     found = errors(body)
     assert list(found) == [location]
     assert message in found[location]
+
+
+def test_the_bundled_image_example_takes_a_uri_string() -> None:
+    schema = build_input_schema("DescribeImage", DescribeImage.forward)
+    assert schema.model.model_json_schema()["properties"]["image"]["format"] == "uri"
+    assert isinstance(schema.to_kwargs(schema.model.model_validate({"image": PNG}))["image"], dspy.Image)
