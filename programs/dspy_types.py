@@ -116,7 +116,8 @@ def _check_data_uri(value: str, kind: str) -> None:
         raise ValueError(f"expected a data:{kind}/<format>;base64,... URI")
     payload = value[header.end() :]
     data = payload.rstrip("=")
-    # Length, padding and alphabet, in C: ~1 ms per MB on the request path, where a decode costs ~4.
+    # Length, padding and alphabet, in C, without decoding: a third of a strict decode's cost (per MB,
+    # 1 ms on an idle core; a decode or a regex 3-4 times that).
     if (
         not data
         or len(payload) % 4

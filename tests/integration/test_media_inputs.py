@@ -164,6 +164,22 @@ def test_batch_items_are_converted_too(server: Running, mock: Running) -> None:
     assert sent_to_model(mock, tag) == [{"type": "image_url", "image_url": {"url": OWL}}]
 
 
+def test_a_stream_takes_an_image_too(server: Running, mock: Running) -> None:
+    tag = uuid.uuid4().hex
+    body = {"image": OWL, "question": f"streamed {tag}"}
+    response = httpx.post(f"{server.url}/LookAtImage/stream", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    finals = [
+        json.loads(line.removeprefix("data: "))
+        for line in response.text.splitlines()
+        if line.startswith("data: {") and '"type":"final"' in line.replace(" ", "")
+    ]
+    assert [final["outputs"] for final in finals] == [
+        {"answer": f"Echo: [image_url {OWL}]", "received": "Image"}
+    ]
+    assert sent_to_model(mock, tag) == [{"type": "image_url", "image_url": {"url": OWL}}]
+
+
 def test_a_gateways_pipeline_inputs_are_converted_too(server: Running, mock: Running) -> None:
     tag, rid = uuid.uuid4().hex, f"hook-{uuid.uuid4().hex[:8]}"
     response = post(server, "/LookAtImage/PictureHook", {"picture": PNG, "caption": f"hook {tag}"}, rid)
