@@ -57,6 +57,7 @@ def request_annotation(annotation: Any) -> Any:
 def _image_field(cls: type[dspy.Image]) -> Any:
     return _media_field(
         cls,
+        "Image",
         _image_source,
         "Image: an http(s):// or gs:// URL (passed to the model as is) or a data:image/...;base64,... URI",
     )
@@ -65,12 +66,13 @@ def _image_field(cls: type[dspy.Image]) -> Any:
 @cache
 def _audio_field(cls: type[dspy.Audio]) -> Any:
     return _media_field(
-        cls, _audio_source, "Audio: a data:audio/<format>;base64,... URI (URLs are not downloaded)"
+        cls, "Audio", _audio_source, "Audio: a data:audio/<format>;base64,... URI (URLs are not downloaded)"
     )
 
 
-def _media_field(cls: type[dspy.Type], source: Callable[[str], str], description: str) -> Any:
-    schema = {"type": "string", "format": "uri", "description": description, "x-dspy-type": cls.__name__}
+def _media_field(cls: type[dspy.Type], kind: str, source: Callable[[str], str], description: str) -> Any:
+    # ``x-dspy-type``, an OpenAPI extension, names DSPy's type (a subclass's too): the playground reads it.
+    schema = {"type": "string", "format": "uri", "description": description, "x-dspy-type": kind}
     return Annotated[cls, PlainValidator(_converter(cls, source)), WithJsonSchema(schema)]
 
 

@@ -127,3 +127,17 @@ def test_the_bundled_image_example_takes_a_uri_string() -> None:
     schema = build_input_schema("DescribeImage", DescribeImage.forward)
     assert schema.model.model_json_schema()["properties"]["image"]["format"] == "uri"
     assert isinstance(schema.to_kwargs(schema.model.model_validate({"image": PNG}))["image"], dspy.Image)
+
+
+class Photo(dspy.Image):
+    """A program's own subclass."""
+
+
+def test_a_subclass_is_converted_to_itself_and_described_as_an_image() -> None:
+    class Takes(dspy.Module):
+        def forward(self, image: Photo) -> str:
+            return ""
+
+    schema = build_input_schema("Takes", Takes.forward)
+    assert schema.model.model_json_schema()["properties"]["image"]["x-dspy-type"] == "Image"
+    assert type(schema.to_kwargs(schema.model.model_validate({"image": PNG}))["image"]) is Photo
