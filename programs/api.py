@@ -224,7 +224,7 @@ async def _pipeline_kwargs(route: GatewayRoute, payload: BaseModel) -> dict[str,
             {key: value for key, value in dict(inputs).items() if not key.startswith("_")}
         )
     except ValidationError as exc:
-        errors = json.loads(exc.json(include_url=False))
+        errors = json.loads(exc.json(include_url=False, include_input=False))
         for error in errors:
             error["loc"] = ["pipeline_inputs", *error["loc"]]
         raise NinjaValidationError(errors) from None

@@ -114,7 +114,7 @@ async def run_item(program: Program, item: Any, rid: str) -> bytes:
     try:
         payload = program.inputs.model.model_validate(item)
     except ValidationError as exc:
-        errors = json.loads(exc.json(include_url=False))
+        errors = json.loads(exc.json(include_url=False, include_input=False))
         with program_call(program, source="batch", request_id=rid, inputs=raw) as call:  # its log row
             call.failed(422, "ValidationError", errors)
         return _failure(422, _summary(errors), "ValidationError", errors)
