@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 CACHE_TTL_S = env_float("API_KEY_CACHE_TTL_S", 5.0)
 MISS_RELOAD_S = env_float("API_KEY_MISS_RELOAD_S", 1.0)
 UNAUTHORIZED = "Missing or invalid API key: send `Authorization: Bearer <key>`"
+WWW_AUTHENTICATE = 'Bearer realm="api"'
 
 
 def active_keys() -> dict[str, Caller]:
@@ -125,18 +126,22 @@ class ApiKeyAuth(HttpBearer):
 
     async def __call__(self, request: HttpRequest) -> Caller | None:  # type: ignore[override]
         header = request.headers.get("Authorization")
-        if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                return None
-            return await self.authenticate(request, token.strip())
-        return await session_caller(request)
-
-    async def authenticate(self, request: HttpRequest, token: str) -> Caller | None:
-        caller = await KEYS.lookup(token)
+        caller = await bearer_caller(header) if header else await session_caller(request)
         if caller is not None:
             current_caller.set(caller)
         return caller
+
+    async def authenticate(self, request: HttpRequest, token: str) -> Caller | None:
+        """HttpBearer's hook, unused by ``__call__``; being a coroutine makes ninja await the check."""
+        return await KEYS.lookup(token)
+
+
+async def bearer_caller(authorization: str) -> Caller | None:
+    """The active key an ``Authorization: Bearer <key>`` header carries, if it carries one."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return await KEYS.lookup(token.strip())
 
 
 async def session_caller(request: HttpRequest) -> Caller | None:
@@ -149,9 +154,7 @@ async def session_caller(request: HttpRequest) -> Caller | None:
     user = await aget_user(request)
     if not (user.is_active and user.is_staff):
         return None
-    caller = Caller(None, f"user {user.get_username()}")
-    current_caller.set(caller)
-    return caller
+    return Caller(None, f"user {user.get_username()}")
 
 
 def _csrf_ok(request: HttpRequest) -> bool:
@@ -181,5 +184,5 @@ def install(api: NinjaAPI) -> None:
     @api.exception_handler(AuthenticationError)
     def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
         response = JsonResponse({"detail": UNAUTHORIZED}, status=401)
-        response["WWW-Authenticate"] = 'Bearer realm="api"'
+        response["WWW-Authenticate"] = WWW_AUTHENTICATE
         return response

@@ -1,13 +1,16 @@
 """Pure ASGI layers around Django's handler.
 
 Django's ASGI handler does not answer the ``lifespan`` protocol, so start-up and shutdown hooks
-(thread pools, telemetry flush) are run here. Oversized bodies are refused from the
+(thread pools, telemetry flush) are run here, and so are the async contexts that stay open while
+the server runs (the MCP session manager's). Oversized bodies are refused from the
 ``Content-Length`` header before Django spools them.
 """
 
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -18,35 +21,69 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
+# Entered at start-up after the hooks, left at shutdown before them (newest first).
+Context = Callable[[], AbstractAsyncContextManager[object]]
 
 
 class LifespanMiddleware:
-    def __init__(self, app: ASGIApp, on_startup: list[Hook], on_shutdown: list[Hook]) -> None:
+    def __init__(
+        self, app: ASGIApp, on_startup: list[Hook], on_shutdown: list[Hook], contexts: Sequence[Context] = ()
+    ) -> None:
         self.app = app
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
+        self.contexts = contexts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self._run("startup", self.on_startup, send)
-            elif message["type"] == "lifespan.shutdown":
-                await self._run("shutdown", self.on_shutdown, send)
-                return
+        # One task runs the whole lifespan, so a context (an anyio task group's cancel scope
+        # included) is entered and left by the same task, as it must be.
+        async with contextlib.AsyncExitStack() as running:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await self._run("startup", self._start(running), send)
+                elif message["type"] == "lifespan.shutdown":
+                    await self._run("shutdown", self._stop(running), send)
+                    return
 
-    async def _run(self, phase: str, hooks: list[Hook], send: Send) -> None:
+    async def _start(self, running: contextlib.AsyncExitStack) -> None:
+        for hook in self.on_startup:
+            await hook()
+        for context in self.contexts:
+            await running.enter_async_context(context())
+
+    async def _stop(self, running: contextlib.AsyncExitStack) -> None:
         try:
-            for hook in hooks:
+            await running.aclose()
+        finally:
+            for hook in self.on_shutdown:
                 await hook()
+
+    async def _run(self, phase: str, steps: Awaitable[None], send: Send) -> None:
+        try:
+            await steps
         except Exception as exc:
             logger.exception("lifespan %s failed", phase)
             await send({"type": f"lifespan.{phase}.failed", "message": str(exc)})
             return
         await send({"type": f"lifespan.{phase}.complete"})
+
+
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """A whole JSON response from a pure ASGI layer (the errors it answers before Django)."""
+    content = json.dumps(body).encode()
+    start = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": content})
 
 
 class BodyLimitMiddleware:
@@ -64,10 +101,7 @@ class BodyLimitMiddleware:
             detail = f"Request body is larger than {self.max_bytes} bytes"
             if self.on_refused is not None:
                 self.on_refused(scope, detail)
-            body = json.dumps({"detail": detail}).encode()
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 413, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            await send_json(send, 413, {"detail": detail})
             return
         await self.app(scope, receive, send)
 
