@@ -20,16 +20,17 @@ from programs.runtime import get_runtime_or_exit  # noqa: E402
 runtime = get_runtime_or_exit()
 
 import dspysite.urls  # noqa: E402,F401 - build the routes now, not on the first request
+from mcp_tools.endpoint import mcp_endpoint  # noqa: E402
 from telemetry.api import record_body_too_large  # noqa: E402
 from telemetry.services import telemetry_shutdown, telemetry_startup  # noqa: E402
 
+# /mcp is answered by the MCP SDK in front of Django (docs/MCP.md); every other path goes on.
+mcp = mcp_endpoint(ASGIStaticFilesHandler(ServiceASGIHandler()), runtime)
+
 application = LifespanMiddleware(
-    BodyLimitMiddleware(
-        ASGIStaticFilesHandler(ServiceASGIHandler()),
-        settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
-        on_refused=record_body_too_large,
-    ),
+    BodyLimitMiddleware(mcp, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, on_refused=record_body_too_large),
     on_startup=[runtime.drain_on_sigterm, runtime.start_gateways, telemetry_startup],
     # Telemetry last: requests still finishing in the sync pool are recorded before the flush.
     on_shutdown=[runtime.stop_gateways, runtime.aclose, telemetry_shutdown],
+    contexts=[mcp.running],  # left before the shutdown hooks: no MCP call outlives the LM pools
 )

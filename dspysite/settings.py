@@ -21,6 +21,10 @@ if not SECRET_KEY:
     SECRET_KEY = "dev-insecure-dspy-django-secret-key-change-me"  # noqa: S105
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# /mcp's DNS-rebinding check takes ALLOWED_HOSTS (any port) plus these, in the MCP SDK's syntax
+# (`host`, `host:port`, `host:*`; origins `https://host`, ...): docs/MCP.md.
+MCP_ALLOWED_HOSTS = env_list("MCP_ALLOWED_HOSTS", [])
+MCP_ALLOWED_ORIGINS = env_list("MCP_ALLOWED_ORIGINS", [])
 
 INSTALLED_APPS = [
     # programs first: its `runserver` (uvicorn, one event loop) replaces Django's WSGI one.

@@ -1,0 +1,103 @@
+"""``/mcp`` as a pure ASGI layer in front of Django: the SDK's Streamable HTTP transport, stateless.
+
+Stateless (``stateless_http``): every POST is served on its own, by whichever worker process or
+machine receives it, so nothing a session needs lives in one process's memory and a plain load
+balancer is enough. JSON responses (``json_response``): a call is one POST answered by one JSON
+object, no event stream to keep open. Both protocol eras the SDK speaks are served: clients of
+the 2026-07-28 revision (one self-contained request, no handshake) and clients that still begin
+with ``initialize`` (2024-11-05 to 2025-11-25).
+
+Before the SDK sees a request, this layer checks, answering in JSON like every other error:
+
+* Host and Origin, with the SDK's own DNS-rebinding protection (``TransportSecuritySettings``):
+  the hosts of Django's ``ALLOWED_HOSTS`` on any port, plus ``MCP_ALLOWED_HOSTS`` and
+  ``MCP_ALLOWED_ORIGINS`` in the SDK's syntax (``host``, ``host:port``, ``host:*``). An unknown
+  Host is 421, an unknown Origin 403; ``ALLOWED_HOSTS=*`` turns the check off, as for Django.
+* The API key, when keys are on (``server.auth``): ``Authorization: Bearer <key>`` or 401 with
+  ``WWW-Authenticate``. The caller is left in the scope's state for the tool call's log row.
+
+The session manager's task group is opened by the server's lifespan (:meth:`McpEndpoint.running`
+in ``dspysite/asgi.py``) and closed at shutdown, after uvicorn has let in-flight requests finish.
+"""
+
+from contextlib import AbstractAsyncContextManager
+
+from django.conf import settings
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import Request
+
+from apikeys.auth import UNAUTHORIZED, WWW_AUTHENTICATE, bearer_caller
+from dspysite.lifespan import ASGIApp, Receive, Scope, Send, send_json
+from mcp_tools.server import CALLER_STATE, build_server
+from programs.runtime import Runtime
+
+PATHS = frozenset({"/mcp", "/mcp/"})
+
+
+class McpEndpoint:
+    def __init__(
+        self,
+        app: ASGIApp,
+        manager: StreamableHTTPSessionManager,
+        security: TransportSecuritySettings,
+        auth: bool,
+    ) -> None:
+        self.app = app  # everything that is not /mcp
+        self.manager = manager
+        self.security = TransportSecurityMiddleware(security)
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in PATHS:
+            await self.app(scope, receive, send)
+            return
+        refused = await self.security.validate_request(Request(scope), is_post=scope["method"] == "POST")
+        if refused is not None:
+            await send_json(send, refused.status_code, {"detail": bytes(refused.body).decode()})
+            return
+        if self.auth:
+            caller = await bearer_caller(_header(scope, b"authorization"))
+            if caller is None:
+                await send_json(
+                    send, 401, {"detail": UNAUTHORIZED}, [(b"www-authenticate", WWW_AUTHENTICATE.encode())]
+                )
+                return
+            scope.setdefault("state", {})[CALLER_STATE] = caller
+        await self.manager.handle_request(scope, receive, send)
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        """The session manager's task group, for the lifespan: open from start-up to shutdown."""
+        return self.manager.run()
+
+
+def mcp_endpoint(app: ASGIApp, runtime: Runtime) -> McpEndpoint:
+    manager = StreamableHTTPSessionManager(
+        app=build_server(runtime),
+        json_response=True,
+        stateless=True,
+        security_settings=None,  # checked in front (McpEndpoint), so the refusals are JSON
+        max_request_body_size=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+    )
+    return McpEndpoint(app, manager, transport_security(), runtime.config.config.server.auth)
+
+
+def transport_security() -> TransportSecuritySettings:
+    """Host and Origin values /mcp accepts (docs/MCP.md, "Host names")."""
+    django_hosts = [host.lstrip(".") for host in settings.ALLOWED_HOSTS]  # ".example.com": the domain itself
+    if "*" in django_hosts:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    hosts = [pattern for host in django_hosts for pattern in (host, f"{host}:*")]
+    origins = [f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[*hosts, *settings.MCP_ALLOWED_HOSTS],
+        allowed_origins=[*origins, *settings.MCP_ALLOWED_ORIGINS],
+    )
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
