@@ -9,11 +9,13 @@ server's CPU time (user + system, psutil) right before and right after them. The
 * ``mcp-2026-07-28``: ``tools/call`` from the SDK's client pinned to the 2026-07-28 revision;
 * ``mcp-legacy``: the same after the initialize handshake (the SDK's newest handshake revision).
 
-The MCP calls of a door share one client session, as an agent's would. ``--warmup`` calls per door
-run first and are not measured. The client runs in this process, so its CPU is not counted.
+The doors take turns, ``--rounds`` times, so that a machine whose load changes during the run
+weighs on each of them alike. In a round, the MCP calls of a door share one client session, as an
+agent's would, and ``--warmup`` calls run first, unmeasured. The client runs in this process: its
+CPU is not counted.
 
-    python -m loadtest.mcp_cost                       # 2,000 calls per door, 20 at a time
-    python -m loadtest.mcp_cost --calls 500 --program SimplePredict --json cost.json
+    python -m loadtest.mcp_cost                       # 3 rounds of 1,000 calls per door, 20 at a time
+    python -m loadtest.mcp_cost --calls 300 --rounds 1 --program SimplePredict --json cost.json
 
 Processes are started here and stopped by their PID; nothing else is touched.
 """
@@ -25,7 +27,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -63,60 +64,69 @@ async def drive(call: Call, questions: list[str], concurrency: int) -> int:
     return errors
 
 
-async def measure(door: str, url: str, program: str, server: psutil.Process, args: argparse.Namespace) -> dict:
+async def measure(door: str, url: str, server: psutil.Process, args: argparse.Namespace) -> tuple[float, int]:
+    """One round of ``door``: (server CPU seconds, wrong answers) for ``args.calls`` calls."""
     counter = itertools.count()
 
     def questions(count: int) -> list[str]:
         return [f"{door} question {next(counter)}: what is the answer?" for _ in range(count)]
 
-    async def run(call: Call) -> dict[str, Any]:
+    async def run(call: Call) -> tuple[float, int]:
         await drive(call, questions(args.warmup), args.concurrency)
-        cpu, started = cpu_seconds(server), time.perf_counter()
+        cpu = cpu_seconds(server)
         errors = await drive(call, questions(args.calls), args.concurrency)
-        elapsed, cpu = time.perf_counter() - started, cpu_seconds(server) - cpu
-        return {
-            "door": door,
-            "calls": args.calls,
-            "errors": errors,
-            "calls_per_s": round(args.calls / elapsed, 1),
-            "server_cpu_ms_per_call": round(cpu * 1000 / args.calls, 3),
-        }
+        return cpu_seconds(server) - cpu, errors
 
     if door == "http":
         connector = aiohttp.TCPConnector(limit=args.concurrency)
         async with aiohttp.ClientSession(url, connector=connector) as session:
 
             async def post(question: str) -> str:
-                async with session.post(f"/{program}", json={"question": question}) as response:
+                async with session.post(f"/{args.program}", json={"question": question}) as response:
                     return str((await response.json()).get("answer"))
 
             return await run(post)
-    era = door.removeprefix("mcp-")
-    async with Client(f"{url}/mcp", mode=era) as client:
+    async with Client(f"{url}/mcp", mode=door.removeprefix("mcp-")) as client:
 
         async def call_tool(question: str) -> str:
-            result = await client.call_tool(program, {"question": question})
+            result = await client.call_tool(args.program, {"question": question})
             return "" if result.is_error else str(result.structured_content["answer"])
 
         return await run(call_tool)
 
 
+def summary(door: str, rounds: list[tuple[float, int]], calls: int) -> dict[str, Any]:
+    per_call = [cpu * 1000 / calls for cpu, _ in rounds]
+    return {
+        "door": door,
+        "calls": calls * len(rounds),
+        "errors": sum(errors for _, errors in rounds),
+        "server_cpu_ms_per_call": round(sum(per_call) / len(per_call), 3),
+        "rounds_ms_per_call": [round(value, 3) for value in per_call],
+    }
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    http = next(result for result in results if result["door"] == "http")["server_cpu_ms_per_call"]
-    lines = ["| door | calls | errors | calls/s | server CPU ms / call | vs HTTP |", "|---|---|---|---|---|---|"]
+    http = results[0]["server_cpu_ms_per_call"]
+    lines = [
+        "| door | calls | errors | server CPU ms / call (rounds) | vs HTTP |",
+        "|---|---|---|---|---|",
+    ]
     for result in results:
-        ratio = result["server_cpu_ms_per_call"] / http if http else float("nan")
+        rounds = ", ".join(f"{value:.2f}" for value in result["rounds_ms_per_call"])
+        cost = result["server_cpu_ms_per_call"]
         lines.append(
-            f"| {result['door']} | {result['calls']} | {result['errors']} | {result['calls_per_s']} "
-            f"| {result['server_cpu_ms_per_call']} | {ratio:.2f}x |"
+            f"| {result['door']} | {result['calls']} | {result['errors']} "
+            f"| {cost:.2f} ({rounds}) | {cost / http:.2f}x |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=2_000, help="measured calls per door")
-    parser.add_argument("--warmup", type=int, default=100, help="calls per door before measuring")
+    parser.add_argument("--calls", type=int, default=1_000, help="measured calls per door and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=50, help="unmeasured calls per door and round")
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--program", default="AsyncPredict", help="AsyncPredict, SimplePredict or MultiStep")
     parser.add_argument("--delay-ms", type=int, default=0, help="the mock's answer delay")
@@ -125,24 +135,30 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="mcp-cost-"))
     mock = server = None
-    results = []
+    rounds: dict[str, list[tuple[float, int]]] = {door: [] for door in DOORS}
     try:
         mock, mock_url = start_mock(work, args.delay_ms)
         server, url = start_server(work, mock_url)
         process = psutil.Process(server.pid)
-        print(f"mcp_cost: {args.calls} {args.program} calls per door, {args.concurrency} at a time, to {url}")
-        for door in DOORS:
-            results.append(asyncio.run(measure(door, url, args.program, process, args)))
-            print(json.dumps(results[-1]), flush=True)
+        print(f"mcp_cost: {args.rounds} rounds of {args.calls} {args.program} calls per door", flush=True)
+        for number in range(1, args.rounds + 1):
+            for door in DOORS:
+                cpu, errors = asyncio.run(measure(door, url, process, args))
+                rounds[door].append((cpu, errors))
+                print(
+                    f"round {number} {door}: {cpu * 1000 / args.calls:.2f} ms per call, {errors} errors",
+                    flush=True,
+                )
     finally:
         for started in (server, mock):
             if started is not None:
                 stop(started)
         shutil.rmtree(work, ignore_errors=True)
+    results = [summary(door, rounds[door], args.calls) for door in DOORS]
     print(table(results))
     if args.json:
-        args.json.write_text(json.dumps({"program": args.program, "concurrency": args.concurrency,
-                                         "delay_ms": args.delay_ms, "results": results}, indent=2) + "\n")  # fmt: skip
+        point = {"program": args.program, "concurrency": args.concurrency, "delay_ms": args.delay_ms}
+        args.json.write_text(json.dumps({**point, "results": results}, indent=2) + "\n")
     return 1 if any(result["errors"] for result in results) else 0
 
 
