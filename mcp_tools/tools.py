@@ -12,7 +12,6 @@ refusal of the call path (429 at capacity, 503 draining, 504, 502 upstream, 500)
 error the model cannot read, never a hang.
 """
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from programs.api import program_listing
+from programs.api import _REQUEST_ID, program_listing
 from programs.calls import call_program
 from programs.context import new_request_id
 from programs.execution import CallFailed
@@ -33,8 +32,7 @@ SOURCE = "mcp"
 # The field of the wrapper object around outputs whose schema is not an object.
 RESULT_FIELD = "result"
 # A call's own request id, when the client sends one: ``"_meta": {"request_id": "..."}``.
-REQUEST_ID_META = "request_id"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")  # the HTTP routes' X-Request-ID rule
+REQUEST_ID_META = "request_id"  # well-formed as the HTTP routes' X-Request-ID, else a new id is used
 
 
 @dataclass(frozen=True)
