@@ -93,7 +93,7 @@ def _program_tool(program: Program, entry: dict[str, Any]) -> ProgramTool:
     output_schema, wrapped = _object_schema(entry["output_schema"])
     tool = types.Tool(
         name=program.name,
-        description=program.description or f"Runs the DSPy program {program.name}.",
+        description=program.description or None,
         input_schema=entry["input_schema"],
         output_schema=output_schema,
     )
