@@ -13,6 +13,8 @@ Before the SDK sees a request, this layer checks, answering in JSON like every o
   the hosts of Django's ``ALLOWED_HOSTS`` on any port, plus ``MCP_ALLOWED_HOSTS`` and
   ``MCP_ALLOWED_ORIGINS`` in the SDK's syntax (``host``, ``host:port``, ``host:*``). An unknown
   Host is 421, an unknown Origin 403; ``ALLOWED_HOSTS=*`` turns the check off, as for Django.
+* GET, the request for an event stream of server-initiated messages: 405, since a stateless
+  server has none to send (the SDK would hold such a stream open, empty, until the client leaves).
 * The API key, when keys are on (``server.auth``): ``Authorization: Bearer <key>`` or 401 with
   ``WWW-Authenticate``. The caller is left in the scope's state for the tool call's log row.
 
@@ -33,6 +35,7 @@ from mcp_tools.server import CALLER_STATE, build_server
 from programs.runtime import Runtime
 
 PATHS = frozenset({"/mcp", "/mcp/"})
+NO_STREAM = "This MCP endpoint is stateless and opens no event stream: POST each JSON-RPC request"
 
 
 class McpEndpoint:
@@ -55,6 +58,9 @@ class McpEndpoint:
         refused = await self.security.validate_request(Request(scope), is_post=scope["method"] == "POST")
         if refused is not None:
             await send_json(send, refused.status_code, {"detail": bytes(refused.body).decode()})
+            return
+        if scope["method"] == "GET":  # a stateless server has nothing to send on an event stream
+            await send_json(send, 405, {"detail": NO_STREAM}, [(b"allow", b"POST")])
             return
         if self.auth:
             caller = await bearer_caller(_header(scope, b"authorization"))

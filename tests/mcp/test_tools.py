@@ -208,3 +208,12 @@ def test_a_client_of_an_older_revision_without_the_sdk(workers: tuple[Running, S
     assert answer.status_code == 200, answer.text
     result = answer.json()["result"]
     assert json.loads(result["content"][0]["text"]) == {"answer": "Echo: old client"}
+
+
+def test_get_is_405_as_a_stateless_server_opens_no_event_stream(
+    workers: tuple[Running, ServerDatabase],
+) -> None:
+    server, _ = workers
+    response = httpx.get(f"{server.url}/mcp", headers={"Accept": "text/event-stream"}, timeout=30)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert "stateless" in response.json()["detail"]
