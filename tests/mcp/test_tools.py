@@ -32,7 +32,7 @@ def cron_only(entry: dict[str, Any]) -> bool:
     return bool(gateways) and all(gateway["type"] == "cron" for gateway in gateways)
 
 
-@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("era", [*ERAS, "auto"])  # auto: the SDK's default, a server/discover probe
 def test_the_tools_are_the_programs_with_the_schemas_of_their_routes(
     workers: tuple[Running, ServerDatabase], era: str
 ) -> None:
@@ -40,7 +40,7 @@ def test_the_tools_are_the_programs_with_the_schemas_of_their_routes(
 
     async def tools() -> list[Any]:
         async with connect(server, era) as client:
-            assert client.protocol_version == ("2025-11-25" if era == "legacy" else era)
+            assert client.protocol_version == ("2025-11-25" if era == "legacy" else "2026-07-28")
             return (await client.list_tools()).tools
 
     expected = {name: entry for name, entry in listing(server).items() if not cron_only(entry)}
