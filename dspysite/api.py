@@ -7,6 +7,7 @@ from ninja import NinjaAPI
 
 from apikeys.auth import api_key_auth
 from apikeys.auth import install as install_api_key_errors
+from dspysite.openapi import ServiceAPI
 from programs.api import build_router
 from programs.runtime import get_runtime_or_exit
 from telemetry import api as telemetry_api
@@ -14,7 +15,7 @@ from telemetry import api as telemetry_api
 
 def build_api() -> NinjaAPI:
     runtime = get_runtime_or_exit()
-    api = NinjaAPI(
+    api = ServiceAPI(
         title=runtime.config.config.app_id,
         version="1.0.0",
         description="DSPy programs served as HTTP endpoints. GET /programs lists them with their schemas.",

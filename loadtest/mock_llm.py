@@ -19,7 +19,10 @@ Markers anywhere in the last user message steer a single request:
 
 * ``[usage=P,C]``  report ``prompt_tokens=P`` and ``completion_tokens=C`` instead of the char-based estimate;
 * ``[delay=MS]``   answer after MS milliseconds instead of ``MOCK_DELAY_MS``;
-* ``[fault=NAME]`` inject fault NAME (one of ``FAULTS``), or ``[fault=none]`` to opt out of a global fault.
+* ``[fault=NAME]`` inject fault NAME (one of ``FAULTS``), or ``[fault=none]`` to opt out of a global fault:
+  ``500``, ``429`` (with ``Retry-After``), ``stall`` (no answer until ``MOCK_STALL_S``), ``malformed`` (text
+  that is not in the requested format), ``badjson`` (a body that is not JSON), ``drop`` (the connection
+  closes before any byte), ``cut`` (a 200 whose body or event stream stops half-way).
 
 Environment: ``MOCK_HOST``/``MOCK_PORT`` (CLI defaults), ``MOCK_DELAY_MS`` (default 0), ``MOCK_FAULT`` with
 ``MOCK_ERROR_RATE`` (probability of the global fault, default 1.0), ``MOCK_STALL_S`` (default 300).
@@ -51,7 +54,7 @@ from typing import Any
 from aiohttp import web
 
 MODEL_ID = "mock-model"
-FAULTS = frozenset({"500", "429", "stall", "malformed", "drop", "badjson"})
+FAULTS = frozenset({"500", "429", "stall", "malformed", "drop", "badjson", "cut"})
 NO_FAULT = "none"
 MALFORMED_CONTENT = "I refuse to follow the format."
 BADJSON_BODY = b'{"id": "chatcmpl-mock", "choices": [ <this is not JSON'
@@ -518,6 +521,20 @@ def _bad_request(message: str) -> web.Response:
     return _json_response({"error": error}, status=400)
 
 
+async def _cut_short(
+    request: web.Request, body: bytes, content_type: str, sent: bytes | None = None
+) -> web.StreamResponse:
+    """A 200 announcing ``body`` (its full ``Content-Length``) whose connection closes after ``sent``
+    (default: the first half): the answer stops mid-way, as when a proxy or the provider dies."""
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2] if sent is None else sent)
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
 async def _sleep_while_connected(request: web.Request, seconds: float) -> bool:
     """Sleep up to ``seconds`` but stop as soon as the client hangs up, so stalled requests cannot pile up.
 
@@ -590,7 +607,7 @@ class MockLLM:
         stream = body.get("stream") is True
 
         # Plain answers and error faults wait up front; streamed answers spread the delay over their chunks.
-        if fault in ("500", "429", "drop", "badjson") or not stream:
+        if fault in ("500", "429", "drop", "badjson", "cut") or not stream:
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
             delay_s = 0.0
@@ -630,7 +647,8 @@ class MockLLM:
             "system_fingerprint": "fp_mock",
         }
         if stream:
-            return await self._stream(request, body, base, content, usage, delay_s, well_formed)
+            cut = fault == "cut"
+            return await self._stream(request, body, base, content, usage, delay_s, well_formed, cut)
         message = {"role": "assistant", "content": content, "refusal": None}
         payload = {
             "id": base["id"],
@@ -642,6 +660,8 @@ class MockLLM:
             ],
             "usage": usage,
         }
+        if fault == "cut":
+            return await _cut_short(request, json.dumps(payload).encode(), "application/json")
         if well_formed:
             self.stats.completions += 1
         return _json_response(payload)
@@ -655,8 +675,11 @@ class MockLLM:
         usage: dict[str, int],
         delay_s: float,
         well_formed: bool,
+        cut: bool = False,
     ) -> web.StreamResponse:
-        """Send ``chat.completion.chunk`` SSE events like OpenAI, spreading the delay over content chunks."""
+        """Send ``chat.completion.chunk`` SSE events like OpenAI, spreading the delay over content chunks.
+
+        ``cut``: the first half of the events, then the connection closes (no ``[DONE]``)."""
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
 
@@ -685,6 +708,9 @@ class MockLLM:
             }
             tail.append(b"data: " + json.dumps(usage_chunk).encode() + b"\n\n")
         tail.append(b"data: [DONE]\n\n")
+        if cut:
+            stream_body = b"".join(frames + tail)
+            return await _cut_short(request, stream_body, "text/event-stream", b"".join(frames[:2]))
 
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}

@@ -22,6 +22,7 @@ from programs.calls import call_program
 from programs.context import new_request_id
 from programs.execution import CallFailed
 from programs.gateways import APIGateway, CronGateway, maybe_await
+from programs.responses import Alive, ErrorBody, NotReady, ProgramListing, Ready, call_headers, call_responses
 from programs.routes import GatewayRoute, has_plain_route
 from programs.runtime import Program, Runtime
 from programs.schemas import with_body_model
@@ -29,13 +30,7 @@ from programs.schemas import with_body_model
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-
-class ErrorBody(BaseModel):
-    detail: Any
-    error_type: str | None = None
-    program: str | None = None
-    upstream_status: int | None = None
+__all__ = ["ErrorBody", "build_router", "request_id"]  # ErrorBody lives in programs.responses
 
 
 def request_id(request: HttpRequest) -> str:
@@ -89,15 +84,26 @@ def build_router(runtime: Runtime) -> Router:
     router = Router()
     auth = route_auth()  # None unless API keys are on (server.auth)
 
-    @router.get("/programs", tags=["service"], summary="List the served programs and schemas", auth=auth)
+    @router.get(
+        "/programs",
+        response=ProgramListing,
+        tags=["service"],
+        summary="List the served programs and schemas",
+        auth=auth,
+    )
     async def list_programs(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"programs": program_listing(runtime)})
 
-    @router.get("/health/live", tags=["service"], summary="Liveness: the process answers")
+    @router.get("/health/live", response=Alive, tags=["service"], summary="Liveness: the process answers")
     async def live(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"status": "alive"})
 
-    @router.get("/health/ready", tags=["service"], summary="Readiness: every program loaded")
+    @router.get(
+        "/health/ready",
+        response={200: Ready, 503: NotReady},
+        tags=["service"],
+        summary="Readiness: every program loaded (503 while draining or when a program failed to load)",
+    )
     async def ready(request: HttpRequest) -> JsonResponse:
         if runtime.draining:
             return JsonResponse({"status": "draining"}, status=503)
@@ -137,7 +143,8 @@ def _add_gateway_route(router: Router, route: GatewayRoute, auth: Any) -> None:
             request_model if route.method in BODY_METHODS else Query[request_model],  # type: ignore[valid-type]
             f"run_{program.name}_{type(gateway).__name__}",
         ),
-        response={200: _response_model(route), (400, 404, 413, 422, 429, 500, 502, 503, 504): ErrorBody},
+        response=call_responses(_response_model(route)),
+        openapi_extra=call_headers(),
         operation_id=program.name if route.plain else f"{program.name}_{type(gateway).__name__}",
         summary=f"Run {program.name} ({described})"
         if route.plain

@@ -25,6 +25,7 @@ from pydantic_core import to_json
 
 from programs.calls import call_program, program_call
 from programs.execution import CallFailed
+from programs.responses import refusal_responses
 from programs.runtime import Program, Runtime
 from programs.schemas import with_body_model
 
@@ -63,14 +64,12 @@ def batch_models(program: Program) -> tuple[type[BaseModel], type[BaseModel]]:
 
 
 def add_batch_route(router: Router, runtime: Runtime, program: Program, **options: Any) -> None:
-    from programs.api import ErrorBody  # programs.api imports this module
-
     request_model, response_model = batch_models(program)
     router.add_api_operation(
         f"/{program.name}/batch",
         ["POST"],
         _batch_view(runtime, program, request_model),
-        response={200: response_model, (400, 413, 422): ErrorBody},
+        response=refusal_responses(response_model),
         operation_id=f"{program.name}_batch",
         summary=f"Run {program.name} on many inputs (concurrently, answers in input order)",
         description=__doc__,

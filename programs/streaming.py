@@ -43,6 +43,7 @@ from pydantic import BaseModel
 
 from programs.calls import call_program
 from programs.execution import RETRY_AFTER_S, CallFailed
+from programs.responses import refusal_responses, stream_responses
 from programs.runtime import Program, Runtime
 from programs.schemas import with_body_model
 
@@ -52,25 +53,16 @@ DONE = b"data: [DONE]\n\n"
 
 
 def add_stream_route(router: Router, runtime: Runtime, program: Program, **options: Any) -> None:
-    from programs.api import ErrorBody  # programs.api imports this module
-
     router.add_api_operation(
         f"/{program.name}/stream",
         ["POST"],
         _stream_view(runtime, program),
-        response={(400, 413, 422): ErrorBody},
+        response=refusal_responses(),
         operation_id=f"{program.name}_stream",
         summary=f"Run {program.name}, streaming its output fields as Server-Sent Events",
         description=__doc__,
         tags=["streaming"],
-        openapi_extra={
-            "responses": {
-                "200": {
-                    "description": "Server-Sent Events: `chunk`s, then `final` (or `error`), then [DONE]",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                }
-            }
-        },
+        openapi_extra=stream_responses(program),
         **options,
     )
 

@@ -16,11 +16,13 @@ from django.http.request import RawPostDataException
 from ninja import NinjaAPI, Query, Router
 from ninja.errors import ValidationError
 
+from programs.responses import ErrorBody, ValidationErrorBody, sse_content
 from programs.runtime import get_runtime
 from programs.streaming import sse_response
 from telemetry import prometheus, selectors
 from telemetry.counters import PROCESS_COUNTERS, ProgramCounters
 from telemetry.live import event_stream
+from telemetry.responses import BatchEvent, LogListing, MetricsDetail, MetricsListing
 from telemetry.services import inference_log_enqueue_refused, telemetry_writer
 
 Scope = Literal["all", "process"]
@@ -46,7 +48,11 @@ def writer_status() -> dict[str, Any]:
     }
 
 
-@router.get("/api/metrics", summary="Per-program stats, all workers (dspy-cli field names)")
+@router.get(
+    "/api/metrics",
+    response={200: MetricsListing, 422: ValidationErrorBody},
+    summary="Per-program stats, all workers (dspy-cli field names)",
+)
 async def metrics_list(
     request: HttpRequest,
     sort_by: selectors.SortBy = "calls",
@@ -63,7 +69,11 @@ async def metrics_list(
     return JsonResponse({**body, "telemetry": writer_status()})
 
 
-@router.get("/api/metrics/{program}", summary="One program's stats, all workers")
+@router.get(
+    "/api/metrics/{program}",
+    response={200: MetricsDetail, 404: ErrorBody, 422: ValidationErrorBody},
+    summary="One program's stats, all workers",
+)
 async def metrics_detail(request: HttpRequest, program: str, scope: Scope = "all") -> JsonResponse:
     if program not in get_runtime().programs:
         return _unknown(program)
@@ -74,7 +84,11 @@ async def metrics_detail(request: HttpRequest, program: str, scope: Scope = "all
     return JsonResponse({"metrics": counters.as_dict(), "scope": scope})
 
 
-@router.get("/api/logs/{program}", summary="A program's newest inference records")
+@router.get(
+    "/api/logs/{program}",
+    response={200: LogListing, 404: ErrorBody, 422: ValidationErrorBody},
+    summary="A program's newest inference records",
+)
 async def logs_list(
     request: HttpRequest, program: str, limit: int = Query(50, ge=1, le=MAX_LOG_LIMIT)
 ) -> JsonResponse:
@@ -84,12 +98,34 @@ async def logs_list(
     return JsonResponse({"logs": logs, "count": len(logs)})
 
 
-@router.get("/api/events", summary="Live per-batch totals from every worker (Server-Sent Events)")
+@router.get(
+    "/api/events",
+    summary="Live per-batch totals from every worker (Server-Sent Events, until the client leaves)",
+    openapi_extra={
+        "responses": {
+            "200": {
+                "description": "`event: batch` per committed batch",
+                "content": sse_content({"batch": BatchEvent}),
+            }
+        }
+    },
+)
 async def events(request: HttpRequest) -> StreamingHttpResponse:
     return sse_response(event_stream())
 
 
-@router.get("/metrics", summary="Prometheus exposition", include_in_schema=False)
+@router.get(
+    "/metrics",
+    summary="Prometheus exposition",
+    openapi_extra={
+        "responses": {
+            "200": {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        }
+    },
+)
 async def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     prometheus.TELEMETRY_QUEUE_DEPTH.set(telemetry_writer().depth)
     body, content_type = await asyncio.to_thread(prometheus.exposition)

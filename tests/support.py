@@ -20,6 +20,14 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 
+# What this service answers to each fault the mock LLM can inject (loadtest/README.md). A provider's
+# 429 is an upstream failure like any other: 502 with upstream_status 429 and no Retry-After (this
+# service's own 429 means a program is at capacity).
+FAULT_STATUS = {
+    **dict.fromkeys(("500", "429", "malformed", "badjson", "drop", "cut"), 502),
+    "stall": 504,
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:

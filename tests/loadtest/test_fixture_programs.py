@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ROOT, Running, mock_llm, project_config, service
+from tests.support import FAULT_STATUS, ROOT, Running, mock_llm, project_config, service
 
 pytestmark = pytest.mark.integration
 
@@ -27,16 +27,6 @@ CONCURRENT = 20
 # Long enough that all the requests are at the mock at once, short enough for a quick test.
 DELAY_MS = 300
 REQUEST_TIMEOUT_S = 2.0
-
-# The documented answer of this service to each mock fault (loadtest/README.md).
-FAULT_STATUS = {
-    "500": 502,
-    "429": 502,
-    "malformed": 502,
-    "badjson": 502,
-    "drop": 502,
-    "stall": 504,
-}
 
 
 @pytest.fixture(scope="module")

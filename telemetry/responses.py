@@ -1,0 +1,104 @@
+"""The bodies of the telemetry routes, as the OpenAPI document states them (dspy-cli's field names).
+
+The routes build their answers from dicts (``ProgramCounters.as_dict``, ``inference_log_entry``,
+``live.batch_event``); these models only describe them, and the contract test
+(tests/integration/test_openapi_conformance.py) checks that the two agree.
+"""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ModelUsage(BaseModel):
+    call_count: int
+    total_prompt_tokens: int
+    total_completion_tokens: int
+    total_tokens: int
+    total_cost_usd: float
+
+
+class ProgramMetrics(BaseModel):
+    program: str
+    call_count: int
+    success_count: int
+    error_count: int
+    error_rate: float
+    last_call_ts: str | None = Field(description="ISO 8601 time of the latest finished request")
+    avg_latency_ms: float | None
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    p99_latency_ms: float | None
+    total_tokens: int
+    total_prompt_tokens: int
+    total_completion_tokens: int
+    total_cost_usd: float
+    lm_call_breakdown: dict[str, ModelUsage] = Field(description="per model")
+
+
+class WriterStatus(BaseModel):
+    """The answering process's telemetry writer: what is waiting, written, dropped."""
+
+    queue_depth: int
+    written: int
+    dropped: int
+    write_errors: int
+    flush_interval_s: float
+    writer_running: bool
+
+
+class MetricsListing(BaseModel):
+    programs: list[ProgramMetrics]
+    scope: Literal["all", "process"]
+    telemetry: WriterStatus
+
+
+class MetricsDetail(BaseModel):
+    metrics: ProgramMetrics
+    scope: Literal["all", "process"]
+
+
+class Tokens(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class LogEntry(BaseModel):
+    timestamp: str
+    program: str
+    model: str
+    model_alias: str
+    request_id: str
+    status_code: int
+    success: bool
+    duration_ms: float | None = Field(description="null: refused before the program ran")
+    inputs: Any
+    outputs: Any
+    error: str | None
+    error_type: str | None
+    tokens: Tokens
+    cost_usd: float | None = Field(description="null: no price known for the model")
+    lm_calls: list[dict[str, Any]]
+    worker: str
+    api_key: str | None
+
+
+class LogListing(BaseModel):
+    logs: list[LogEntry]
+    count: int
+
+
+class ProgramTotals(BaseModel):
+    calls: int
+    errors: int
+    tokens: int
+
+
+class BatchEvent(BaseModel):
+    """``event: batch``: the per-program totals of one batch the telemetry writer committed."""
+
+    type: Literal["telemetry.batch"]
+    worker: str
+    ts: float
+    programs: dict[str, ProgramTotals]
