@@ -39,7 +39,7 @@ def finish(document: dict[str, Any]) -> None:
                     for name, schema in media.get("schema", {}).pop("$defs", {}).items():
                         components.setdefault(name, schema)
             if operation.get("security"):
-                operation["responses"].setdefault("401", UNAUTHORIZED)
+                operation["responses"].setdefault(401, UNAUTHORIZED)
                 components.setdefault(
                     ErrorBody.__name__, ErrorBody.model_json_schema(ref_template=REF_TEMPLATE)
                 )

@@ -135,12 +135,13 @@ def call_responses(ok: Any) -> dict[Any, Any]:
 
 
 def call_headers() -> dict[str, Any]:
-    """``openapi_extra`` of ``POST /{Program}``: the headers of its answers."""
+    """``openapi_extra`` of ``POST /{Program}``: the headers of its answers (status keys are ints,
+    as django-ninja's, so that they merge into its responses instead of standing beside them)."""
     return {
         "responses": {
-            "200": {"headers": REQUEST_ID},
-            "429": {"headers": {**RETRY_AFTER, **REQUEST_ID}},
-            "503": {"headers": {**RETRY_AFTER, **REQUEST_ID}},
+            200: {"headers": REQUEST_ID},
+            429: {"headers": {**RETRY_AFTER, **REQUEST_ID}},
+            503: {"headers": {**RETRY_AFTER, **REQUEST_ID}},
         }
     }
 
@@ -161,7 +162,7 @@ def stream_responses(program: Program) -> dict[str, Any]:
     )
     events = {"chunk": StreamChunk, "final": final, "error": StreamError}
     description = "Server-Sent Events: `chunk`s, then `final` (or `error`), then `data: [DONE]`"
-    return {"responses": {"200": {"description": description, "content": sse_content(events, done=True)}}}
+    return {"responses": {200: {"description": description, "content": sse_content(events, done=True)}}}
 
 
 def sse_content(events: dict[str, type[BaseModel]], *, done: bool = False) -> dict[str, Any]:

@@ -103,7 +103,7 @@ async def logs_list(
     summary="Live per-batch totals from every worker (Server-Sent Events, until the client leaves)",
     openapi_extra={
         "responses": {
-            "200": {
+            200: {
                 "description": "`event: batch` per committed batch",
                 "content": sse_content({"batch": BatchEvent}),
             }
@@ -119,7 +119,7 @@ async def events(request: HttpRequest) -> StreamingHttpResponse:
     summary="Prometheus exposition",
     openapi_extra={
         "responses": {
-            "200": {
+            200: {
                 "description": "Prometheus text format",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             }
