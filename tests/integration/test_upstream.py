@@ -53,7 +53,7 @@ def test_more_than_100_upstream_calls_in_flight(server: Running, mock: Running) 
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
         async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
             requests = [
-                client.post("/EchoAsync", json={"question": f"wide {i} [delay=1500]"}) for i in range(150)
+                client.post("/EchoAsync", json={"question": f"wide {i} [delay=4000]"}) for i in range(150)
             ]
             return [response.status_code for response in await asyncio.gather(*requests)]
 
