@@ -16,7 +16,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from programs.runtime import Program, get_runtime
+from programs.routes import GatewayRoute
+from programs.runtime import Program, Runtime, get_runtime
 from telemetry import selectors
 from ui.forms import form_fields
 
@@ -75,7 +76,9 @@ def program_page(request: HttpRequest, name: str) -> HttpResponse:
     program = runtime.programs.get(name)
     if program is None:
         raise Http404(f"No program named {name}")
-    schema = program.inputs.model.model_json_schema()
+    route = _playground_route(runtime, program)
+    model = route.gateway.request_model if route is not None and not route.plain else None
+    schema = (model or program.inputs.model).model_json_schema()
     context = {
         "title": runtime.config.config.app_id,
         "program": _describe(program),
@@ -83,12 +86,21 @@ def program_page(request: HttpRequest, name: str) -> HttpResponse:
         "stats": selectors.program_stats_get(name).as_dict(),
         "calls": [_with_json(call) for call in selectors.inference_log_list(name, RECENT_CALLS)],
         "auth": runtime.config.config.server.auth,
+        "route": route,
         "config": {
             "program": program.name,
-            "endpoint": f"/{program.name}",
+            # The plain route, else the program's first POST gateway (None: only cron jobs reach it).
+            "endpoint": route.path if route is not None else None,
+            "stream": route is not None and route.plain,
             "auth": runtime.config.config.server.auth,
             # With API keys on, the page's calls authenticate with this session (and this token).
             "csrf": get_token(request),
         },
     }
     return render(request, "ui/program.html", context)
+
+
+def _playground_route(runtime: Runtime, program: Program) -> GatewayRoute | None:
+    """The route the page's form calls: the plain one, else the first POST gateway route."""
+    routes = [r for r in runtime.routes if r.program is program and r.method == "POST"]
+    return next((r for r in routes if r.plain), routes[0] if routes else None)

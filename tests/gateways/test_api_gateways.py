@@ -3,6 +3,7 @@ response transforms (sync and async hooks), their schemas in the OpenAPI documen
 what a transform produces, public routes with API keys on, setup/shutdown, one log row per call
 marked with its gateway, and a path clash stopping start-up with one line."""
 
+import json
 import os
 import subprocess
 import sys
@@ -167,3 +168,15 @@ def test_two_gateways_on_one_path_stop_start_up_with_one_line() -> None:
         "set an explicit `path` on one of them"
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_playground_calls_the_plain_route_else_the_first_post_gateway(server: Running) -> None:
+    def config(name: str) -> dict:
+        page = httpx.get(f"{server.url}/ui/{name}", timeout=30)
+        assert page.status_code == 200
+        start = page.text.index('id="playground-config"')
+        raw = page.text[page.text.index(">", start) + 1 : page.text.index("</script>", start)]
+        return json.loads(raw)
+
+    assert (config("Summarize")["endpoint"], config("Summarize")["stream"]) == ("/Summarize", True)
+    assert (config("Lookup")["endpoint"], config("Lookup")["stream"]) == ("/broken/inputs", False)
