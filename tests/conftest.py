@@ -7,6 +7,9 @@ import pytest
 
 from tests.support import Running, mock_llm
 
+# Fixture projects are data: the dspy-cli one carries the test dspy-cli generated for it.
+collect_ignore = ["fixtures"]
+
 
 @pytest.fixture(scope="session")
 def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
