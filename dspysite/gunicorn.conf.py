@@ -8,6 +8,8 @@ import multiprocessing
 import os
 from pathlib import Path
 
+from dspysite.paths import data_dir
+
 wsgi_app = "dspysite.asgi:application"
 worker_class = "uvicorn_worker.UvicornWorker"
 bind = os.environ.get("BIND", "0.0.0.0:8000")
@@ -30,9 +32,7 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 # Prometheus metrics summed over the workers (prometheus-client multiprocess mode, docs/TELEMETRY.md):
 # every worker writes its values to files here; set before any worker imports prometheus_client.
-os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR", str(Path(__file__).resolve().parent.parent / "prometheus_multiproc")
-)
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir() / "prometheus_multiproc"))
 
 
 def on_starting(server: object) -> None:

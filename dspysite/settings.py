@@ -4,13 +4,16 @@ Only what Django itself needs lives here; the DSPy side (models, programs, serve
 from ``dspy.config.yaml`` by :mod:`programs.config`.
 """
 
-from pathlib import Path
-
 import dj_database_url
 
+from dspysite import paths
 from dspysite.env import env_bool, env_float, env_int, env_list, env_str
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = paths.CODE_DIR  # the code: this checkout, or site-packages when installed
+SOURCE_CHECKOUT = paths.SOURCE_CHECKOUT  # runserver reloads on changes to the code only in a checkout
+# What the server writes (default SQLite database, collected static files): this checkout, or the
+# served project's .dspy-django/ when installed (dspysite/paths.py). Never site-packages.
+DATA_DIR = paths.data_dir()
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY", "")
@@ -31,6 +34,7 @@ INSTALLED_APPS = [
     "programs",
     "telemetry",
     "apikeys",
+    "ui",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -69,7 +73,7 @@ ROOT_URLCONF = "dspysite.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [],  # each app's templates/ (APP_DIRS): they ship inside the packages
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -87,7 +91,10 @@ ASGI_APPLICATION = "dspysite.asgi.application"
 
 def _database() -> dict:
     """SQLite (WAL, IMMEDIATE transactions) by default; PostgreSQL with psycopg's pool by URL."""
-    url = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+    url = env_str("DATABASE_URL", "")
+    if not url:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{DATA_DIR / 'db.sqlite3'}"
     config = dj_database_url.parse(url, conn_max_age=0)
     if config["ENGINE"] == "django.db.backends.sqlite3":
         busy_ms = env_int("SQLITE_BUSY_TIMEOUT_MS", 20000)  # how long a write waits for the lock
@@ -127,7 +134,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = DATA_DIR / "staticfiles"
 
 # Request bodies above this size are refused with 413 before Django reads them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 1024 * 1024)

@@ -106,7 +106,8 @@ class Command(BaseCommand):
         return process
 
     def _reload_dirs(self) -> list[str]:
-        dirs = [str(settings.BASE_DIR)]
+        # An installed copy's code is site-packages: not worth watching, and too big to.
+        dirs = [str(settings.BASE_DIR)] if settings.SOURCE_CHECKOUT else []
         if settings.DSPY_PROJECT_DIR:
             dirs.append(settings.DSPY_PROJECT_DIR)
         return dirs
