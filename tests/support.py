@@ -5,6 +5,7 @@ server's health route (a bounded wait for a condition, not a sleep).
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +20,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
+# A project made by dspy-cli's own commands, with gateways, cron and an image input (its FIXTURE.md).
+DSPY_CLI_PROJECT = FIXTURES / "dspy_cli_project"
 
 # What this service answers to each fault the mock LLM can inject (loadtest/README.md). A provider's
 # 429 is an upstream failure like any other: 502 with upstream_status 429 and no Retry-After (this
@@ -89,14 +92,29 @@ def mock_llm(tmp_dir: Path, **env: str) -> Iterator[Running]:
 
 def project_config(project: Path, tmp_dir: Path, mock_url: str, **overrides: object) -> Path:
     """A copy of a fixture project's config whose models point at the running mock."""
-    config = yaml.safe_load((project / "dspy.config.yaml").read_text())
+    path = tmp_dir / f"{project.name}.config.yaml"
+    _write_mock_config(project / "dspy.config.yaml", path, mock_url, overrides)
+    return path
+
+
+def project_copy(project: Path, tmp_dir: Path, mock_url: str, **overrides: object) -> Path:
+    """A copy of a whole fixture project, its models pointing at the running mock.
+
+    For a test that serves the project from its own directory, or lets it write there (pip builds,
+    a cron gateway's files): the fixture in the repository stays untouched.
+    """
+    copy = tmp_dir / project.name
+    shutil.copytree(project, copy)
+    _write_mock_config(copy / "dspy.config.yaml", copy / "dspy.config.yaml", mock_url, overrides)
+    return copy
+
+
+def _write_mock_config(source: Path, target: Path, mock_url: str, overrides: dict[str, object]) -> None:
+    config = yaml.safe_load(source.read_text())
     for entry in config["models"]["registry"].values():
         entry["api_base"] = f"{mock_url}/v1"
-    for key, value in overrides.items():
-        config[key] = value
-    path = tmp_dir / f"{project.name}.config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    config.update(overrides)
+    target.write_text(yaml.safe_dump(config))
 
 
 @contextmanager
