@@ -45,6 +45,7 @@ import random
 import re
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -831,11 +832,24 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def _exit_on_stdin_eof() -> None:
+    """Block on stdin, a pipe whose other end only the parent holds: EOF means the parent is gone."""
+    sys.stdin.buffer.read()
+    os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="OpenAI-compatible mock LLM for DSPy tests and load tests.")
     parser.add_argument("--host", default=os.environ.get("MOCK_HOST") or DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=int(os.environ.get("MOCK_PORT") or DEFAULT_PORT))
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="exit when stdin closes: the process that started it (runserver) has ended, however it ended",
+    )
     args = parser.parse_args(argv)
+    if args.exit_with_parent:
+        threading.Thread(target=_exit_on_stdin_eof, name="parent-watch", daemon=True).start()
     try:
         config = MockConfig.from_env()
     except ValueError as exc:

@@ -35,8 +35,11 @@ def is_listening(host: str, port: int) -> bool:
 def start_mock_llm(base_dir: Path, host: str, port: int) -> subprocess.Popen[str]:
     """Start ``loadtest/mock_llm.py`` and wait for its "listening" line."""
     script = base_dir / "loadtest" / "mock_llm.py"
+    # --exit-with-parent: the mock ends when this process does, even when uvicorn re-raises SIGTERM
+    # after its shutdown and no ``finally`` of ours runs; it reads EOF on the pipe held here.
     process = subprocess.Popen(
-        [sys.executable, str(script), "--host", host, "--port", str(port)],
+        [sys.executable, str(script), "--host", host, "--port", str(port), "--exit-with-parent"],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
