@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from programs.calls import call_program
 from programs.execution import CallFailed
 from scheduling.jobs import CronJob
@@ -66,6 +68,9 @@ class RunReport:
 def describe(error: BaseException) -> str:
     if isinstance(error, CallFailed):
         return f"{error.status} {error.error_type}: {error.detail}"
+    if isinstance(error, ValidationError):  # one line: field and problem
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'item'}: {e['msg']}" for e in error.errors())
+        return f"invalid inputs: {problems}"
     return f"{type(error).__name__}: {error}"
 
 
