@@ -16,8 +16,10 @@ django.setup(set_prefix=False)
 from dspysite.handler import ServiceASGIHandler  # noqa: E402
 from dspysite.lifespan import BodyLimitMiddleware, LifespanMiddleware  # noqa: E402
 from programs.runtime import get_runtime_or_exit  # noqa: E402
+from scheduling.scheduler import build_scheduler_or_exit  # noqa: E402
 
 runtime = get_runtime_or_exit()
+scheduler = build_scheduler_or_exit(runtime)  # an invalid cron schedule stops start-up here
 
 import dspysite.urls  # noqa: E402,F401 - build the routes now, not on the first request
 from mcp_tools.endpoint import mcp_endpoint  # noqa: E402
@@ -29,8 +31,9 @@ mcp = mcp_endpoint(ASGIStaticFilesHandler(ServiceASGIHandler()), runtime)
 
 application = LifespanMiddleware(
     BodyLimitMiddleware(mcp, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, on_refused=record_body_too_large),
-    on_startup=[runtime.drain_on_sigterm, runtime.start_gateways, telemetry_startup],
-    # Telemetry last: requests still finishing in the sync pool are recorded before the flush.
-    on_shutdown=[runtime.stop_gateways, runtime.aclose, telemetry_shutdown],
+    # Cron jobs start after the gateways' setup() and stop before their shutdown() (runs call their hooks).
+    on_startup=[runtime.drain_on_sigterm, runtime.start_gateways, telemetry_startup, scheduler.start],
+    # Telemetry last: calls still finishing (sync pool, cron runs) are recorded before the flush.
+    on_shutdown=[scheduler.stop, runtime.stop_gateways, runtime.aclose, telemetry_shutdown],
     contexts=[mcp.running],  # left before the shutdown hooks: no MCP call outlives the LM pools
 )

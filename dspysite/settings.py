@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "telemetry",
     "apikeys",
     "ui",
+    "scheduling",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -145,6 +146,15 @@ DSPY_PROJECT_DIR = env_str("DSPY_PROJECT_DIR", "")
 # Factory of the auth on protected program routes (None: no check); API keys plug in here, so the
 # serving core does not import them. The factory itself returns None unless server.auth is on.
 DSPY_ROUTE_AUTH = "apikeys.auth.api_key_auth"
+
+# Cron jobs (dspy-cli CronGateways, docs/DSPY_CLI.md): each fire time runs once across every process
+# on the database. DSPY_SCHEDULER=off keeps this process out (jobs run on the others).
+DSPY_SCHEDULER = env_bool("DSPY_SCHEDULER", True)
+# At shutdown a run in progress starts no new item and gets this long to finish, then is cancelled.
+DSPY_SCHEDULER_SHUTDOWN_TIMEOUT_S = env_float("DSPY_SCHEDULER_SHUTDOWN_TIMEOUT_S", 30.0)
+# Tests only: the scheduler's clock runs SCALE times faster from the Unix time ORIGIN (same in every process).
+DSPY_SCHEDULER_TIME_SCALE = env_float("DSPY_SCHEDULER_TIME_SCALE", 1.0)
+DSPY_SCHEDULER_TIME_ORIGIN = env_float("DSPY_SCHEDULER_TIME_ORIGIN", 0.0)
 
 # Telemetry (docs/TELEMETRY.md). Inputs/outputs are stored unless turned off here or per program
 # (programs.<Name>.capture_io: false in dspy.config.yaml); bodies over the size limit are not kept.
