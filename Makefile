@@ -36,13 +36,14 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-## Load tests (loadtest/README.md): the standard matrix into loadtest/results (about 35 minutes).
+## Load tests (loadtest/README.md): the standard matrix into loadtest/results (about 45 minutes).
 bench: install
 	VENV=$(abspath $(VENV)) loadtest/run_matrix.sh
 
-## This service (one process) against dspy-cli serving the same fixture, 50 users, 50 ms model.
+## This service (one process; the fixture's config, then the dspy-cli project's) against dspy-cli
+## serving the same fixture, 50 users, 50 ms model.
 bench-compare: install
-	VENV=$(abspath $(VENV)) MODES="single dspy-cli" POINTS="50:50" loadtest/run_matrix.sh
+	VENV=$(abspath $(VENV)) MODES="single dspy-cli-layout dspy-cli" POINTS="50:50" loadtest/run_matrix.sh
 
 ## A few seconds of load on one process, to prove the kit works (results in test-artifacts/).
 bench-smoke: install

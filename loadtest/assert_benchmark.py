@@ -3,6 +3,7 @@
 Usage::
 
     python loadtest/assert_benchmark.py BASELINE_stats.csv CURRENT_stats.csv
+    python loadtest/assert_benchmark.py BASELINE_DIR CURRENT_DIR
 
 Both files are locust ``*_stats.csv`` files (as written by ``run_benchmark.sh``); their
 ``Aggregated`` rows are compared. The run fails (exit 1) when, in CURRENT:
@@ -11,6 +12,11 @@ Both files are locust ``*_stats.csv`` files (as written by ``run_benchmark.sh``)
 * p95 latency rose more than 20% above the baseline (``--max-p95-rise``),
 * the failure ratio passed 1% (``--max-failure-ratio``).
 
+Given two directories (``run_matrix.sh`` results), every ``<LABEL>_stats.csv`` of the baseline is
+compared with the current run of the same label, and a label the current directory lacks is a
+failure too: the gate covers every point and mode the baseline has (the ``dspy-cli-layout`` mode
+included). dspy-cli's own runs are the reference, not this service, and are skipped.
+
 The comparison is printed either way. A file that is not a locust stats file exits with 2.
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,9 +126,55 @@ def compare(baseline: RunSummary, current: RunSummary, limits: Thresholds) -> tu
     return lines, problems
 
 
+STATS_SUFFIX = "_stats.csv"
+REFERENCE_SERVERS = frozenset({"dspy-cli"})
+
+
+def _server(stats: Path) -> str | None:
+    """The server a run measured, from the ``<LABEL>_server.json`` beside its stats (None: unknown)."""
+    record = stats.with_name(stats.name.removesuffix(STATS_SUFFIX) + "_server.json")
+    try:
+        return json.loads(record.read_text()).get("server")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def compare_files(baseline_path: Path, current_path: Path, limits: Thresholds, name: str = "") -> list[str]:
+    """Print one comparison; returns its problems, each after ``name``."""
+    baseline = read_summary(baseline_path)
+    current = read_summary(current_path)
+    lines, problems = compare(baseline, current, limits)
+    print(f"baseline: {baseline_path}\ncurrent:  {current_path}")
+    print("\n".join(lines))
+    named = [f"{name}{problem}" for problem in problems]
+    for problem in named:
+        print(f"REGRESSION: {problem}")
+    return named
+
+
+def compare_directories(baseline_dir: Path, current_dir: Path, limits: Thresholds) -> list[str]:
+    """Every baseline label against the current run of the same label; returns all problems."""
+    labels = sorted(path.name.removesuffix(STATS_SUFFIX) for path in baseline_dir.glob(f"*{STATS_SUFFIX}"))
+    if not labels:
+        raise StatsFileError(f"{baseline_dir}: no *{STATS_SUFFIX} files")
+    problems: list[str] = []
+    for label in labels:
+        baseline = baseline_dir / f"{label}{STATS_SUFFIX}"
+        if _server(baseline) in REFERENCE_SERVERS:
+            continue
+        current = current_dir / f"{label}{STATS_SUFFIX}"
+        if not current.is_file():
+            problems.append(f"{label}: not measured (no {current})")
+            print(f"REGRESSION: {problems[-1]}")
+            continue
+        problems += compare_files(baseline, current, limits, name=f"{label}: ")
+        print()
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Fail when CURRENT regressed against BASELINE (locust *_stats.csv files)."
+        description="Fail when CURRENT regressed against BASELINE (locust *_stats.csv files, or directories)."
     )
     parser.add_argument("baseline", type=Path)
     parser.add_argument("current", type=Path)
@@ -131,17 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     limits = Thresholds(args.max_rps_drop, args.max_p95_rise, args.max_failure_ratio)
     try:
-        baseline = read_summary(args.baseline)
-        current = read_summary(args.current)
+        if args.baseline.is_dir() and args.current.is_dir():
+            problems = compare_directories(args.baseline, args.current, limits)
+        else:
+            problems = compare_files(args.baseline, args.current, limits)
     except StatsFileError as exc:
         print(f"assert_benchmark: {exc}", file=sys.stderr)
         return 2
-    lines, problems = compare(baseline, current, limits)
-    print(f"baseline: {args.baseline}\ncurrent:  {args.current}")
-    print("\n".join(lines))
-    for problem in problems:
-        print(f"REGRESSION: {problem}")
-    print("FAIL" if problems else "OK: within the limits")
+    print(f"FAIL: {len(problems)} regression(s)" if problems else "OK: within the limits")
     return 1 if problems else 0
 
 

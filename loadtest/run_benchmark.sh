@@ -6,12 +6,16 @@
 # processes this script started, by PID.
 #
 # Usage: loadtest/run_benchmark.sh [options]      (every option also reads the variable shown)
-#   --mode M[,M...]   MODES       single | production | dspy-cli, comma-separated (single)
+#   --mode M[,M...]   MODES       single | production | dspy-cli | dspy-cli-layout,
+#                                 comma-separated (single)
 #                                 single:     this service under uvicorn, one process
 #                                 production: gunicorn -c dspysite/gunicorn.conf.py, WORKERS
 #                                             uvicorn workers
 #                                 dspy-cli:   the same fixture under `dspy-cli serve --no-reload`,
 #                                             from its own virtualenv (created on first use)
+#                                 dspy-cli-layout: this service as single, serving the fixture as
+#                                             a dspy-cli project has it: the copy dspy-cli serves,
+#                                             its own config, no declared_models section
 #   --program P       PROGRAM     SimplePredict | AsyncPredict | MultiStep (SimplePredict)
 #   --users N         USERS       concurrent users, each sending back to back (50)
 #   --spawn-rate R    SPAWN_RATE  users started per second (= USERS: all within a second)
@@ -74,7 +78,7 @@ done
 SPAWN_RATE="${SPAWN_RATE:-$USERS}"
 IFS=',' read -r -a MODE_LIST <<<"$MODES"
 for mode in "${MODE_LIST[@]}"; do
-    case "$mode" in single|production|dspy-cli) ;; *) echo "run_benchmark: unknown mode $mode" >&2; exit 2 ;; esac
+    case "$mode" in single|production|dspy-cli|dspy-cli-layout) ;; *) echo "run_benchmark: unknown mode $mode" >&2; exit 2 ;; esac
 done
 case "$PROGRAM" in
     SimplePredict|AsyncPredict) CALLS_PER_REQUEST=1 ;;
@@ -164,24 +168,30 @@ start_mock() {
     echo "run_benchmark: $banner"
 }
 
-# The fixture's config with api_base pointing at this run's mock. dspy-cli reads the config of
-# its working directory (and writes logs/ and openapi.json there), so it serves a copy of the
-# fixture; this service serves loadtest/fixture_project itself with DSPY_CONFIG set to the copy.
+# The fixture's config with api_base pointing at this run's mock, twice. $WORK/fixture.config.yaml
+# is the fixture's own (its declared_models section included): modes single and production serve
+# loadtest/fixture_project with DSPY_CONFIG set to it. $PROJECT is a copy of the fixture as a
+# dspy-cli project has it (no declared_models): dspy-cli reads the config of its working directory
+# (and writes logs/ and openapi.json there), and mode dspy-cli-layout serves the same copy.
 prepare_project() {
     PROJECT="$WORK/fixture_project"
     mkdir -p "$PROJECT"
     cp -R "$FIXTURE/src" "$PROJECT/src"
     find "$PROJECT" -name __pycache__ -type d -prune -exec rm -rf {} +
-    "$PY" - "$FIXTURE/dspy.config.yaml" "$PROJECT/dspy.config.yaml" "$MOCK_URL/v1" <<'PYTHON'
+    "$PY" - "$FIXTURE/dspy.config.yaml" "$WORK/fixture.config.yaml" "$PROJECT/dspy.config.yaml" \
+        "$MOCK_URL/v1" <<'PYTHON'
 import sys
 
 import yaml
 
-source, target, api_base = sys.argv[1:]
+source, fixture_copy, dspy_cli_copy, api_base = sys.argv[1:]
 config = yaml.safe_load(open(source))
 for entry in config["models"]["registry"].values():
     entry["api_base"] = api_base
-with open(target, "w") as handle:
+with open(fixture_copy, "w") as handle:
+    yaml.safe_dump(config, handle, sort_keys=False)
+config.pop("declared_models", None)
+with open(dspy_cli_copy, "w") as handle:
     yaml.safe_dump(config, handle, sort_keys=False)
 PYTHON
 }
@@ -208,7 +218,14 @@ PYTHON
 OUR_ENV=(
     DJANGO_SETTINGS_MODULE=dspysite.settings
     DSPY_PROJECT_DIR="$FIXTURE"
-    DSPY_CONFIG="$WORK/fixture_project/dspy.config.yaml"
+    DSPY_CONFIG="$WORK/fixture.config.yaml"
+    DATABASE_URL="sqlite:///$WORK/db.sqlite3"
+)
+# Mode dspy-cli-layout: the dspy-cli copy, found as a user's project is (DSPY_PROJECT_DIR alone).
+LAYOUT_ENV=(
+    -u DSPY_CONFIG
+    DJANGO_SETTINGS_MODULE=dspysite.settings
+    DSPY_PROJECT_DIR="$WORK/fixture_project"
     DATABASE_URL="sqlite:///$WORK/db.sqlite3"
 )
 
@@ -225,12 +242,16 @@ start_server() {
     PORT="$(free_port)"
     SERVER_URL="http://127.0.0.1:$PORT"
     case "$mode" in
-        single | production)
+        single | production | dspy-cli-layout)
             migrate_once
             READY_PATH=/health/ready
             if [[ "$mode" == single ]]; then
                 SERVER_NAME=ours-single
                 (cd "$ROOT" && exec env "${OUR_ENV[@]}" "$PY" -m uvicorn dspysite.asgi:application \
+                    --host 127.0.0.1 --port "$PORT" --no-access-log) >"$log" 2>&1 &
+            elif [[ "$mode" == dspy-cli-layout ]]; then
+                SERVER_NAME=ours-dspy-cli-layout
+                (cd "$ROOT" && exec env "${LAYOUT_ENV[@]}" "$PY" -m uvicorn dspysite.asgi:application \
                     --host 127.0.0.1 --port "$PORT" --no-access-log) >"$log" 2>&1 &
             else
                 SERVER_NAME=ours-gunicorn
@@ -295,9 +316,11 @@ mock_stats_when_idle() {
 }
 
 run_mode() {
-    local mode="$1" label locust_rc=0 report_rc=0 workers=1
+    local mode="$1" label locust_rc=0 report_rc=0 workers=1 layout=fixture
     start_server "$mode"
     [[ "$mode" != production ]] || workers="$WORKERS"
+    # Which config was served: the fixture's own (declared_models) or the dspy-cli project's.
+    if [[ "$mode" == dspy-cli || "$mode" == dspy-cli-layout ]]; then layout=dspy-cli; fi
     if [[ -n "$LABEL" && ${#MODE_LIST[@]} -eq 1 ]]; then
         label="$LABEL"
     elif [[ -n "$LABEL" ]]; then
@@ -352,7 +375,7 @@ run_mode() {
         --meta "server=$SERVER_NAME" --meta "mode=$mode" --meta "program=$PROGRAM" \
         --meta "users=$USERS" --meta "spawn_rate=$SPAWN_RATE" --meta "duration=$DURATION" \
         --meta "delay_ms=$MOCK_DELAY_MS" \
-        --meta "workers=$workers" \
+        --meta "workers=$workers" --meta "layout=$layout" \
         --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" || report_rc=$?
     if ((locust_rc != 0)); then
         echo "run_benchmark: $label: locust exited with $locust_rc (failure ratio above 1%?)" >&2

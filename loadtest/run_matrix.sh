@@ -5,7 +5,8 @@
 #
 # Variables (defaults in brackets):
 #   PROGRAMS     programs to measure                  [SimplePredict AsyncPredict]
-#   MODES        run_benchmark.sh modes, space-separated [single production dspy-cli]
+#   MODES        run_benchmark.sh modes, space-separated
+#                [single dspy-cli-layout production dspy-cli]
 #   POINTS       DELAY_MS:USERS pairs                 [50:50 0:50 50:10 50:100 50:200 50:400 500:200]
 #   DURATION     locust run time per point and mode   [30s]
 #   WORKERS      gunicorn workers in production mode  [2]
@@ -19,7 +20,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export VENV="${VENV:-$(cd "$HERE/.." && pwd)/.venv}"
 PROGRAMS="${PROGRAMS:-SimplePredict AsyncPredict}"
-MODES="${MODES:-single production dspy-cli}"
+MODES="${MODES:-single dspy-cli-layout production dspy-cli}"
 POINTS="${POINTS:-50:50 0:50 50:10 50:100 50:200 50:400 500:200}"
 export DURATION="${DURATION:-30s}"
 export WORKERS="${WORKERS:-2}"

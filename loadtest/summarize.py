@@ -315,7 +315,7 @@ def command_table(args: argparse.Namespace) -> int:
         print(f"no *_server.json in {args.results_dir}", file=sys.stderr)
         return 1
     records = [json.loads(path.read_text()) for path in paths]
-    order = {"ours-single": 0, "ours-gunicorn": 1, "dspy-cli": 2}
+    order = {"ours-single": 0, "ours-dspy-cli-layout": 1, "ours-gunicorn": 2, "dspy-cli": 3}
     records.sort(
         key=lambda r: (
             str(r.get("program")),

@@ -17,12 +17,17 @@ The capability is ``declared_models.<alias>.response_schema`` when the model is 
 then knows it from the declaration), else DSPy's own model metadata (unknown models: no schema).
 The chat adapter uses the same decision for the JSON retry DSPy makes when a chat answer cannot be
 parsed.
+
+Both render the part of the prompt that does not depend on the inputs (system message, demos)
+once per signature and demos (:mod:`programs.prompts`).
 """
 
 import logging
 from typing import Any, Literal
 
 import dspy
+
+from programs.prompts import FixedPrompts
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +44,7 @@ def response_format_for(lm: Any, native_structured_outputs: bool) -> ResponseFor
     return "json_object"
 
 
-class ServedJSONAdapter(dspy.JSONAdapter):
+class ServedJSONAdapter(FixedPrompts, dspy.JSONAdapter):
     """DSPy's JSON adapter with its response format decided at start-up for the program's LM."""
 
     def __init__(
@@ -72,7 +77,7 @@ class ServedJSONAdapter(dspy.JSONAdapter):
             lm_kwargs["response_format"] = {"type": "json_object"}
 
 
-class ServedChatAdapter(dspy.ChatAdapter):
+class ServedChatAdapter(FixedPrompts, dspy.ChatAdapter):
     """DSPy's chat adapter whose JSON retry (after an unparseable answer) is a :class:`ServedJSONAdapter`."""
 
     def __init__(self, lm: dspy.BaseLM, native_structured_outputs: bool = True) -> None:

@@ -71,9 +71,9 @@ class ModelsSection(BaseModel):
 class DeclaredModel(BaseModel):
     """What a model behind an OpenAI-compatible endpoint supports, stated by the operator.
 
-    Declaring an endpoint to DSPy's native engine skips its per-call model-metadata lookups, which
-    scan ~4,500 entries for a model name DSPy does not know. ``None`` means "not stated": DSPy's
-    own metadata decides, and unknown counts as unsupported.
+    The endpoint is declared to DSPy's native engine with these capabilities. It is not a speed
+    switch: an undeclared model costs the same per call (DSPy's metadata is read once per model).
+    ``None`` means "not stated": DSPy's own metadata decides, and unknown counts as unsupported.
     """
 
     model_config = ConfigDict(extra="forbid")

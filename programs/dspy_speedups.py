@@ -39,6 +39,13 @@ process runs. They are installed only on the DSPy version they were measured on.
    connection went stale; ``select()`` refuses descriptors from 1024 up, and lm15 reads the
    refusal as "stale". A process holding more than ~1,000 sockets (clients included) would open
    a new connection, TLS handshake and all, for every LM call. The same test runs with ``poll()``.
+8. Model metadata, scanned per call. Pricing looks the model up in DSPy's bundled metadata
+   (~4,500 entries) twice per LM call (the response's model name, then the requested one): an exact
+   key hit costs ~0.2 ms with its deep copy, a name the metadata does not know (any self-hosted
+   ``openai/<name>``) a full scan of every entry's aliases, 0.5-2.5 ms. The answer depends only on
+   the loaded metadata (fixed once loaded), the provider, the model name and the namespaces, so
+   it is computed once per such key. The two DSPy modules that read it (pricing and capability
+   plans) only read the entry; they get a read-only view of the cached one instead of a copy.
 """
 
 import asyncio
@@ -48,6 +55,7 @@ import logging
 import os
 import select
 import socket
+import types
 from collections.abc import Awaitable, Callable, Hashable
 from contextvars import ContextVar
 from typing import Any
@@ -57,7 +65,7 @@ from dspy._vendor.lm15.transports import _async as lm15_async_transport
 from dspy._vendor.lm15.transports import _proxy as lm15_proxy
 from dspy._vendor.lm15.transports import _sync as lm15_sync_transport
 from dspy.adapters import utils as adapter_utils
-from dspy.clients import backend_selection, capabilities, execution
+from dspy.clients import backend_selection, capabilities, costs, execution, model_metadata
 from pydantic import TypeAdapter
 
 logger = logging.getLogger(__name__)
@@ -92,7 +100,7 @@ def _client_items(values: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((key, repr(value)) for key, value in (values or {}).items() if key in keys))
 
 
-class _Same:
+class Same:
     """Hashes and compares by identity (declared providers hold dicts, so they are unhashable).
 
     Holding the object keeps its id from being reused while the cache entry exists.
@@ -107,7 +115,7 @@ class _Same:
         return id(self.obj)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Same) and other.obj is self.obj
+        return isinstance(other, Same) and other.obj is self.obj
 
 
 def _routing_environment(model: str) -> tuple[str | None, ...]:
@@ -121,7 +129,7 @@ def _lm_key(lm: Any) -> Hashable:
     """Everything about an LM that routing reads; None when it cannot be keyed safely."""
     if not isinstance(getattr(lm, "_engine_spec", None), str):
         return None
-    providers = tuple(_Same(provider) for provider in lm._providers)
+    providers = tuple(Same(provider) for provider in lm._providers)
     environment = _routing_environment(lm.model)
     return (lm.model, lm.model_type, lm._engine_spec, _client_items(lm.kwargs), providers, environment)
 
@@ -173,6 +181,20 @@ def _capabilities(lm: Any, options: dict[str, Any] | None = None) -> Any:
         return _original_capabilities(lm, options)
     return _capability_plans.get_or_compute(
         (key, _client_items(options)), lambda: _original_capabilities(lm, options)
+    )
+
+
+_model_infos = _BoundedCache()
+_original_model_info = model_metadata.model_info
+
+
+def _model_info(provider: str, model: str, *, namespaces: Any = None) -> types.MappingProxyType:
+    """DSPy's ``model_info`` for readers that never change the entry, looked up once per key."""
+    data = model_metadata._load()  # loaded once per process; the key holds it, so its id stays valid
+    names = None if namespaces is None else tuple(namespaces)
+    return _model_infos.get_or_compute(
+        (Same(data), provider, model, names),
+        lambda: types.MappingProxyType(_original_model_info(provider, model, namespaces=namespaces)),
     )
 
 
@@ -258,6 +280,8 @@ def install() -> bool:
     capabilities.select_backend = _select_backend
     capabilities.resolve = _resolve
     capabilities._capabilities = _capabilities
+    capabilities.model_info = _model_info
+    costs.model_info = _model_info
     adapter_utils.TypeAdapter = _type_adapter
     lm15_async_transport.wait_for = _wait_for
     lm15_sync_transport._ConnectionPool.checkout = _checkout

@@ -6,7 +6,7 @@ reference (media type, decoded size, SHA-256 prefix) when it is one, enough to t
 call received. Doors that log their keyword arguments (gateways, MCP, cron) capture a
 ``dspy.Image`` or ``dspy.Audio`` as DSPy serialises it (a content part between DSPy's custom-type
 markers; audio as bare base64): that becomes the same reference, or the image URL, as the request
-body's string would. It runs on the telemetry writer's thread, where ``records.to_log_row``
+body's string would. It runs on the telemetry writer's thread, where ``records.to_log_values``
 cleans the captured JSON, never on the request path.
 """
 

@@ -2,7 +2,7 @@
 
 A record is built on the request path from what is already at hand (raw body bytes, the usage
 snapshot, a few numbers); everything that costs CPU (JSON parsing, datetimes, truncation, media
-references) happens in :func:`to_log_row`, on the writer's thread.
+references) happens in :func:`to_log_values`, on the writer's thread.
 """
 
 import json
@@ -68,12 +68,10 @@ class InferenceRecord:
         return 200 <= self.status_code < 400
 
 
-def to_log_row(record: InferenceRecord) -> Any:
-    """The ``InferenceLog`` for a record (imported lazily: this module loads before Django's apps)."""
-    from telemetry.models import InferenceLog
-
+def to_log_values(record: InferenceRecord) -> dict[str, Any]:
+    """The ``InferenceLog`` field values of a record (every field but the id)."""
     usage = record.usage
-    return InferenceLog(
+    return dict(
         program=record.program[:200],
         model_alias=record.model_alias[:100],
         model=record.model[:200],

@@ -26,7 +26,7 @@ from telemetry import prometheus
 from telemetry import records as telemetry_records
 from telemetry.counters import BUCKET_FIELDS, PROCESS_COUNTERS, ProgramCounters
 from telemetry.live import LivePublisher
-from telemetry.records import Body, InferenceRecord, to_log_row
+from telemetry.records import Body, InferenceRecord, to_log_values
 from telemetry.writer import TelemetryWriter
 
 logger = logging.getLogger(__name__)
@@ -214,14 +214,16 @@ def inference_logs_write(records: Sequence[InferenceRecord]) -> None:
 
     All or nothing: a retried batch is never counted twice, and the aggregates always match the
     rows. The aggregates are incremented with ``F()`` so concurrent writers (other workers, other
-    machines) add up instead of overwriting each other.
+    machines) add up instead of overwriting each other. The rows go in by ``COPY`` (PostgreSQL) or
+    one ``executemany`` (SQLite), not ``bulk_create`` (:mod:`telemetry.inserts`).
     """
+    from telemetry.inserts import insert_rows
     from telemetry.models import InferenceLog
 
-    rows = [to_log_row(record) for record in records]
+    rows = [to_log_values(record) for record in records]
     buckets = aggregate(records)
     with transaction.atomic():
-        InferenceLog.objects.bulk_create(rows, batch_size=500)
+        insert_rows(InferenceLog, rows)
         for (period_s, start, program), counters in sorted(buckets.items()):
             _add_program_stats(program, period_s, start, counters)
 

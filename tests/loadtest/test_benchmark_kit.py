@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from loadtest import assert_benchmark
 from loadtest.summarize import mock_check
@@ -122,6 +123,49 @@ def test_command_line_exit_code(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, script, str(base), str(slow)], capture_output=True, text=True)
     assert result.returncode == 1
     assert "REGRESSION: p95 rose 200.0%" in result.stdout
+
+
+def results_dir(path: Path, runs: dict[str, dict]) -> Path:
+    """A run_matrix.sh-like directory: <label>_stats.csv and <label>_server.json per run."""
+    path.mkdir()
+    for label, numbers in runs.items():
+        stats_csv(path / f"{label}_stats.csv", **numbers)
+        server = label.split("_", 1)[0]
+        (path / f"{label}_server.json").write_text(json.dumps({"label": label, "server": server}))
+    return path
+
+
+MATRIX = ("ours-single_AsyncPredict_u50_d50", "ours-dspy-cli-layout_AsyncPredict_u50_d50")
+
+
+def test_directories_compare_every_label_of_the_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    baseline = results_dir(tmp_path / "baseline", {label: {} for label in MATRIX})
+    same = results_dir(tmp_path / "same", {label: {} for label in MATRIX})
+    assert assert_benchmark.main([str(baseline), str(same)]) == 0
+    assert capsys.readouterr().out.count("current:  ") == len(MATRIX)
+
+    slower = results_dir(tmp_path / "slower", {MATRIX[0]: {}, MATRIX[1]: {"rps": 50.0}})
+    assert assert_benchmark.main([str(baseline), str(slower)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    regressions = [line.removeprefix("REGRESSION: ") for line in out if line.startswith("REGRESSION: ")]
+    assert regressions == [f"{MATRIX[1]}: requests/s dropped 50.0% (more than 10%): 100.0 -> 50.0"]
+
+
+def test_a_baseline_label_not_measured_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    baseline = results_dir(tmp_path / "baseline", {label: {} for label in MATRIX})
+    partial = results_dir(tmp_path / "partial", {MATRIX[0]: {}})
+    assert assert_benchmark.main([str(baseline), str(partial)]) == 1
+    assert f"REGRESSION: {MATRIX[1]}: not measured" in capsys.readouterr().out
+
+
+def test_dspy_clis_own_runs_are_the_reference_not_compared(tmp_path: Path) -> None:
+    reference = "dspy-cli_AsyncPredict_u50_d50"
+    baseline = results_dir(tmp_path / "baseline", {MATRIX[0]: {}, reference: {}})
+    current = results_dir(tmp_path / "current", {MATRIX[0]: {}, reference: {"rps": 10.0}})
+    assert assert_benchmark.main([str(baseline), str(current)]) == 0
+    assert assert_benchmark.main([str(baseline), str(tmp_path / "current" / f"{MATRIX[0]}_stats.csv")]) == 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,19 +278,27 @@ def test_locust_fails_answers_that_do_not_echo_their_question(stub: StubServer, 
 
 
 # ----------------------------------------------------------------------------------------------
-# run_benchmark.sh, a few seconds in single mode
+# run_benchmark.sh, a few seconds in single and dspy-cli-layout mode
 # ----------------------------------------------------------------------------------------------
+
+
+def run_benchmark(tmp_path: Path, mode: str, program: str, label: str, **env: str) -> str:
+    """A few seconds of 4 users against a 20 ms mock; results and the work directory in tmp_path."""
+    environment = {
+        **os.environ, "RESULTS_DIR": str(tmp_path), "WARMUP_REQUESTS": "2", "TMPDIR": str(tmp_path), **env,
+    }  # fmt: skip
+    command = [
+        str(LOADTEST / "run_benchmark.sh"), "--mode", mode, "--program", program,
+        "--users", "4", "--duration", "4s", "--delay-ms", "20", "--label", label,
+    ]  # fmt: skip
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 @pytest.mark.integration
 def test_run_benchmark_smoke(tmp_path: Path) -> None:
-    env = {**os.environ, "RESULTS_DIR": str(tmp_path), "WARMUP_REQUESTS": "2", "TMPDIR": str(tmp_path)}
-    command = [
-        str(LOADTEST / "run_benchmark.sh"), "--mode", "single", "--program", "SimplePredict",
-        "--users", "4", "--duration", "4s", "--delay-ms", "20", "--label", "smoke",
-    ]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stdout + result.stderr
+    stdout = run_benchmark(tmp_path, "single", "SimplePredict", "smoke")
 
     row = aggregated(tmp_path / "smoke")
     assert int(row["Request Count"]) > 0
@@ -258,10 +310,31 @@ def test_run_benchmark_smoke(tmp_path: Path) -> None:
     assert record["mock_completions"] == record["requests"]
     assert record["cpu_s_per_1000"] > 0
     assert record["peak_rss_mb"] > 10
-    assert "OK mock completions" in result.stdout
+    assert "OK mock completions" in stdout
     # Everything it started is gone, and its temporary directory too.
     for name in ("server", "mock"):
         assert not psutil.pid_exists(record["usage"][name]["root_pid"])
     assert not list(tmp_path.glob("bench-*"))
     # A run compared with itself passes assert_benchmark.
     assert assert_benchmark.main([str(tmp_path / "smoke_stats.csv")] * 2) == 0
+
+
+@pytest.mark.integration
+def test_dspy_cli_layout_serves_the_project_without_declared_models(tmp_path: Path) -> None:
+    """The mode users get: the fixture as a dspy-cli project, found by DSPY_PROJECT_DIR alone."""
+    ignored = str(tmp_path / "must-not-be-read.yaml")
+    run_benchmark(tmp_path, "dspy-cli-layout", "AsyncPredict", "layout", KEEP_WORK="1", DSPY_CONFIG=ignored)
+
+    record = json.loads((tmp_path / "layout_server.json").read_text())
+    assert record["server"] == "ours-dspy-cli-layout"
+    assert (record["layout"], record["mock_check"]) == ("dspy-cli", "pass")
+    assert record["requests"] == int(aggregated(tmp_path / "layout")["Request Count"]) > 0
+    (work,) = tmp_path.glob("bench-*")
+    log = (work / "server-dspy-cli-layout.log").read_text()
+    served = work / "fixture_project" / "dspy.config.yaml"
+    assert f"with config {served}" in log
+    assert "declared as" not in log and "capabilities and prices from DSPy's metadata" in log
+    config = yaml.safe_load(served.read_text())
+    assert "declared_models" not in config
+    fixture = yaml.safe_load((LOADTEST / "fixture_project" / "dspy.config.yaml").read_text())
+    assert "declared_models" in fixture  # while the fixture itself keeps its section

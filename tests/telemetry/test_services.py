@@ -10,7 +10,7 @@ from django.db import OperationalError
 from telemetry import services
 from telemetry.counters import BUCKET_FIELDS, ProcessCounters, bucket_index
 from telemetry.models import EPOCH, HOUR, MINUTE, TEN_MINUTES, TOTAL, InferenceLog, ModelStats, ProgramStats
-from telemetry.records import Body, to_log_row
+from telemetry.records import Body, to_log_values
 from telemetry.selectors import program_stats_totals
 from tests.telemetry.factories import make_record
 
@@ -121,7 +121,7 @@ def test_rows_survive_unusual_bodies() -> None:
     assert rows["huge"].inputs == {"_truncated": True, "bytes": 5_000_000}
     assert rows["text"].inputs == {"_unparsed": "{not json"}
     assert rows["nan"].outputs == {"score": "nan"}
-    assert to_log_row(make_record(inputs=None)).inputs is None  # capture off
+    assert to_log_values(make_record(inputs=None))["inputs"] is None  # capture off
 
 
 @pytest.mark.django_db(transaction=True)

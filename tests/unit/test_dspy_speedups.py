@@ -5,6 +5,7 @@ import os
 import resource
 import socket
 import threading
+from collections.abc import Callable
 
 import dspy
 import pytest
@@ -12,10 +13,12 @@ from dspy._vendor.lm15.transports import _async as lm15_async_transport
 from dspy._vendor.lm15.transports import _proxy as lm15_proxy
 from dspy._vendor.lm15.transports import _sync as lm15_sync_transport
 from dspy.adapters import utils as adapter_utils
-from dspy.clients import backend_selection, capabilities, execution
+from dspy.clients import backend_selection, capabilities, costs, execution, model_metadata
+from dspy.lm15 import AccessPolicy, OpenAIChatCompat, ProviderDefinition, register_provider
 
 from programs import dspy_speedups
 from programs.lms import configure_dspy, engine_name
+from tests.support import Running
 
 
 def setup_module() -> None:
@@ -29,6 +32,8 @@ def test_installed_on_the_measured_version() -> None:
     assert capabilities.select_backend is dspy_speedups._select_backend
     assert capabilities.resolve is dspy_speedups._resolve
     assert capabilities._capabilities is dspy_speedups._capabilities
+    assert capabilities.model_info is dspy_speedups._model_info
+    assert costs.model_info is dspy_speedups._model_info
     assert lm15_async_transport.wait_for is dspy_speedups._wait_for
     assert lm15_sync_transport._ConnectionPool.checkout is dspy_speedups._checkout
     assert lm15_sync_transport._SyncConnection.is_stale is dspy_speedups._sync_connection_is_stale
@@ -256,3 +261,95 @@ def test_async_connections_on_high_descriptors_are_not_stale() -> None:
             peer.close()
 
     assert asyncio.run(scenario()) is False
+
+
+# DSPy's own functions, as they are without the speedups.
+UNCACHED = (
+    (execution, "select_backend", backend_selection.select_backend),
+    (capabilities, "select_backend", backend_selection.select_backend),
+    (capabilities, "resolve", dspy_speedups._original_resolve),
+    (capabilities, "_capabilities", dspy_speedups._original_capabilities),
+    (capabilities, "model_info", model_metadata.model_info),
+    (costs, "model_info", model_metadata.model_info),
+)
+
+
+def dspy_answers(lm: dspy.LM) -> dict[str, object]:
+    """What DSPy decides for an LM (routing, capabilities) and what one real call costs."""
+    selection = execution.select_backend(lm, {})
+    messages = [{"role": "user", "content": "[[ ## question ## ]]\nhi [usage=1200,345]"}]
+    result = execution.execute(lm, execution.prepare(lm, None, messages, {}))
+    return {
+        "selection": (selection.native, selection.resolution, selection.clients),
+        "route": capabilities.resolve(lm),
+        "capabilities": capabilities.capabilities(lm),
+        "flags": (lm.supports_function_calling, lm.supports_reasoning, lm.supports_response_schema),
+        "params": lm.supported_params,
+        "cost": (result.cost, result.cost_details),
+        "usage": result.usage,
+    }
+
+
+def answers_without_speedups(lm: dspy.LM, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    with monkeypatch.context() as patch:
+        for module, name, original in UNCACHED:
+            patch.setattr(module, name, original)
+        return dspy_answers(lm)
+
+
+def priced_endpoint() -> str:
+    """A declared provider whose models DSPy's metadata prices under the ``openai`` namespace."""
+    definition = ProviderDefinition.chat(
+        AccessPolicy(provider="speedup-priced", base_url="http://127.0.0.1:9/v1"), compat=OpenAIChatCompat()
+    )
+    register_provider(definition, metadata_namespaces=("openai",))
+    return "speedup-priced"
+
+
+@pytest.mark.parametrize(
+    ("model", "priced"),
+    [("openai/gpt-4o-mini", True), ("openai/mock-model", False), ("speedup-priced/gpt-4o-mini", True)],
+)
+def test_cached_answers_equal_dspys_own(
+    model: str, priced: bool, mock: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    priced_endpoint()
+    lm = dspy.LM(model, api_base=f"{mock.url}/v1", api_key="k", cache=False, num_retries=0)
+    first, second = dspy_answers(lm), dspy_answers(lm)  # the second from the caches
+    uncached = answers_without_speedups(lm, monkeypatch)
+    assert first == uncached
+    assert second == uncached
+    cost, details = uncached["cost"]  # type: ignore[misc]
+    assert (cost is not None and cost > 0) is priced, details
+    assert uncached["usage"]["prompt_tokens"] == 1200  # type: ignore[index]
+
+
+def counting(func: Callable[..., object], calls: list[tuple[object, ...]]) -> Callable[..., object]:
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return func(*args, **kwargs)
+
+    return counted
+
+
+def test_unknown_model_is_looked_up_once_per_process(mock: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    lm = dspy.LM("openai/never-heard-of-it", api_base=f"{mock.url}/v1", api_key="k", cache=False)
+    dspy_answers(lm)
+    lookups: list[tuple[object, ...]] = []
+    monkeypatch.setattr(dspy_speedups, "_original_model_info", counting(model_metadata.model_info, lookups))
+    for _ in range(3):
+        dspy_answers(lm)
+    assert lookups == []
+    other = dspy.LM("openai/another-unknown", api_base=f"{mock.url}/v1", api_key="k", cache=False)
+    dspy_answers(other)
+    assert {args[1] for args in lookups} == {"another-unknown"}
+
+
+def test_cached_metadata_entries_are_read_only() -> None:
+    entry = costs.model_info("openai-chat", "gpt-4o-mini")
+    assert entry == model_metadata.model_info("openai-chat", "gpt-4o-mini")
+    with pytest.raises(TypeError):
+        entry["input_cost_per_token"] = 0  # type: ignore[index]
+    assert model_metadata.model_info("openai-chat", "gpt-4o-mini") is not model_metadata.model_info(
+        "openai-chat", "gpt-4o-mini"
+    )  # DSPy's public function still hands every caller its own copy

@@ -8,7 +8,7 @@ import dspy
 from pydantic_core import to_json
 
 from telemetry.media_refs import media_reference
-from telemetry.records import Body, InferenceRecord, to_log_row
+from telemetry.records import Body, InferenceRecord, to_log_values
 
 CONTENT = bytes(range(256)) * 40  # 10 KiB
 B64 = base64.b64encode(CONTENT).decode()
@@ -75,9 +75,9 @@ def test_the_log_row_keeps_references_at_any_depth_and_the_other_values() -> Non
         inputs=Body(raw, len(raw)),
         outputs=Body(out, len(out)),
     )
-    row = to_log_row(record)
+    row = to_log_values(record)
     reference = {"bytes": len(CONTENT), "sha256": SHA}
-    assert row.inputs == {
+    assert row["inputs"] == {
         "question": "what is in it?",
         "n": 3,
         "ok": True,
@@ -85,7 +85,7 @@ def test_the_log_row_keeps_references_at_any_depth_and_the_other_values() -> Non
         "images": [{"_media": "image", "media_type": "image/jpeg", **reference}, "https://example.com/a.png"],
         "deep": {"clip": {"_media": "audio", "media_type": "audio/wav", **reference}},
     }
-    assert row.outputs == {"answer": {"_media": "image", "media_type": "image/png", **reference}}
+    assert row["outputs"] == {"answer": {"_media": "image", "media_type": "image/png", **reference}}
 
 
 def test_dspy_objects_logged_as_keyword_arguments_become_the_same_references() -> None:
@@ -102,7 +102,7 @@ def test_dspy_objects_logged_as_keyword_arguments_become_the_same_references() -
         "P", "mock", "openai/mock-model", "r1", 200, 0.0, 1.0, inputs=Body(raw, len(raw))
     )
     reference = {"bytes": len(CONTENT), "sha256": SHA}
-    inputs = to_log_row(record).inputs
+    inputs = to_log_values(record)["inputs"]
     assert inputs["image"] == {"_media": "image", "media_type": "image/png", **reference}
     assert inputs["link"] == "https://example.com/a.png"
     assert inputs["clip"] == {"_media": "audio", "media_type": "audio/wav", **reference}
