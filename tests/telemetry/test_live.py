@@ -32,18 +32,21 @@ class Subscriber:
         self._thread.start()
 
     def _read(self) -> None:
-        with httpx.stream("GET", self.url, timeout=httpx.Timeout(5.0, read=1.0)) as response:
-            assert response.headers["content-type"].startswith("text/event-stream")
-            lines = response.iter_lines()
-            while not self._stop.is_set():
-                try:
-                    line = next(lines)
-                except httpx.ReadTimeout:
-                    continue
-                if line == ": connected":
-                    self.connected.set()
-                elif line.startswith("data: "):
-                    self.events.append(json.loads(line.removeprefix("data: ")))
+        # The server sends a heartbeat every 15 s, so a read never waits longer than that on a live
+        # stream. (A read timeout raised inside iter_lines would end the generator for good.)
+        try:
+            with httpx.stream("GET", self.url, timeout=httpx.Timeout(5.0, read=60.0)) as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                for line in response.iter_lines():
+                    if self._stop.is_set():
+                        return
+                    if line == ": connected":
+                        self.connected.set()
+                    elif line.startswith("data: "):
+                        self.events.append(json.loads(line.removeprefix("data: ")))
+        except httpx.TransportError:
+            if not self._stop.is_set():  # the server going away after close() is expected
+                raise
 
     def calls(self, program: str) -> int:
         return sum(event["programs"].get(program, {}).get("calls", 0) for event in list(self.events))
