@@ -1,4 +1,5 @@
-"""ASGI entry point: ``uvicorn dspysite.asgi:application`` or gunicorn's uvicorn workers.
+"""ASGI entry point: ``uvicorn dspysite.asgi:application --timeout-keep-alive 65`` or gunicorn's
+uvicorn workers (docs/DEPLOYMENT.md).
 
 The programs are loaded here, at import, so a bad config or a name clash stops the process with
 one line before it accepts traffic.

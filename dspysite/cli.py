@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from dspysite.keepalive import keep_alive_timeout_s
 from programs.config import config_path
 
 GUNICORN_CONF = Path(__file__).with_name("gunicorn.conf.py")
@@ -111,6 +112,7 @@ def _serve(args: argparse.Namespace) -> None:
             port=args.port,
             log_level=os.environ.get("LOG_LEVEL", "info").lower(),
             access_log=bool(os.environ.get("ACCESS_LOG")),
+            timeout_keep_alive=keep_alive_timeout_s(),
         )
         return
     host = f"[{args.host}]" if ":" in args.host else args.host

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
+from dspysite.keepalive import keep_alive_timeout_s
 from dspysite.paths import data_dir
 
 wsgi_app = "dspysite.asgi:application"
@@ -18,7 +19,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 # graceful stop lets in-flight calls finish.
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", 150))
 timeout = int(os.environ.get("WORKER_TIMEOUT", 180))
-keepalive = 5
+# Longer than client pools keep an idle connection: at 5 s a request sent as it closed was lost.
+keepalive = keep_alive_timeout_s()
 # Each worker listens on a socket of its own (SO_REUSEPORT; gunicorn opens them after the fork), so
 # the kernel spreads new connections over the workers by address hash. On one shared socket the
 # worker that wakes first accepts most of a burst: with 50 keep-alive clients one of two workers

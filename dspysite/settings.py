@@ -8,6 +8,7 @@ import dj_database_url
 
 from dspysite import paths
 from dspysite.env import env_bool, env_float, env_int, env_list, env_str
+from dspysite.keepalive import keep_alive_timeout_s
 
 BASE_DIR = paths.CODE_DIR  # the code: this checkout, or site-packages when installed
 SOURCE_CHECKOUT = paths.SOURCE_CHECKOUT  # runserver reloads on changes to the code only in a checkout
@@ -175,6 +176,9 @@ CHANNEL_LAYERS = {
         else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     )
 }
+
+# For `runserver` (programs/ reads settings, not dspysite/): dspysite/keepalive.py says why.
+KEEP_ALIVE_TIMEOUT_S = keep_alive_timeout_s()
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {

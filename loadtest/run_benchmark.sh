@@ -248,11 +248,11 @@ start_server() {
             if [[ "$mode" == single ]]; then
                 SERVER_NAME=ours-single
                 (cd "$ROOT" && exec env "${OUR_ENV[@]}" "$PY" -m uvicorn dspysite.asgi:application \
-                    --host 127.0.0.1 --port "$PORT" --no-access-log) >"$log" 2>&1 &
+                    --host 127.0.0.1 --port "$PORT" --no-access-log --timeout-keep-alive 65) >"$log" 2>&1 &
             elif [[ "$mode" == dspy-cli-layout ]]; then
                 SERVER_NAME=ours-dspy-cli-layout
                 (cd "$ROOT" && exec env "${LAYOUT_ENV[@]}" "$PY" -m uvicorn dspysite.asgi:application \
-                    --host 127.0.0.1 --port "$PORT" --no-access-log) >"$log" 2>&1 &
+                    --host 127.0.0.1 --port "$PORT" --no-access-log --timeout-keep-alive 65) >"$log" 2>&1 &
             else
                 SERVER_NAME=ours-gunicorn
                 # gunicorn's control socket defaults to one path per user (~/.gunicorn): this run's

@@ -74,6 +74,7 @@ class Command(BaseCommand):
                 port=port,
                 reload=not options["noreload"],
                 reload_dirs=self._reload_dirs(),
+                timeout_keep_alive=settings.KEEP_ALIVE_TIMEOUT_S,
                 log_level=settings.LOG_LEVEL.lower(),
             )
         finally:
