@@ -74,11 +74,13 @@ class ServiceASGIHandler(ASGIHandler):
         task = asyncio.current_task()
         assert task is not None
         listener = asyncio.create_task(self.listen_for_disconnect(receive))
-        client_left = False
+        client_left = settled = False
 
         def on_listener_done(done: asyncio.Task) -> None:
             nonlocal client_left
-            if not done.cancelled():  # RequestAborted (or an invalid message): stop the work
+            # A callback runs a loop round after the listener finished: when the client left as
+            # the response was ready, this task may have settled (and moved on) in between.
+            if not settled and not done.cancelled():  # RequestAborted (or an invalid message)
                 client_left = True
                 task.cancel()
 
@@ -92,8 +94,7 @@ class ServiceASGIHandler(ASGIHandler):
                 raise
             response = None
         finally:
-            # Removed before any further await: no cancellation can be requested after this.
-            listener.remove_done_callback(on_listener_done)
+            settled = True  # before any further await: no cancellation is requested after this
             if client_left:
                 task.uncancel()
             listener.cancel()
