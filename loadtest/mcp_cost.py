@@ -1,7 +1,7 @@
 """Server CPU per program call: MCP tool calls next to the plain HTTP route, on one server process.
 
 Starts the mock LLM and one uvicorn process serving ``loadtest/fixture_project`` (the helpers of
-``loadtest/soak.py``), then for each door in turn sends ``--calls`` calls of ``--program``,
+``loadtest/servers.py``), then for each door in turn sends ``--calls`` calls of ``--program``,
 ``--concurrency`` at a time, each with its own question whose echo must come back, and reads the
 server's CPU time (user + system, psutil) right before and right after them. The doors:
 
@@ -35,7 +35,7 @@ import aiohttp
 import psutil
 from mcp import Client
 
-from loadtest.soak import start_mock, start_server, stop
+from loadtest.servers import service_env, start_mock, start_server, stop
 
 DOORS = ("http", "mcp-2026-07-28", "mcp-legacy")
 Call = Callable[[str], Awaitable[str]]  # question -> the answer that came back
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds: dict[str, list[tuple[float, int]]] = {door: [] for door in DOORS}
     try:
         mock, mock_url = start_mock(work, args.delay_ms)
-        server, url = start_server(work, mock_url)
+        server, url = start_server(work, service_env(work, mock_url, LOG_LEVEL="WARNING"))
         process = psutil.Process(server.pid)
         print(f"mcp_cost: {args.rounds} rounds of {args.calls} {args.program} calls per door", flush=True)
         for number in range(1, args.rounds + 1):

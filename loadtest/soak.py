@@ -10,9 +10,9 @@ echoes its own question.
 The growth is the largest sample after the warm-up minus the sample at the end of the warm-up
 (``--warmup`` requests): it must stay under ``--max-growth-mib``, or the script exits 1.
 
-    python loadtest/soak.py                           # 50,000 requests, ~5 minutes on 2 cores
-    python loadtest/soak.py --requests 2000 --sample-every 500 --warmup 500
-    python loadtest/soak.py --json results.json       # the samples, for docs/PERFORMANCE.md
+    python -m loadtest.soak                           # 50,000 requests, ~5 minutes on 2 cores
+    python -m loadtest.soak --requests 2000 --sample-every 500 --warmup 500
+    python -m loadtest.soak --json results.json       # the samples, for docs/PERFORMANCE.md
 
 Processes are started here and stopped by their PID; nothing else is touched.
 """
@@ -20,11 +20,7 @@ Processes are started here and stopped by their PID; nothing else is touched.
 import argparse
 import asyncio
 import json
-import os
-import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,13 +29,10 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-import yaml
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-FIXTURE = HERE / "fixture_project"
+from loadtest.servers import StartError, service_env, start_mock, start_server, stop
+
 MIB = 1024 * 1024
-READY_TIMEOUT_S = 90.0
 
 
 @dataclass
@@ -68,92 +61,6 @@ class Result:
     def growth_mib(self) -> float:
         after = [sample.rss_mib for sample in self.samples if sample.requests >= self.warmup]
         return max(after) - self.baseline.rss_mib
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop(process: subprocess.Popen, timeout_s: float = 30.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(
-                f"soak: {url} exited with {process.returncode} before it was ready:\n{log.read_text()}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback server
-                if response.status < 500:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"soak: {url} not ready within {READY_TIMEOUT_S:g} s:\n{log.read_text()[-3000:]}")
-
-
-def start_mock(work: Path, delay_ms: int) -> tuple[subprocess.Popen, str]:
-    log = work / "mock.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(HERE / "mock_llm.py"), "--host", "127.0.0.1", "--port", "0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "MOCK_DELAY_MS": str(delay_ms)},
-        )
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        match = re.search(r"mock LLM listening on (http://\S+)/v1", log.read_text())
-        if match:
-            return process, match.group(1)
-        if process.poll() is not None:
-            raise SystemExit(f"soak: the mock LLM exited:\n{log.read_text()}")
-        time.sleep(0.05)
-    stop(process)
-    raise SystemExit("soak: the mock LLM did not start")
-
-
-def start_server(work: Path, mock_url: str) -> tuple[subprocess.Popen, str]:
-    config = yaml.safe_load((FIXTURE / "dspy.config.yaml").read_text())
-    for entry in config["models"]["registry"].values():
-        entry["api_base"] = f"{mock_url}/v1"
-    config_path = work / "dspy.config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "dspysite.settings",
-        "DSPY_PROJECT_DIR": str(FIXTURE),
-        "DSPY_CONFIG": str(config_path),
-        "DATABASE_URL": f"sqlite:///{work / 'db.sqlite3'}",
-        "LOG_LEVEL": "WARNING",
-    }
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
-    )
-    port = free_port()
-    log = work / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "dspysite.asgi:application", "--host", "127.0.0.1",
-             "--port", str(port), "--no-access-log"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(f"{url}/health/ready", process, log)
-    return process, url
 
 
 async def drive(url: str, server: psutil.Process, result: Result, sample_every: int) -> None:
@@ -234,9 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     mock = server = None
     try:
         mock, mock_url = start_mock(work, args.delay_ms)
-        server, url = start_server(work, mock_url)
+        server, url = start_server(work, service_env(work, mock_url, LOG_LEVEL="WARNING"))
         print(f"soak: {args.requests:,} requests, {args.concurrency} at a time, to {url} (PID {server.pid})")
         asyncio.run(drive(url, psutil.Process(server.pid), result, args.sample_every))
+    except StartError as exc:
+        print(f"soak: {exc}", file=sys.stderr)
+        return 1
     finally:
         for process in (server, mock):
             if process is not None:

@@ -6,7 +6,6 @@ server's health route (a bounded wait for a condition, not a sleep).
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import yaml
+
+from loadtest.servers import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -32,12 +33,6 @@ FAULT_STATUS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_until_ready(url: str, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -50,16 +45,6 @@ def wait_until_ready(url: str, process: subprocess.Popen, timeout_s: float = 60.
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout_s} s")
-
-
-def stop(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass
@@ -126,7 +111,7 @@ def service(
     log_path = tmp_dir / f"server-{port}.log"
     argv = command or [
         sys.executable, "-m", "uvicorn", "dspysite.asgi:application",
-        "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--timeout-keep-alive", "65",
     ]  # fmt: skip
     environment = {
         **os.environ,

@@ -18,8 +18,8 @@ def test_a_short_soak_serves_every_request_and_its_memory_stays_flat(tmp_path: P
     # 10 MiB over 2,000 requests after a 1,000-request warm-up: the server grows by ~2 MiB; with
     # DSPy's history on it would grow by ~20 MiB.
     command = [
-        sys.executable, "loadtest/soak.py", "--requests", "3000", "--sample-every", "500", "--warmup", "1000",
-        "--max-growth-mib", "10", "--concurrency", "16", "--json", str(out),
+        sys.executable, "-m", "loadtest.soak", "--requests", "3000", "--sample-every", "500",
+        "--warmup", "1000", "--max-growth-mib", "10", "--concurrency", "16", "--json", str(out),
     ]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
