@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: install run test lint format clean bench bench-compare bench-smoke
+.PHONY: install run test lint format clean bench bench-compare bench-smoke torture
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench-compare: install
 bench-smoke: install
 	VENV=$(abspath $(VENV)) RESULTS_DIR=test-artifacts/bench-smoke \
 		loadtest/run_benchmark.sh --mode single --users 5 --duration 5s
+
+## Torture test (loadtest/README.md): 100,000 requests of every shape to one process, then to
+## gunicorn with 2 workers; every one answered and logged once (about 15 minutes per mode here).
+torture: install
+	$(PY) -m loadtest.torture $(TORTURE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
