@@ -20,9 +20,9 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from programs.api import _REQUEST_ID, program_listing
+from programs.api import program_listing
 from programs.calls import call_program
-from programs.context import new_request_id
+from programs.context import client_request_id, new_request_id
 from programs.execution import CallFailed
 from programs.gateways import CronGateway
 from programs.runtime import Program, Runtime
@@ -116,8 +116,7 @@ def _object_schema(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 
 
 def _request_id(meta: dict[str, Any] | None) -> str | None:
-    value = (meta or {}).get(REQUEST_ID_META)
-    return value if isinstance(value, str) and _REQUEST_ID.match(value) else None
+    return client_request_id((meta or {}).get(REQUEST_ID_META))
 
 
 def _invalid_arguments(

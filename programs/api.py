@@ -6,7 +6,6 @@ calls the program through :func:`programs.calls.call_program`, like every other 
 """
 
 import json
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
 from programs.calls import call_program
-from programs.context import new_request_id
+from programs.context import request_id_from
 from programs.execution import CallFailed
 from programs.gateways import APIGateway, CronGateway, maybe_await
 from programs.responses import Alive, ErrorBody, NotReady, ProgramListing, Ready, call_headers, call_responses
@@ -28,15 +27,13 @@ from programs.runtime import Program, Runtime
 from programs.schemas import with_body_model
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 __all__ = ["ErrorBody", "build_router", "request_id"]  # ErrorBody lives in programs.responses
 
 
 def request_id(request: HttpRequest) -> str:
     """The client's ``X-Request-ID`` when well-formed, else a new one."""
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    return incoming if _REQUEST_ID.match(incoming) else new_request_id()
+    return request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
 
 
 def route_auth() -> Any:

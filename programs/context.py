@@ -12,6 +12,7 @@ which ``dspysite/settings.py`` puts on the console handler (``%(request_id)s`` i
 
 import itertools
 import logging
+import re
 import uuid
 from contextvars import ContextVar
 
@@ -24,8 +25,22 @@ _ID_PREFIX = uuid.uuid4().hex[:12]
 _ID_COUNTER = itertools.count(1)
 
 
+# What a client may send as its own id (``X-Request-ID``, an MCP call's ``_meta.request_id``).
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
 def new_request_id() -> str:
     return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
+
+
+def client_request_id(value: object) -> str | None:
+    """The id a client sent, when it is well-formed; None otherwise."""
+    return value if isinstance(value, str) and _CLIENT_ID.match(value) else None
+
+
+def request_id_from(value: object) -> str:
+    """The client's id when well-formed, else a new one: the rule of every front door."""
+    return client_request_id(value) or new_request_id()
 
 
 class RequestIdFilter(logging.Filter):

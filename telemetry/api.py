@@ -16,6 +16,7 @@ from django.http.request import RawPostDataException
 from ninja import NinjaAPI, Query, Router
 from ninja.errors import ValidationError
 
+from programs.context import request_id_from
 from programs.responses import ErrorBody, ValidationErrorBody, sse_content
 from programs.runtime import get_runtime
 from programs.streaming import sse_response
@@ -185,17 +186,8 @@ def record_body_too_large(scope: dict[str, Any], detail: str) -> None:
     route = _program_route(str(scope.get("method", "")), str(scope.get("path", "")))
     if route is None:
         return
-    from programs.api import _REQUEST_ID
-
     headers = dict(scope.get("headers", ()))
-    incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-    rid = incoming if _REQUEST_ID.match(incoming) else _new_request_id()
+    rid = request_id_from(headers.get(b"x-request-id", b"").decode("latin-1"))
     inference_log_enqueue_refused(
         route.program.name, rid, 413, "RequestDataTooBig", detail, None, route.source, route.entry
     )
-
-
-def _new_request_id() -> str:
-    import uuid
-
-    return uuid.uuid4().hex
