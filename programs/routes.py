@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from programs.discovery import DiscoveryError
-from programs.gateways import APIGateway, IdentityGateway, route_path
+from programs.gateways import APIGateway, Gateway, IdentityGateway, route_path
 
 if TYPE_CHECKING:
     from programs.runtime import Program
@@ -40,7 +40,7 @@ class GatewayRoute:
     @property
     def plain(self) -> bool:
         """The identity gateway as dspy-cli ships it: the body is the inputs, the outputs the answer."""
-        return type(self.gateway) is IdentityGateway and self.path == f"/{self.program.name}"
+        return _is_plain(self.program, self.gateway)
 
     @property
     def name(self) -> str:
@@ -76,7 +76,14 @@ def _owned_paths(programs: "list[Program]") -> set[str]:
 
 
 def has_plain_route(program: "Program") -> bool:
-    return any(type(gateway) is IdentityGateway and not gateway.path for gateway in program.gateways)
+    return any(_is_plain(program, gateway) for gateway in program.gateways)
+
+
+def _is_plain(program: "Program", gateway: Gateway) -> bool:
+    """One rule for the plain route, so the route itself and its /batch and /stream agree."""
+    if type(gateway) is not IdentityGateway:
+        return False
+    return _normalised(route_path(program.name, gateway)) == f"/{program.name}"
 
 
 def _normalised(path: str) -> str:
