@@ -127,7 +127,7 @@ def compare(baseline: RunSummary, current: RunSummary, limits: Thresholds) -> tu
 
 
 STATS_SUFFIX = "_stats.csv"
-REFERENCE_SERVERS = frozenset({"dspy-cli"})
+REFERENCE_SERVERS = frozenset({"dspy-cli", "bare-proxy"})
 
 
 def _server(stats: Path) -> str | None:

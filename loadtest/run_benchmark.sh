@@ -6,7 +6,7 @@
 # processes this script started, by PID.
 #
 # Usage: loadtest/run_benchmark.sh [options]      (every option also reads the variable shown)
-#   --mode M[,M...]   MODES       single | production | dspy-cli | dspy-cli-layout,
+#   --mode M[,M...]   MODES       single | production | dspy-cli | dspy-cli-layout | bare-proxy,
 #                                 comma-separated (single)
 #                                 single:     this service under uvicorn, one process
 #                                 production: gunicorn -c dspysite/gunicorn.conf.py, WORKERS
@@ -16,6 +16,8 @@
 #                                 dspy-cli-layout: this service as single, serving the fixture as
 #                                             a dspy-cli project has it: the copy dspy-cli serves,
 #                                             its own config, no declared_models section
+#                                 bare-proxy: the ceiling: loadtest/bare_proxy.py under uvicorn,
+#                                             one pooled HTTP call to the mock per request, no DSPy
 #   --program P       PROGRAM     SimplePredict | AsyncPredict | MultiStep (SimplePredict)
 #   --users N         USERS       concurrent users, each sending back to back (50)
 #   --spawn-rate R    SPAWN_RATE  users started per second (= USERS: all within a second)
@@ -78,7 +80,7 @@ done
 SPAWN_RATE="${SPAWN_RATE:-$USERS}"
 IFS=',' read -r -a MODE_LIST <<<"$MODES"
 for mode in "${MODE_LIST[@]}"; do
-    case "$mode" in single|production|dspy-cli|dspy-cli-layout) ;; *) echo "run_benchmark: unknown mode $mode" >&2; exit 2 ;; esac
+    case "$mode" in single|production|dspy-cli|dspy-cli-layout|bare-proxy) ;; *) echo "run_benchmark: unknown mode $mode" >&2; exit 2 ;; esac
 done
 case "$PROGRAM" in
     SimplePredict|AsyncPredict) CALLS_PER_REQUEST=1 ;;
@@ -262,6 +264,13 @@ start_server() {
                     >"$log" 2>&1 &
             fi
             ;;
+        bare-proxy)
+            SERVER_NAME=bare-proxy
+            READY_PATH=/health/ready
+            (cd "$ROOT" && exec env BARE_PROXY_UPSTREAM="$MOCK_URL/v1" "$PY" -m uvicorn \
+                loadtest.bare_proxy:app --host 127.0.0.1 --port "$PORT" --no-access-log \
+                --timeout-keep-alive 65) >"$log" 2>&1 &
+            ;;
         dspy-cli)
             ensure_dspy_cli
             SERVER_NAME=dspy-cli
@@ -321,6 +330,7 @@ run_mode() {
     [[ "$mode" != production ]] || workers="$WORKERS"
     # Which config was served: the fixture's own (declared_models) or the dspy-cli project's.
     if [[ "$mode" == dspy-cli || "$mode" == dspy-cli-layout ]]; then layout=dspy-cli; fi
+    [[ "$mode" != bare-proxy ]] || layout=none
     if [[ -n "$LABEL" && ${#MODE_LIST[@]} -eq 1 ]]; then
         label="$LABEL"
     elif [[ -n "$LABEL" ]]; then

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The standard benchmark matrix (`make bench`): for each program and each point (mock delay,
 # users), every mode is measured one after the other against the same mock LLM, so dspy-cli's row
-# sits beside ours from the same run. Then results/summary.md tabulates every *_server.json.
+# sits beside ours from the same run. Then results/summary.md tabulates every *_server.json, and
+# the ratios of each point (CPU per request vs dspy-cli and the bare proxy, req/s vs dspy-cli,
+# share of the latency bound).
 #
 # Variables (defaults in brackets):
 #   PROGRAMS     programs to measure                  [SimplePredict AsyncPredict]
 #   MODES        run_benchmark.sh modes, space-separated
-#                [single dspy-cli-layout production dspy-cli]
+#                [single dspy-cli-layout production dspy-cli bare-proxy]
 #   POINTS       DELAY_MS:USERS pairs                 [50:50 0:50 50:10 50:100 50:200 50:400 500:200]
 #   DURATION     locust run time per point and mode   [30s]
 #   WORKERS      gunicorn workers in production mode  [2]
@@ -20,7 +22,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export VENV="${VENV:-$(cd "$HERE/.." && pwd)/.venv}"
 PROGRAMS="${PROGRAMS:-SimplePredict AsyncPredict}"
-MODES="${MODES:-single dspy-cli-layout production dspy-cli}"
+MODES="${MODES:-single dspy-cli-layout production dspy-cli bare-proxy}"
 POINTS="${POINTS:-50:50 0:50 50:10 50:100 50:200 50:400 500:200}"
 export DURATION="${DURATION:-30s}"
 export WORKERS="${WORKERS:-2}"
@@ -47,7 +49,11 @@ for program in "${program_list[@]}"; do
     done
 done
 
-"$VENV/bin/python" "$HERE/summarize.py" table "$RESULTS_DIR" | tee "$RESULTS_DIR/summary.md"
+{
+    "$VENV/bin/python" "$HERE/summarize.py" table "$RESULTS_DIR"
+    printf '\n'
+    "$VENV/bin/python" "$HERE/summarize.py" ratios "$RESULTS_DIR"
+} | tee "$RESULTS_DIR/summary.md"
 if ((${#failed[@]})); then
     printf 'run_matrix: failed: %s\n' "${failed[@]}" >&2
     exit 1

@@ -295,14 +295,16 @@ def _maybe_int(value: str) -> int | str:
 # ----------------------------------------------------------------------------------------------
 
 
-def markdown_table(records: Iterable[dict[str, Any]]) -> str:
+def markdown_table(
+    records: Iterable[dict[str, Any]], columns: tuple[tuple[str, str], ...] = TABLE_COLUMNS
+) -> str:
     lines = [
-        "| " + " | ".join(title for _, title in TABLE_COLUMNS) + " |",
-        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
+        "| " + " | ".join(title for _, title in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
     ]
     for record in records:
         cells = []
-        for key, _ in TABLE_COLUMNS:
+        for key, _ in columns:
             value = record.get(key)
             cells.append("" if value is None else f"{value:g}" if isinstance(value, float) else str(value))
         lines.append("| " + " | ".join(cells) + " |")
@@ -315,7 +317,7 @@ def command_table(args: argparse.Namespace) -> int:
         print(f"no *_server.json in {args.results_dir}", file=sys.stderr)
         return 1
     records = [json.loads(path.read_text()) for path in paths]
-    order = {"ours-single": 0, "ours-dspy-cli-layout": 1, "ours-gunicorn": 2, "dspy-cli": 3}
+    order = {"ours-single": 0, "ours-dspy-cli-layout": 1, "ours-gunicorn": 2, "dspy-cli": 3, "bare-proxy": 4}
     records.sort(
         key=lambda r: (
             str(r.get("program")),
@@ -326,6 +328,67 @@ def command_table(args: argparse.Namespace) -> int:
         )
     )
     sys.stdout.write(markdown_table(records))
+    return 0
+
+
+# Our servers, each compared with dspy-cli and the bare proxy of the same point.
+OURS = ("ours-single", "ours-dspy-cli-layout", "ours-gunicorn2")
+
+
+def point_ratios(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per point (program, delay, users) and server of ours: the issue 13 ratios.
+
+    CPU per request as a multiple of dspy-cli's and of the bare proxy's, requests/s as a multiple
+    of dspy-cli's, and requests/s as a share of the latency bound (users / model delay: what a
+    server that added nothing would serve), each from the same run of the same point.
+    """
+    points: dict[tuple[str, int, int], dict[str, dict[str, Any]]] = {}
+    for record in records:
+        key = (str(record.get("program")), int(record.get("delay_ms") or 0), int(record.get("users") or 0))
+        points.setdefault(key, {})[str(record.get("label", "")).split("_", 1)[0]] = record
+    rows = []
+    for (program, delay, users), servers in sorted(points.items()):
+        cli, bare = servers.get("dspy-cli"), servers.get("bare-proxy")
+        for name in OURS:
+            ours = servers.get(name)
+            if ours is None:
+                continue
+            bound = users * 1000 / delay if delay else None
+            rows.append({
+                "program": program, "delay_ms": delay, "users": users, "server": name,
+                "cpu_vs_dspy_cli": _ratio(ours, cli, "cpu_s_per_1000"),
+                "cpu_vs_bare_proxy": _ratio(ours, bare, "cpu_s_per_1000"),
+                "rps_vs_dspy_cli": _ratio(ours, cli, "rps"),
+                "share_of_bound": round(ours["rps"] / bound, 3) if bound and ours.get("rps") else None,
+            })  # fmt: skip
+    return rows
+
+
+def _ratio(ours: dict[str, Any], other: dict[str, Any] | None, key: str) -> float | None:
+    if other is None or not other.get(key) or ours.get(key) is None:
+        return None
+    return round(float(ours[key]) / float(other[key]), 2)
+
+
+RATIO_COLUMNS = (
+    ("program", "program"),
+    ("delay_ms", "delay ms"),
+    ("users", "users"),
+    ("server", "server"),
+    ("cpu_vs_dspy_cli", "CPU/req vs dspy-cli"),
+    ("cpu_vs_bare_proxy", "CPU/req vs bare proxy"),
+    ("rps_vs_dspy_cli", "req/s vs dspy-cli"),
+    ("share_of_bound", "share of latency bound"),
+)
+
+
+def command_ratios(args: argparse.Namespace) -> int:
+    records = [json.loads(path.read_text()) for path in sorted(Path(args.results_dir).glob("*_server.json"))]
+    rows = point_ratios(records)
+    if not rows:
+        print(f"no point with a server of ours in {args.results_dir}", file=sys.stderr)
+        return 1
+    sys.stdout.write(markdown_table(rows, RATIO_COLUMNS))
     return 0
 
 
@@ -353,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     table = commands.add_parser("table", help="Markdown table of results/*_server.json")
     table.add_argument("results_dir")
     table.set_defaults(func=command_table)
+
+    ratios = commands.add_parser("ratios", help="per point: ours vs dspy-cli and the bare proxy")
+    ratios.add_argument("results_dir")
+    ratios.set_defaults(func=command_ratios)
 
     args = parser.parse_args(argv)
     return args.func(args)
