@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: install run test lint format clean bench bench-compare bench-smoke torture
+.PHONY: install run test lint format clean bench bench-compare bench-gate bench-smoke torture
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,11 +21,14 @@ run: install
 	$(PY) manage.py runserver $(ADDRPORT)
 
 ## Install, lint and run the whole test suite (SQLite; PostgreSQL when DATABASE_URL is set).
+## PYTEST_WORKERS test processes (pytest-xdist; a test file's tests stay in one process, so its
+## servers start once); 0 runs everything in this process.
+PYTEST_WORKERS ?= 2
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/vulture
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -44,6 +47,15 @@ bench: install
 ## serving the same fixture, 50 users, 50 ms model.
 bench-compare: install
 	VENV=$(abspath $(VENV)) MODES="single dspy-cli-layout dspy-cli" POINTS="50:50" loadtest/run_matrix.sh
+
+## The regression gate: the baseline's points, every mode, then assert_benchmark.py against
+## loadtest/results/baseline (about 30 minutes; on the machine the baseline was measured on).
+GATE_POINTS ?= 50:50 500:200 0:50 50:10 50:200
+bench-gate: install
+	rm -rf test-artifacts/bench-gate
+	VENV=$(abspath $(VENV)) DURATION=20s POINTS="$(GATE_POINTS)" RESULTS_DIR=$(abspath test-artifacts/bench-gate) \
+		loadtest/run_matrix.sh
+	$(PY) loadtest/assert_benchmark.py loadtest/results/baseline test-artifacts/bench-gate
 
 ## A few seconds of load on one process, to prove the kit works (results in test-artifacts/).
 bench-smoke: install

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from loadtest import assert_benchmark
-from loadtest.summarize import mock_check
+from loadtest.summarize import mock_check, point_ratios
 from tests.support import ROOT
 
 LOADTEST = ROOT / "loadtest"
@@ -338,3 +338,46 @@ def test_dspy_cli_layout_serves_the_project_without_declared_models(tmp_path: Pa
     assert "declared_models" not in config
     fixture = yaml.safe_load((LOADTEST / "fixture_project" / "dspy.config.yaml").read_text())
     assert "declared_models" in fixture  # while the fixture itself keeps its section
+
+
+@pytest.mark.integration
+def test_bare_proxy_mode_measures_the_ceiling(tmp_path: Path) -> None:
+    """The bare proxy answers the locust scenario through the mock, one completion per request."""
+    run_benchmark(tmp_path, "bare-proxy", "AsyncPredict", "bare")
+
+    record = json.loads((tmp_path / "bare_server.json").read_text())
+    assert (record["server"], record["layout"], record["mock_check"]) == ("bare-proxy", "none", "pass")
+    requests = int(aggregated(tmp_path / "bare")["Request Count"])
+    assert record["requests"] == record["mock_completions"] == requests > 0
+    assert record["cpu_s_per_1000"] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# summarize.py ratios
+# ----------------------------------------------------------------------------------------------
+
+
+def server_record(server: str, *, users: int = 200, delay_ms: int = 500, rps: float, cpu: float) -> dict:
+    label = f"{server}_AsyncPredict_u{users}_d{delay_ms}"
+    return {"label": label, "server": server, "program": "AsyncPredict", "users": users,
+            "delay_ms": delay_ms, "rps": rps, "cpu_s_per_1000": cpu}  # fmt: skip
+
+
+def test_ratios_compare_each_server_of_ours_with_the_references_of_its_point() -> None:
+    records = [
+        server_record("ours-dspy-cli-layout", rps=380.0, cpu=2.0),
+        server_record("dspy-cli", rps=100.0, cpu=8.0),
+        server_record("bare-proxy", rps=395.0, cpu=0.5),
+        server_record("ours-single", users=50, delay_ms=50, rps=900.0, cpu=1.5),  # another point
+    ]
+    rows = point_ratios(records)
+
+    by_point = {(row["users"], row["server"]): row for row in rows}
+    assert set(by_point) == {(200, "ours-dspy-cli-layout"), (50, "ours-single")}
+    layout = by_point[200, "ours-dspy-cli-layout"]
+    assert (layout["cpu_vs_dspy_cli"], layout["cpu_vs_bare_proxy"]) == (0.25, 4.0)
+    assert layout["rps_vs_dspy_cli"] == 3.8
+    assert layout["share_of_bound"] == 0.95  # 380 of 200 users / 0.5 s
+    single = by_point[50, "ours-single"]  # no reference measured at its point: no ratio; its bound
+    assert (single["cpu_vs_dspy_cli"], single["rps_vs_dspy_cli"]) == (None, None)
+    assert single["share_of_bound"] == 0.9
