@@ -11,6 +11,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django_prometheus.models import ExportModelOperationsMixin
 
 KEY_PREFIX = "dsk_"
 
@@ -19,7 +20,7 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class ApiKey(models.Model):
+class ApiKey(ExportModelOperationsMixin("apikey"), models.Model):
     name = models.CharField(max_length=100, help_text="Who or what uses this key (shown in the logs)")
     prefix = models.CharField(max_length=16, unique=True, editable=False, help_text="Public part of the key")
     key_hash = models.CharField(max_length=64, unique=True, editable=False)

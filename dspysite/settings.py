@@ -44,6 +44,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
+    # Its database backends, model and migration metrics and browser-path middleware, in /metrics.
+    "django_prometheus",
 ]
 
 # The API path carries only async-native middleware: every MiddlewareMixin middleware costs two
@@ -56,6 +58,8 @@ MIDDLEWARE = [
     "dspysite.middleware.BrowserMiddleware",
 ]
 BROWSER_MIDDLEWARE = [
+    # django-prometheus's request metrics (sync MiddlewareMixin): browser paths only, like the rest.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -63,6 +67,7 @@ BROWSER_MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 # Paths that get the browser middleware stack (admin and server-rendered pages).
 BROWSER_PATH_PREFIXES = ("/admin/", "/ui/")
@@ -117,7 +122,15 @@ def _database() -> dict:
             }
         }
     config["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME") or None}
+    # django-prometheus's subclasses of the same backends: django_db_* series in /metrics.
+    config["ENGINE"] = PROMETHEUS_DB_ENGINES.get(config["ENGINE"], config["ENGINE"])
     return config
+
+
+PROMETHEUS_DB_ENGINES = {
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+}
 
 
 DATABASES = {"default": _database()}

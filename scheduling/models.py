@@ -6,9 +6,10 @@ the job.
 """
 
 from django.db import models
+from django_prometheus.models import ExportModelOperationsMixin
 
 
-class CronRun(models.Model):
+class CronRun(ExportModelOperationsMixin("cronrun"), models.Model):
     class Status(models.TextChoices):
         RUNNING = "running"
         OK = "ok"  # every item ran and its on_complete returned (also: no items)

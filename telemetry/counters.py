@@ -1,85 +1,20 @@
-"""Per-program counters with a fixed-bucket latency histogram: O(1) memory, percentiles from buckets.
+"""Per-program counters with a latency sketch: bounded memory, percentiles within 0.5%.
 
 The same :class:`ProgramCounters` shape serves three readers: the live per-process counters
-updated on every request, the rows the writer keeps in the database (summed across workers), and
-the dashboard's time buckets. Keeping one shape means one way to compute p50/p95/p99.
+updated on every request, the rows the writer keeps in the database (merged across workers), and
+the dashboard's time buckets. Keeping one shape means one way to compute p50/p95/p99
+(:class:`telemetry.sketches.LatencySketch`).
 
 Process counters are only updated from the event loop thread (the request path and the ninja
 error handlers run there), so they need no lock.
 """
 
-import bisect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Upper bounds (ms) of the latency buckets; a last, open bucket catches everything slower. LLM
-# calls span milliseconds (cache, tiny models) to minutes (long generations), so the bounds grow by
-# at most 1.5x: a percentile read from them is within one bucket's width of the true value.
-LATENCY_BOUNDS_MS: tuple[float, ...] = (
-    5, 10, 25, 50, 75, 100, 150, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000,
-    7500, 10000, 15000, 20000, 30000, 45000, 60000, 90000, 120000, 180000, 240000, 300000,
-)  # fmt: skip
-BUCKET_COUNT = len(LATENCY_BOUNDS_MS) + 1
-
-
-def bucket_field(index: int) -> str:
-    """Name of the database column holding bucket ``index`` (see ``telemetry.models``)."""
-    return f"latency_{index:02d}"
-
-
-BUCKET_FIELDS: tuple[str, ...] = tuple(bucket_field(i) for i in range(BUCKET_COUNT))
-
-
-def bucket_index(duration_ms: float) -> int:
-    """The bucket a duration falls in: bounds are inclusive upper limits, like Prometheus ``le``."""
-    return bisect.bisect_left(LATENCY_BOUNDS_MS, duration_ms)
-
-
-@dataclass
-class LatencyHistogram:
-    """Counts per fixed bucket plus the exact sum, so the mean is exact and percentiles are close."""
-
-    counts: list[int] = field(default_factory=lambda: [0] * BUCKET_COUNT)
-    total_ms: float = 0.0
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def observe(self, duration_ms: float) -> None:
-        self.counts[bucket_index(duration_ms)] += 1
-        self.total_ms += duration_ms
-
-    def merge(self, other: "LatencyHistogram") -> None:
-        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
-        self.total_ms += other.total_ms
-
-    def mean(self) -> float | None:
-        count = self.count
-        return self.total_ms / count if count else None
-
-    def percentile(self, q: float) -> float | None:
-        """The q-quantile (0 < q <= 1), interpolated linearly inside its bucket; None when empty.
-
-        The open last bucket has no upper edge: a quantile landing there is reported as its lower
-        edge (the slowest bound), i.e. "at least this slow".
-        """
-        total = self.count
-        if total == 0:
-            return None
-        rank = q * total
-        seen = 0
-        for index, count in enumerate(self.counts):
-            if count and seen + count >= rank:
-                lower = LATENCY_BOUNDS_MS[index - 1] if index > 0 else 0.0
-                if index == len(LATENCY_BOUNDS_MS):
-                    return float(lower)
-                upper = LATENCY_BOUNDS_MS[index]
-                return lower + (upper - lower) * max(0.0, rank - seen) / count
-            seen += count
-        return float(LATENCY_BOUNDS_MS[-1])  # unreachable with consistent counts
+from telemetry.sketches import LatencySketch
 
 
 @dataclass
@@ -114,7 +49,7 @@ class ProgramCounters:
     total_tokens: int = 0
     cost_usd: float = 0.0
     last_call_ts: float | None = None  # Unix time of the latest finished request
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    latency: LatencySketch = field(default_factory=LatencySketch)
     models: dict[str, ModelUsage] = field(default_factory=dict)
 
     def record(

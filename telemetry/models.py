@@ -4,14 +4,15 @@
 ``ModelStats``) are what every read uses: ``/api/metrics`` and the admin dashboard never scan the
 log table, so their cost does not grow with it. The writer updates the aggregates with ``F()``
 increments in the same transaction as the log rows, so several processes (gunicorn workers,
-machines) add up without a lost update and a retried batch is never counted twice.
+machines) add up without a lost update and a retried batch is never counted twice. The latency
+sketch (``ProgramStats.latency_sketch``) is merged under the row's lock instead
+(``telemetry.services``): a sketch is not a sum of columns.
 """
 
 from datetime import UTC, datetime
 
 from django.db import models
-
-from telemetry.counters import BUCKET_FIELDS
+from django_prometheus.models import ExportModelOperationsMixin
 
 # ``period_s`` of the all-time rows; the others are the dashboard's time buckets.
 TOTAL = 0
@@ -62,20 +63,7 @@ class InferenceLog(models.Model):
         return f"{self.program} {self.status_code} {self.request_id}"
 
 
-class LatencyColumns(models.Model):
-    """A latency histogram as fixed columns, so ``F()`` can increment it from any process."""
-
-    duration_ms_sum = models.FloatField(default=0.0)
-
-    class Meta:
-        abstract = True
-
-
-for _name in BUCKET_FIELDS:
-    LatencyColumns.add_to_class(_name, models.PositiveBigIntegerField(default=0))
-
-
-class ProgramStats(LatencyColumns):
+class ProgramStats(ExportModelOperationsMixin("programstats"), models.Model):
     """A program's totals (``period_s`` 0) or one time bucket of the dashboard's charts."""
 
     program = models.CharField(max_length=200)
@@ -89,6 +77,9 @@ class ProgramStats(LatencyColumns):
     total_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.FloatField(default=0.0)
     last_call_at = models.DateTimeField(null=True, blank=True)
+    duration_ms_sum = models.FloatField(default=0.0)
+    # telemetry.sketches.LatencySketch.to_json(): the DDSketch bins of every timed request here.
+    latency_sketch = models.JSONField(default=dict, blank=True)
 
     class Meta:
         verbose_name = "program stats"
@@ -103,7 +94,7 @@ class ProgramStats(LatencyColumns):
         return f"{self.program} ({self.period_s}s from {self.period_start:%Y-%m-%d %H:%M})"
 
 
-class ModelStats(models.Model):
+class ModelStats(ExportModelOperationsMixin("modelstats"), models.Model):
     """LM calls per program and model: all time (``period_s`` 0) or per time bucket."""
 
     program = models.CharField(max_length=200)

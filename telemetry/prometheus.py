@@ -4,11 +4,16 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set (``dspysite/gunicorn.conf.py`` sets it and
 gunicorn starts; ``child_exit`` marks dead workers), every worker writes its values to files in
 that directory and the worker answering ``/metrics`` sums them. Unset, the default in-process
 registry is used. The variable must be set before this module is imported.
+
+django-prometheus's series (``django_db_*`` from its database backends, ``django_model_*``,
+``django_migrations_*``, ``django_http_*`` from its middleware on the browser paths) live in the
+same registry, so the one exposition carries them, summed across workers like ours.
 """
 
 import os
 from typing import Generic, TypeVar
 
+from django_prometheus import migrations as django_migrations
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -44,8 +49,12 @@ class Labelled(Generic[M]):
         return child
 
 
-# Seconds. LLM calls take from tens of milliseconds to minutes.
-LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, float("inf"))
+# Seconds, 5 ms to 120 s: a cached or tiny-model answer takes milliseconds, a long generation
+# minutes. Exact percentiles are /api/metrics' (a DDSketch); these buckets are for PromQL's
+# histogram_quantile and SLO ratios (e.g. le="2.5"), at most 2.5x apart.
+LATENCY_BUCKETS_S = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, float("inf"),
+)  # fmt: skip
 
 REQUESTS = Labelled(
     Counter("dspy_requests_total", "Finished program requests by outcome", ["program", "outcome"])
@@ -116,3 +125,32 @@ def exposition() -> tuple[bytes, str]:
         prometheus_multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+# django-prometheus makes its two migration gauges with prometheus-client's default multiprocess
+# mode ("all"): one series per worker pid, and a dead worker's kept. Every process sees the same
+# database, so the latest value written by any of them is the answer: the same gauges, remade
+# with mode "mostrecent" before anything sets them.
+MIGRATION_GAUGES = {  # module attribute: (name, help), as django-prometheus 2.5.0 declares them
+    "applied_migrations": (
+        "django_migrations_applied_total",
+        "Count of applied migrations by database connection",
+    ),
+    "unapplied_migrations": (
+        "django_migrations_unapplied_total",
+        "Count of unapplied migrations by database connection",
+    ),
+}
+for _attribute, (_name, _help) in MIGRATION_GAUGES.items():
+    REGISTRY.unregister(getattr(django_migrations, _attribute))
+    _remade = Gauge(_name, _help, ["connection"], multiprocess_mode="mostrecent")
+    setattr(django_migrations, _attribute, _remade)
+
+
+def export_migrations() -> None:
+    """Set django-prometheus's migration gauges from the database (once per process, at start-up).
+
+    Not in ``AppConfig.ready`` (``PROMETHEUS_EXPORT_MIGRATIONS``): that would query the database at
+    import, in every management command too.
+    """
+    django_migrations.ExportMigrations()

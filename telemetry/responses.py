@@ -9,6 +9,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+_PERCENTILE = (
+    "ms, from a DDSketch merged over every worker: within 0.5% of the timed request of rank "
+    "floor({q} x (n - 1)) in sorted order (before rounding to 0.01 ms); null: no timed request"
+)
+
 
 class ModelUsage(BaseModel):
     call_count: int
@@ -25,10 +30,10 @@ class ProgramMetrics(BaseModel):
     error_count: int
     error_rate: float
     last_call_ts: str | None = Field(description="ISO 8601 time of the latest finished request")
-    avg_latency_ms: float | None
-    p50_latency_ms: float | None
-    p95_latency_ms: float | None
-    p99_latency_ms: float | None
+    avg_latency_ms: float | None = Field(description="exact mean of the timed requests; null: none")
+    p50_latency_ms: float | None = Field(description=_PERCENTILE.format(q="0.50"))
+    p95_latency_ms: float | None = Field(description=_PERCENTILE.format(q="0.95"))
+    p99_latency_ms: float | None = Field(description=_PERCENTILE.format(q="0.99"))
     total_tokens: int
     total_prompt_tokens: int
     total_completion_tokens: int

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from telemetry.counters import BUCKET_FIELDS, LatencyHistogram, ModelUsage, ProgramCounters
+from telemetry.counters import ModelUsage, ProgramCounters
 from telemetry.models import HOUR, MINUTE, TEN_MINUTES, TOTAL, InferenceLog, ModelStats, ProgramStats
+from telemetry.sketches import LatencySketch
 
 SortBy = Literal["calls", "name", "latency", "cost", "tokens", "last_call"]
 Order = Literal["asc", "desc"]
@@ -44,12 +45,13 @@ def counters_from_row(row: ProgramStats) -> ProgramCounters:
         total_tokens=row.total_tokens,
         cost_usd=row.cost_usd,
         last_call_ts=row.last_call_at.timestamp() if row.last_call_at else None,
-        latency=histogram_from_row(row),
+        latency=sketch_from_row(row),
     )
 
 
-def histogram_from_row(row: ProgramStats) -> LatencyHistogram:
-    return LatencyHistogram([getattr(row, name) for name in BUCKET_FIELDS], row.duration_ms_sum)
+def sketch_from_row(row: ProgramStats) -> LatencySketch:
+    """The latencies of every worker and machine that wrote to the row, merged (one sketch)."""
+    return LatencySketch.from_json(row.latency_sketch, row.duration_ms_sum)
 
 
 def program_stats_list(
@@ -166,7 +168,7 @@ def _series(period_s: int, times: list[datetime]) -> dict[str, Series]:
             entry = series[row.program] = Series([0] * size, [0] * size, [None] * size)
         entry.calls[index] += row.call_count
         entry.errors[index] += row.error_count
-        entry.p95_ms[index] = histogram_from_row(row).percentile(0.95)
+        entry.p95_ms[index] = sketch_from_row(row).percentile(0.95)
     busiest = sorted(series.items(), key=lambda item: -sum(item[1].calls))
     return dict(busiest[:MAX_CHART_PROGRAMS])
 

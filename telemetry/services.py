@@ -24,9 +24,10 @@ from programs.runtime import get_runtime
 from programs.usage import UsageSnapshot
 from telemetry import prometheus
 from telemetry import records as telemetry_records
-from telemetry.counters import BUCKET_FIELDS, PROCESS_COUNTERS, ProgramCounters
+from telemetry.counters import PROCESS_COUNTERS, ProgramCounters
 from telemetry.live import LivePublisher
 from telemetry.records import Body, InferenceRecord, to_log_values
+from telemetry.sketches import LatencySketch
 from telemetry.writer import TelemetryWriter
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ async def telemetry_startup() -> None:
 def _rebuild_then_close() -> None:
     try:
         program_counters_rebuild()
+        _export_migrations()
     finally:
         connection.close()  # this start-up thread's connection; requests never use it
 
@@ -190,6 +192,15 @@ async def telemetry_shutdown() -> None:
     """Lifespan shutdown (uvicorn runs it on SIGTERM after in-flight requests finish): flush."""
     timeout = settings.TELEMETRY_SHUTDOWN_TIMEOUT_S
     await asyncio.to_thread(telemetry_writer().stop, timeout)
+
+
+def _export_migrations() -> None:
+    from django.db import DatabaseError
+
+    try:
+        prometheus.export_migrations()
+    except DatabaseError as exc:  # the server still starts; the gauges stay unset
+        logger.warning("telemetry: migration metrics not exported, the database is not readable: %s", exc)
 
 
 def program_counters_rebuild() -> bool:
@@ -214,8 +225,12 @@ def inference_logs_write(records: Sequence[InferenceRecord]) -> None:
 
     All or nothing: a retried batch is never counted twice, and the aggregates always match the
     rows. The aggregates are incremented with ``F()`` so concurrent writers (other workers, other
-    machines) add up instead of overwriting each other. The rows go in by ``COPY`` (PostgreSQL) or
-    one ``executemany`` (SQLite), not ``bulk_create`` (:mod:`telemetry.inserts`).
+    machines) add up instead of overwriting each other; the latency sketch of a ``ProgramStats``
+    row is read, merged and written back under the row's lock (:func:`_merge_program_stats`).
+    The rows go in by ``COPY`` (PostgreSQL) or one ``executemany`` (SQLite), not ``bulk_create``
+    (:mod:`telemetry.inserts`): on SQLite that first write takes the database's write lock, which
+    the transaction then holds until it commits, so no other writer runs between the read of a
+    sketch and its update.
     """
     from telemetry.inserts import insert_rows
     from telemetry.models import InferenceLog
@@ -262,7 +277,7 @@ def _bucket_start(ts: float, period_s: int) -> datetime:
 
 
 def _add_program_stats(program: str, period_s: int, start: datetime, counters: ProgramCounters) -> None:
-    from telemetry.models import ModelStats, ProgramStats
+    from telemetry.models import ModelStats
 
     deltas: dict[str, float] = {
         "call_count": counters.call_count,
@@ -274,10 +289,9 @@ def _add_program_stats(program: str, period_s: int, start: datetime, counters: P
         "cost_usd": counters.cost_usd,
         "duration_ms_sum": counters.latency.total_ms,
     }
-    deltas.update((name, n) for name, n in zip(BUCKET_FIELDS, counters.latency.counts, strict=True) if n)
     last = datetime.fromtimestamp(counters.last_call_ts or 0, tz=UTC)
     keys = {"period_s": period_s, "period_start": start, "program": program}
-    _increment(ProgramStats, keys, deltas, last_call_at=last)
+    _merge_program_stats(keys, deltas, counters.latency, last)
     for model, usage in sorted(counters.models.items()):
         model_deltas = {
             "call_count": usage.call_count,
@@ -288,22 +302,54 @@ def _add_program_stats(program: str, period_s: int, start: datetime, counters: P
         _increment(ModelStats, {**keys, "model": model[:200]}, model_deltas)
 
 
-def _increment(
-    model: Any, keys: dict[str, Any], deltas: dict[str, float], last_call_at: datetime | None = None
+def _merge_program_stats(
+    keys: dict[str, Any], deltas: dict[str, float], latency: LatencySketch, last_call_at: datetime
 ) -> None:
-    """``UPDATE ... SET n = n + delta`` on the row, creating it first if no process has yet."""
+    """Add a batch to a ``ProgramStats`` row: counts by ``F()``, the sketch merged under the row lock.
+
+    ``SELECT ... FOR UPDATE`` (PostgreSQL) holds the row until the batch's transaction commits,
+    so a writer in another process waits and then merges into this one's result: no lost update.
+    SQLite ignores ``FOR UPDATE``; its transaction already holds the database's write lock (the
+    rows were inserted first). Rows are visited in the same sorted order by every writer, so two
+    writers cannot deadlock.
+    """
+    from telemetry.models import ProgramStats
+
+    locked = ProgramStats.objects.select_for_update().filter(**keys).values_list("pk", "latency_sketch")
+    stored = locked.first()
+    if stored is None:
+        created = {**keys, **deltas, "last_call_at": last_call_at, "latency_sketch": latency.to_json()}
+        try:
+            with transaction.atomic():  # a savepoint: another process may create the row first
+                ProgramStats.objects.create(**created)
+            return
+        except IntegrityError:
+            stored = locked.get()  # that process's row, committed: lock it and merge into it
+    pk, sketch_json = stored
+    merged = LatencySketch.from_json(sketch_json)
+    merged.merge(latency)
+    updates = _updates(deltas, last_call_at)
+    updates["latency_sketch"] = merged.to_json()
+    ProgramStats.objects.filter(pk=pk).update(**updates)
+
+
+def _updates(deltas: dict[str, float], last_call_at: datetime | None) -> dict[str, Any]:
+    """``n = n + delta`` for each non-zero delta; ``last_call_at`` keeps the newest."""
     updates: dict[str, Any] = {name: F(name) + value for name, value in deltas.items() if value}
     if last_call_at is not None:
         stamp = Value(last_call_at, output_field=DateTimeField())
         updates["last_call_at"] = Greatest(Coalesce(F("last_call_at"), stamp), stamp)
+    return updates
+
+
+def _increment(model: Any, keys: dict[str, Any], deltas: dict[str, float]) -> None:
+    """``UPDATE ... SET n = n + delta`` on the row, creating it first if no process has yet."""
+    updates = _updates(deltas, None)
     if model.objects.filter(**keys).update(**updates):
         return
-    created = {**keys, **deltas}
-    if last_call_at is not None:
-        created["last_call_at"] = last_call_at
     try:
         with transaction.atomic():  # a savepoint: another process may create the row first
-            model.objects.create(**created)
+            model.objects.create(**keys, **deltas)
     except IntegrityError:
         model.objects.filter(**keys).update(**updates)
 

@@ -19,9 +19,9 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.databases import ServerDatabase, server_database
 from tests.support import FIXTURES, ROOT, Running, project_config, service
 from tests.telemetry.conftest import wait_for
+from tests.workers import gunicorn_workers
 
 SERVICE_PROJECT = FIXTURES / "service_project"
-GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "dspysite/gunicorn.conf.py"]
 # The protocol eras the SDK speaks: the initialize handshake (its newest handshake revision), and
 # the 2026-07-28 revision (one self-contained request each, no handshake).
 ERAS = ["legacy", "2026-07-28"]
@@ -35,16 +35,7 @@ def workers(
     """Two gunicorn workers, as in production: an MCP client's requests land on either one."""
     tmp = tmp_path_factory.mktemp("mcp-workers")
     config = project_config(SERVICE_PROJECT, tmp, mock.url)
-    env = {
-        "WEB_CONCURRENCY": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus"),
-        "TELEMETRY_FLUSH_INTERVAL_S": "0.1",
-    }
-    with (
-        server_database(tmp) as database,
-        service(tmp, SERVICE_PROJECT, config, GUNICORN, **database.env(), **env) as server,
-    ):
-        wait_for(lambda: server.log().count("Application startup complete") == 2, 90, "both workers")
+    with gunicorn_workers(tmp, SERVICE_PROJECT, config) as (server, database):
         yield server, database
 
 

@@ -1,66 +1,101 @@
-"""Counters and the fixed-bucket latency histogram."""
+"""Counters and the latency sketch: percentiles against exact values, merging, bounded memory."""
 
-import itertools
-import sys
+import math
+import random
+from collections.abc import Callable
 
 import pytest
 
-from telemetry.counters import (
-    BUCKET_COUNT,
-    LATENCY_BOUNDS_MS,
-    LatencyHistogram,
-    ProcessCounters,
-    ProgramCounters,
-    bucket_index,
-    merge,
-)
+from telemetry.counters import ProcessCounters, ProgramCounters, merge
+from telemetry.sketches import RELATIVE_ACCURACY, LatencySketch
+
+QUANTILES = (0.0, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0)
+SAMPLES = 20_000
 
 
-def test_bucket_bounds_are_inclusive_upper_limits() -> None:
-    assert bucket_index(0) == 0
-    assert bucket_index(5) == 0  # le=5
-    assert bucket_index(5.01) == 1
-    assert bucket_index(LATENCY_BOUNDS_MS[-1]) == len(LATENCY_BOUNDS_MS) - 1
-    assert bucket_index(10**9) == BUCKET_COUNT - 1  # the open last bucket
+def exact_percentile(samples: list[float], q: float) -> float:
+    """The sample of rank floor(q (n - 1)) in sorted order: the quantile the sketch estimates."""
+    ordered = sorted(samples)
+    return ordered[math.floor(q * (len(ordered) - 1))]
 
 
-def test_bounds_grow_by_at_most_one_and_a_half_past_the_first_buckets() -> None:
-    ratios = [b / a for a, b in itertools.pairwise(LATENCY_BOUNDS_MS[3:])]
-    assert max(ratios) <= 1.5
+def uniform(rng: random.Random) -> float:
+    return rng.uniform(5, 2000)
 
 
-def test_percentiles_are_within_one_bucket_of_the_truth() -> None:
-    histogram = LatencyHistogram()
-    durations = [40 + i * 0.5 for i in range(1000)]  # 40 .. 539.5 ms, uniform
-    for duration in durations:
-        histogram.observe(duration)
-    exact = sorted(durations)
-    for q in (0.5, 0.95, 0.99):
-        truth = exact[int(q * len(exact)) - 1]
-        estimate = histogram.percentile(q)
+def bimodal(rng: random.Random) -> float:
+    """A cache hit (~12 ms) or a real LLM call (~1.8 s): percentiles fall on either side of a gap."""
+    return rng.gauss(12, 2) if rng.random() < 0.6 else rng.gauss(1800, 300)
+
+
+def heavy_tail(rng: random.Random) -> float:
+    """Pareto (alpha 1.2: finite mean, infinite variance) from 50 ms, capped at ten minutes."""
+    return min(50 * rng.paretovariate(1.2), 600_000)
+
+
+@pytest.mark.parametrize("draw", [uniform, bimodal, heavy_tail], ids=lambda f: f.__name__)
+def test_percentiles_are_within_half_a_percent_of_the_exact_value(
+    draw: Callable[[random.Random], float],
+) -> None:
+    rng = random.Random(15)
+    samples = [max(0.5, draw(rng)) for _ in range(SAMPLES)]
+    sketch = LatencySketch()
+    for value in samples:
+        sketch.observe(value)
+    for q in QUANTILES:
+        truth, estimate = exact_percentile(samples, q), sketch.percentile(q)
         assert estimate is not None
-        index = bucket_index(truth)
-        lower = LATENCY_BOUNDS_MS[index - 1] if index else 0
-        assert lower <= estimate <= LATENCY_BOUNDS_MS[index], (q, truth, estimate)
-    assert histogram.mean() == pytest.approx(sum(durations) / len(durations))
+        assert abs(estimate - truth) <= RELATIVE_ACCURACY * truth * (1 + 1e-9), (q, truth, estimate)
+    assert sketch.count == SAMPLES
+    assert sketch.mean() == pytest.approx(sum(samples) / SAMPLES)
 
 
-def test_histogram_memory_does_not_grow_with_observations() -> None:
-    histogram = LatencyHistogram()
-    histogram.observe(1.0)
-    before = sys.getsizeof(histogram.counts)
+def test_merged_sketches_answer_as_one_sketch_of_every_value_and_survive_storage() -> None:
+    """Four writers' sketches, each stored and read back, merged: the percentiles of the union."""
+    rng = random.Random(7)
+    parts = [[bimodal(rng) for _ in range(2_500)], [uniform(rng) for _ in range(2_500)],
+             [heavy_tail(rng) for _ in range(2_500)], [0.0, 0.0004]]  # fmt: skip
+    merged = LatencySketch()
+    for part in parts:
+        sketch = LatencySketch()
+        for value in part:
+            sketch.observe(value)
+        merged.merge(LatencySketch.from_json(sketch.to_json(), sketch.total_ms))
+    union = [v for part in parts for v in part]
+    assert merged.count == len(union)
+    for q in QUANTILES[1:]:
+        truth = exact_percentile(union, q)
+        assert abs(merged.percentile(q) - truth) <= RELATIVE_ACCURACY * truth * (1 + 1e-9), q  # type: ignore[operator]
+    assert merged.percentile(0) == pytest.approx(0.001, rel=RELATIVE_ACCURACY)  # below 1 µs: counted as 1 µs
+
+
+def test_a_single_call_reports_its_own_latency() -> None:
+    """The issue's example: one 12 ms call showed p50 17.5 ms next to avg 12 ms with buckets."""
+    counters = ProgramCounters("P")
+    counters.record(success=True, duration_ms=12, finished_at=1.0, prompt_tokens=0, completion_tokens=0,
+                    cost_usd=0.0)  # fmt: skip
+    body = counters.as_dict()
+    assert body["avg_latency_ms"] == 12
+    for key in ("p50_latency_ms", "p95_latency_ms", "p99_latency_ms"):
+        assert body[key] == pytest.approx(12, rel=RELATIVE_ACCURACY), key
+
+
+def test_sketch_size_is_bounded_by_the_range_not_the_number_of_values() -> None:
+    sketch = LatencySketch()
     for i in range(100_000):
-        histogram.observe(float(i % 400_000))
-    assert sys.getsizeof(histogram.counts) == before
-    assert histogram.count == 100_001
+        sketch.observe(1 + (i * 7919) % 600_000)  # 1 ms .. 10 min
+    bins = len(sketch.to_json()["counts"])
+    assert bins <= math.log(600_000) / math.log((1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)) + 2
+    assert sketch.count == 100_000
 
 
-def test_empty_histogram_has_no_percentile_and_slow_tail_reports_the_last_bound() -> None:
-    histogram = LatencyHistogram()
-    assert histogram.percentile(0.95) is None
-    assert histogram.mean() is None
-    histogram.observe(1_000_000)
-    assert histogram.percentile(0.99) == LATENCY_BOUNDS_MS[-1]
+def test_empty_sketch_has_no_percentile_and_stores_as_an_empty_object() -> None:
+    sketch = LatencySketch()
+    assert sketch.percentile(0.95) is None and sketch.mean() is None
+    assert sketch.to_json() == {} and LatencySketch.from_json({}).count == 0
+    assert LatencySketch.from_json(None, 5.0).total_ms == 5.0
+    body = ProgramCounters("P").as_dict()
+    assert body["p50_latency_ms"] is None and body["avg_latency_ms"] is None
 
 
 def test_zero_values_are_numbers_not_null() -> None:

@@ -8,10 +8,10 @@ from django.core.management import call_command
 from django.db import OperationalError
 
 from telemetry import services
-from telemetry.counters import BUCKET_FIELDS, ProcessCounters, bucket_index
+from telemetry.counters import ProcessCounters
 from telemetry.models import EPOCH, HOUR, MINUTE, TEN_MINUTES, TOTAL, InferenceLog, ModelStats, ProgramStats
 from telemetry.records import Body, to_log_values
-from telemetry.selectors import program_stats_totals
+from telemetry.selectors import program_stats_totals, sketch_from_row
 from tests.telemetry.factories import make_record
 
 pytestmark = pytest.mark.django_db
@@ -43,8 +43,10 @@ def test_a_batch_becomes_rows_and_all_time_and_bucket_aggregates() -> None:
         assert (stats.prompt_tokens, stats.completion_tokens, stats.total_tokens) == (13, 5, 18)
         assert stats.cost_usd == pytest.approx(0.25)
         assert stats.duration_ms_sum == pytest.approx(160)
-        assert getattr(stats, BUCKET_FIELDS[bucket_index(120)]) == 1
-        assert sum(getattr(stats, name) for name in BUCKET_FIELDS) == 2  # the 422 was not timed
+        sketch = sketch_from_row(stats)
+        assert sketch.count == 2  # the 422 was not timed
+        assert sketch.percentile(0) == pytest.approx(40, rel=0.005)
+        assert sketch.percentile(1) == pytest.approx(120, rel=0.005)
         assert stats.last_call_at == datetime.fromtimestamp(now + 2, tz=UTC)
     assert ProgramStats.objects.get(period_s=TOTAL).period_start == EPOCH
     assert ProgramStats.objects.get(period_s=HOUR).period_start == datetime(2026, 3, 4, 5, tzinfo=UTC)
