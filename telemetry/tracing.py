@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -36,6 +36,9 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from programs import events
 from programs.runtime import Runtime, get_runtime
+
+if TYPE_CHECKING:  # the SDK is imported only when tracing is on
+    from opentelemetry.sdk.trace import TracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ def configured(environ: Mapping[str, str] = os.environ) -> bool:
 class Tracing:
     """This process's pipeline (provider, tracer), the model names for LM spans, the subscriptions."""
 
-    def __init__(self, provider: Any, models: dict[str, tuple[str, str, str]]) -> None:
+    def __init__(self, provider: "TracerProvider", models: dict[str, tuple[str, str, str]]) -> None:
         self.provider = provider
         self.tracer = provider.get_tracer(INSTRUMENTATION_SCOPE)
         self.models = models  # lm.model -> (alias, provider name, request model)
@@ -125,7 +128,7 @@ async def tracing_startup() -> None:
     )
 
 
-def _build_provider(app_id: str) -> Any:
+def _build_provider(app_id: str) -> "TracerProvider":
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider

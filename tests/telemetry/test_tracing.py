@@ -138,6 +138,7 @@ def test_a_call_is_a_server_span_a_program_span_and_an_lm_span(
     assert http.attributes["http.response.status_code"] == 200
     assert http.attributes["dspy.request_id"] == request_id
     assert http.resource["service.name"] == SERVICE_NAME
+    assert f"Tracing: OTLP/HTTP to {receiver.url} as {SERVICE_NAME}" in server.log()
     if from_client:  # the client's trace goes on: its span is the server span's parent
         assert (http.trace_id, http.parent_span_id) == (client_trace, client_span)
     else:
@@ -245,28 +246,31 @@ def test_an_mcp_tool_call_is_a_program_span_with_its_lm_span(server: Running, re
     assert not asyncio.run(call()).is_error
 
     def traced(spans: list[ReceivedSpan]) -> list[ReceivedSpan] | None:
+        """The trace of the tool call, once its program, LM and /mcp server spans are all in."""
         calls = [s for s in spans if s.attributes.get("dspy.source") == "mcp"]
         if not calls:
             return None
-        lms = [s for s in spans if s.parent_span_id == calls[0].span_id]
-        return [calls[0], *lms] if lms else None
+        in_trace = [s for s in spans if s.trace_id == calls[0].trace_id]
+        has_lm = any(s.parent_span_id == calls[0].span_id for s in in_trace)
+        has_server = any(s.attributes.get("url.path") == "/mcp" for s in in_trace)
+        return in_trace if has_lm and has_server else None
 
-    program, lm = receiver.wait_for(traced, what="the tool call's spans")
+    spans = receiver.wait_for(traced, what="the tool call's spans")
+    by_id = {span.span_id: span for span in spans}
+    program = next(s for s in spans if s.attributes.get("dspy.source") == "mcp")
+    lm = next(s for s in spans if s.parent_span_id == program.span_id)
     assert program.name == "program AsyncPredict"
     assert program.attributes["dspy.entry"] == "AsyncPredict"
     assert_inside(lm, program)
     assert lm.attributes["gen_ai.usage.input_tokens"] == 5
     # Under the request's server span, through the MCP SDK's own span (the global provider's).
-    by_id = {span.span_id: span for span in receiver.spans}
     ancestors = []
     parent = by_id.get(program.parent_span_id)
     while parent is not None:
         ancestors.append(parent)
         parent = by_id.get(parent.parent_span_id)
-    assert [(s.kind, s.attributes.get("url.path")) for s in ancestors if s.kind == "SERVER"][-1] == (
-        "SERVER",
-        "/mcp",
-    )
+    assert [s.name for s in ancestors] == ["tools/call AsyncPredict", "POST"]
+    assert ancestors[-1].attributes["url.path"] == "/mcp"
 
 
 def test_each_gunicorn_worker_exports_its_own_spans_and_flushes_them_at_shutdown(
