@@ -195,6 +195,32 @@ def test_two_lm_calls_are_two_children_and_a_queued_call_shows_its_wait(
     assert waits[0].attributes["dspy.waited_ms"] > 0
 
 
+def test_batch_items_and_a_stream_are_program_spans_under_their_request(
+    server: Running, receiver: OtlpReceiver
+) -> None:
+    items = [{"question": f"item {n} [usage=2,1]"} for n in range(2)]
+    batch = httpx.post(f"{server.url}/AsyncPredict/batch", json={"inputs": items}, timeout=30)
+    assert batch.status_code == 200, batch.text
+    spans = trace_of(receiver, batch.headers["X-Request-ID"], 5)
+    http = only(spans, "POST /AsyncPredict/batch")
+    calls = spans["program AsyncPredict"]
+    assert sorted(call.attributes["dspy.request_id"] for call in calls) == [
+        f"{batch.headers['X-Request-ID']}.{n}" for n in range(2)
+    ]
+    for call in calls:  # each item in a task of its own, under the request's span
+        assert_inside(call, http)
+        assert call.attributes["dspy.source"] == "batch"
+        assert len([lm for lm in spans["chat mock-model"] if lm.parent_span_id == call.span_id]) == 1
+
+    stream = httpx.post(f"{server.url}/SimplePredict/stream", json={"question": "streamed"}, timeout=30)
+    assert stream.status_code == 200 and "event: final" in stream.text
+    spans = trace_of(receiver, stream.headers["X-Request-ID"], 3)
+    call = only(spans, "program SimplePredict")
+    assert_inside(call, only(spans, "POST /SimplePredict/stream"))  # the call runs in a task of its own
+    assert call.attributes["dspy.source"] == "stream"
+    assert_inside(only(spans, "chat mock-model"), call)
+
+
 def test_an_upstream_error_is_on_the_lm_span_the_program_span_and_the_server_span(
     server: Running, receiver: OtlpReceiver
 ) -> None:
