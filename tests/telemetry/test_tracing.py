@@ -320,6 +320,19 @@ def test_each_gunicorn_worker_exports_its_own_spans_and_flushes_them_at_shutdown
         assert len({span.resource["service.instance.id"] for span in servers}) == 2
 
 
+def test_a_collector_that_is_down_costs_no_request(tmp_path: Path, config: Path) -> None:
+    with OtlpReceiver() as receiver:
+        pass  # its port is closed again: nothing listens there
+    with server_database(tmp_path) as database:
+        env = tracing_env(receiver, OTEL_EXPORTER_OTLP_TIMEOUT="1")
+        with service(tmp_path, FIXTURE, config, **database.env(), **env) as running:
+            responses = [post(running, "AsyncPredict", f"collector down {n}") for n in range(10)]
+            assert [r.status_code for r in responses] == [200] * 10
+            rows = "SELECT COUNT(*) FROM telemetry_inferencelog WHERE trace_id IS NOT NULL"
+            wait_for(lambda: database.query(rows) == [(10,)], what="ten traced rows")
+            assert graceful_stop(running)  # the shutdown's flush gives up within the exporter's timeout
+
+
 def test_with_the_sdk_disabled_nothing_is_traced_or_exported(tmp_path: Path, config: Path) -> None:
     with OtlpReceiver() as receiver, server_database(tmp_path) as database:
         env = tracing_env(receiver, OTEL_SDK_DISABLED="true")
