@@ -8,6 +8,7 @@ mock's ``[usage=P,C]`` marker, so they are exact.
 """
 
 import asyncio
+import os
 import secrets
 import sys
 from collections.abc import Iterator
@@ -16,9 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
+from django.core.exceptions import MiddlewareNotUsed
 from mcp import Client
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from loadtest.otlp_receiver import OtlpReceiver, ReceivedSpan
+from programs import events
+from telemetry import tracing
+from telemetry.server_spans import RouteNaming, traced
 from telemetry.tracing import configured, split_model
 from tests.databases import ServerDatabase, server_database
 from tests.support import ROOT, Running, project_config, service
@@ -346,6 +353,23 @@ def test_with_the_sdk_disabled_nothing_is_traced_or_exported(tmp_path: Path, con
             assert graceful_stop(running)  # a pipeline would flush here
         assert receiver.requests == 0
         assert "Tracing:" not in running.log()
+
+
+def test_unset_no_layer_middleware_subscriber_or_exporter_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    subscribers = {event.name: len(event) for event in events.ALL_EVENTS}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None: ...
+
+    assert traced(app) is app  # the request path does not pass through the server-span layer
+    with pytest.raises(MiddlewareNotUsed):
+        RouteNaming(app)
+    asyncio.run(tracing.tracing_startup())
+    assert tracing.active_tracer() is None
+    assert tracing.current_trace_id() is None
+    assert {event.name: len(event) for event in events.ALL_EVENTS} == subscribers
+    assert not isinstance(trace.get_tracer_provider(), TracerProvider)  # the API's no-op proxy
 
 
 @pytest.mark.parametrize(
