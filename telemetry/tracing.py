@@ -113,7 +113,7 @@ async def tracing_startup() -> None:
     if _tracing is not None or not configured():
         return
     if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") != "http/protobuf":
-        logger.warning("Tracing: OTEL_EXPORTER_OTLP_PROTOCOL is not http/protobuf: exporting that anyway")
+        logger.warning("Tracing: OTEL_EXPORTER_OTLP_PROTOCOL is ignored: spans go as OTLP/HTTP protobuf")
     runtime = get_runtime()
     provider = _build_provider(runtime.config.config.app_id)
     trace.set_tracer_provider(provider)  # spans of other instrumentation (the MCP SDK's) join in
