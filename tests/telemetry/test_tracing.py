@@ -4,7 +4,9 @@ The receiver (``loadtest/otlp_receiver.py``) is a real HTTP server on loopback d
 export with opentelemetry-proto's ``ExportTraceServiceRequest``. One traced server serves the
 load-test fixture (SimplePredict sync, AsyncPredict native async, MultiStep with two LM calls and
 room for one call at a time) against the mock LLM for the whole module; the tokens come from the
-mock's ``[usage=P,C]`` marker, so they are exact.
+mock's ``[usage=P,C]`` marker, so they are exact. Three more servers check what one cannot:
+gunicorn's workers each exporting and flushing at shutdown, a collector that is down, the SDK
+disabled; and in-process, that with ``OTEL_*`` unset nothing is built at all.
 """
 
 import asyncio
@@ -146,6 +148,7 @@ def test_a_call_is_a_server_span_a_program_span_and_an_lm_span(
     assert http.attributes["dspy.request_id"] == request_id
     assert http.resource["service.name"] == SERVICE_NAME
     assert f"Tracing: OTLP/HTTP to {receiver.url} as {SERVICE_NAME}" in server.log()
+    assert not [s for s in receiver.spans if s.attributes.get("url.path", "").startswith("/health/")]
     if from_client:  # the client's trace goes on: its span is the server span's parent
         assert (http.trace_id, http.parent_span_id) == (client_trace, client_span)
     else:
