@@ -25,16 +25,26 @@ scheduler = build_scheduler_or_exit(runtime)  # an invalid cron schedule stops s
 import dspysite.urls  # noqa: E402,F401 - build the routes now, not on the first request
 from mcp_tools.endpoint import mcp_endpoint  # noqa: E402
 from telemetry.api import record_body_too_large  # noqa: E402
+from telemetry.server_spans import traced  # noqa: E402
 from telemetry.services import telemetry_shutdown, telemetry_startup  # noqa: E402
+from telemetry.tracing import tracing_shutdown, tracing_startup  # noqa: E402
 
 # /mcp is answered by the MCP SDK in front of Django (docs/MCP.md); every other path goes on.
 mcp = mcp_endpoint(ASGIStaticFilesHandler(ServiceASGIHandler()), runtime)
 
 application = LifespanMiddleware(
-    BodyLimitMiddleware(mcp, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, on_refused=record_body_too_large),
-    # Cron jobs start after the gateways' setup() and stop before their shutdown() (runs call their hooks).
-    on_startup=[runtime.drain_on_sigterm, runtime.start_gateways, telemetry_startup, scheduler.start],
+    # The server span of each request (only when OTEL_* configures tracing), around all the rest.
+    traced(BodyLimitMiddleware(mcp, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, on_refused=record_body_too_large)),
+    # Cron jobs start after the gateways' setup() and stop before their shutdown() (runs call their
+    # hooks). Tracing starts in each worker process (after gunicorn's fork), before any call.
+    on_startup=[
+        runtime.drain_on_sigterm,
+        tracing_startup,
+        runtime.start_gateways,
+        telemetry_startup,
+        scheduler.start,
+    ],
     # Telemetry last: calls still finishing (sync pool, cron runs) are recorded before the flush.
-    on_shutdown=[scheduler.stop, runtime.stop_gateways, runtime.aclose, telemetry_shutdown],
+    on_shutdown=[scheduler.stop, runtime.stop_gateways, runtime.aclose, telemetry_shutdown, tracing_shutdown],
     contexts=[mcp.running],  # left before the shutdown hooks: no MCP call outlives the LM pools
 )

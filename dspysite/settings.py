@@ -52,6 +52,9 @@ INSTALLED_APPS = [
 # thread hops per request under ASGI. Django's session/auth/CSRF/messages stack is applied to the
 # admin and HTML pages only, by `dspysite.middleware.BrowserMiddleware`.
 MIDDLEWARE = [
+    # Async-only; names the request's server span after its route; removes itself when tracing is
+    # off (docs/TELEMETRY.md, "Traces").
+    "telemetry.server_spans.RouteNaming",
     # Async-only; removes itself when no CORS origin is configured (docs/DEVELOPING.md).
     "dspysite.cors.CorsMiddleware",
     "dspysite.middleware.json_errors_middleware",

@@ -27,10 +27,12 @@ Rules, so a subscription can never leak or slow a request down:
   closing during an emit is safe (it takes effect for the next emit). Emitters test the event's
   truth value first, so an event nobody listens to costs one attribute read.
 * A subscriber that raises is logged (with the traceback) and skipped; the request goes on.
-* Subscribers run synchronously where the event happens: ``request_*`` on the event loop,
-  ``lm_call_finished`` on the thread of the LM call (a worker thread for sync programs), always
-  in the request's context (:data:`programs.context.current_request_id` is set). Keep them quick;
-  hand slow work to a queue.
+* Subscribers run synchronously where the event happens: ``request_*`` and ``admission_waited``
+  on the event loop, ``lm_call_*`` on the thread of the LM call (a worker thread for sync
+  programs), always in the request's context (:data:`programs.context.current_request_id` is
+  set). A ``*_started`` event and its ``*_finished`` one are emitted in the same context, so a
+  subscriber may set a contextvar at the start (the current OpenTelemetry span: telemetry.tracing)
+  and reset it at the end. Keep them quick; hand slow work to a queue.
 
 DSPy callbacks follow the same rule at their own level: the server registers them once at
 start-up (on the LMs it builds); a request never appends to a global list (``docs/ARCHITECTURE.md``,
@@ -187,6 +189,13 @@ class RequestFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class LMCallStarted:
+    request_id: str
+    model: str
+    call_id: str  # DSPy's id of the call, the same on its LMCallFinished
+
+
+@dataclass(frozen=True, slots=True)
 class LMCallFinished:
     request_id: str
     model: str
@@ -195,13 +204,35 @@ class LMCallFinished:
     completion_tokens: int
     cost_usd: float | None
     error: str | None  # the exception's class name when the call failed
+    call_id: str = ""
+    response_model: str = ""  # the model the upstream says answered, when it says
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionWaited:
+    """A call waited for a slot (``server.max_queue_ms``): admitted in the end, or refused."""
+
+    request_id: str
+    limiter: str  # the program's name, or the sync worker threads' limiter
+    waited_ms: float
+    admitted: bool
 
 
 #: Every program call, through any front door (programs.calls), as it starts: after validation.
 request_started: Event[RequestStarted] = Event("request_started")
 #: The same requests when they end, whatever the outcome, with their own tokens and cost.
 request_finished: Event[RequestFinished] = Event("request_finished")
+#: The same LM calls as they start, on the thread and in the context their end is reported in.
+lm_call_started: Event[LMCallStarted] = Event("lm_call_started")
 #: Every call to an LM the runtime built (the model aliases of the config), success or failure.
 lm_call_finished: Event[LMCallFinished] = Event("lm_call_finished")
+#: A call that found its limiter full and waited for a slot (never emitted for an immediate answer).
+admission_waited: Event[AdmissionWaited] = Event("admission_waited")
 
-ALL_EVENTS: tuple[Event[Any], ...] = (request_started, request_finished, lm_call_finished)
+ALL_EVENTS: tuple[Event[Any], ...] = (
+    request_started,
+    request_finished,
+    lm_call_started,
+    lm_call_finished,
+    admission_waited,
+)

@@ -6,6 +6,10 @@ at once (or after at most ``max_queue_ms``) and the client gets 429 with ``Retry
 """
 
 import asyncio
+import time
+
+from programs import events
+from programs.context import current_request_id
 
 
 class Limiter:
@@ -30,12 +34,20 @@ class Limiter:
         return True
 
     async def _wait(self) -> bool:
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.max_wait_s):
                 await self._slots.acquire()
         except TimeoutError:
-            return False
-        return True
+            admitted = False
+        else:
+            admitted = True
+        if events.admission_waited:  # the queueing a trace shows (telemetry.tracing)
+            waited_ms = (time.perf_counter() - started) * 1000
+            events.admission_waited.emit(
+                events.AdmissionWaited(current_request_id.get(), self.name, waited_ms, admitted)
+            )
+        return admitted
 
     def release(self) -> None:
         self._slots.release()

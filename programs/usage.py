@@ -43,6 +43,7 @@ class LMCall:
     cost_usd: float | None = None
     error: str | None = None
     cache_hit: bool = False
+    response_model: str = ""  # the model the upstream says answered (DSPy's CallResult), if known
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -111,11 +112,12 @@ class RequestUsage(UsageTracker):
                 call.error = type(exception).__name__ if exception is not None else None
             return call
 
-    def lm_priced(self, model: str, cost: float | None, cache_hit: bool) -> None:
+    def lm_priced(self, model: str, cost: float | None, cache_hit: bool, response_model: str = "") -> None:
         with self._lock:
             call = self._entry(model, priced=not cache_hit)
             call.cost_usd = cost
             call.cache_hit = cache_hit
+            call.response_model = response_model
 
     def snapshot(self) -> UsageSnapshot:
         with self._lock:
@@ -166,7 +168,10 @@ class LMCallTimer(BaseCallback):
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         usage = current_usage()
         if usage is not None:
-            usage.lm_started(call_id, getattr(instance, "model", type(instance).__name__))
+            model = getattr(instance, "model", type(instance).__name__)
+            usage.lm_started(call_id, model)
+            if events.lm_call_started:
+                events.lm_call_started.emit(events.LMCallStarted(current_request_id.get(), model, call_id))
 
     def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         usage = current_usage()
@@ -183,6 +188,8 @@ class LMCallTimer(BaseCallback):
                     completion_tokens=call.completion_tokens,
                     cost_usd=call.cost_usd,
                     error=call.error,
+                    call_id=call_id,
+                    response_model=call.response_model,
                 )
             )
 
@@ -213,7 +220,8 @@ def install_cost_hook() -> bool:
         if usage is not None:
             cache_hit = bool(getattr(result, "cache_hit", False))
             cost = None if cache_hit else getattr(result, "cost", None)
-            usage.lm_priced(getattr(lm, "model", "unknown"), cost, cache_hit)
+            answered_by = getattr(result, "response_model", None) or ""
+            usage.lm_priced(getattr(lm, "model", "unknown"), cost, cache_hit, answered_by)
         return original(lm, call, result)
 
     finalize._telemetry_cost_hook = True  # type: ignore[attr-defined]

@@ -5,18 +5,21 @@ list avoids the two full scans Django's admin would otherwise run per page (an e
 of the table, and ``SELECT DISTINCT program`` for the program filter).
 """
 
+import re
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
 from django.contrib import admin
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from telemetry import charts, selectors
 from telemetry.models import TOTAL, InferenceLog, ProgramStats
+
+TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 
 class CappedCountPaginator(Paginator):
@@ -64,11 +67,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class InferenceLogAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at", "program", "status_code", "success", "duration_ms", "total_tokens", "cost_usd",
-        "request_id",
+        "request_id", "trace_id",
     )  # fmt: skip
     list_filter = (ProgramFilter, "success", ("created_at", admin.DateFieldListFilter))
     search_fields = ("request_id",)
-    search_help_text = "Exact request id (X-Request-ID)"
+    search_help_text = "Exact request id (X-Request-ID) or trace id (OpenTelemetry)"
     paginator = CappedCountPaginator
     show_full_result_count = False
     list_per_page = 50
@@ -76,9 +79,16 @@ class InferenceLogAdmin(ReadOnlyAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        """An exact, indexed match: the admin's default (``icontains``) would scan every row."""
+        """An exact, indexed match: the admin's default (``icontains``) would scan every row.
+
+        A trace id (32 hex digits) may also be a request id (a client's UUID): both are looked up.
+        """
         term = search_term.strip()
-        return (queryset.filter(request_id=term) if term else queryset), False
+        if not term:
+            return queryset, False
+        if TRACE_ID.fullmatch(term):
+            return queryset.filter(Q(request_id=term) | Q(trace_id=term.lower())), False
+        return queryset.filter(request_id=term), False
 
 
 @admin.register(ProgramStats)

@@ -37,6 +37,9 @@ class InferenceLog(models.Model):
     # The front door of the call (programs.calls): http, gateway, batch, stream, mcp, cron; and which.
     source = models.CharField(max_length=20, default="http")
     entry = models.CharField(max_length=200, blank=True, help_text="gateway class, job or tool")
+    # The OpenTelemetry trace of the request (32 hex digits); null when it was not traced, so the
+    # partial index below holds the traced rows only and costs nothing with tracing off.
+    trace_id = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
     inputs = models.JSONField(null=True, blank=True)
     outputs = models.JSONField(null=True, blank=True)
     success = models.BooleanField()
@@ -57,6 +60,9 @@ class InferenceLog(models.Model):
             models.Index(fields=["program", "-created_at", "-id"], name="telemetry_log_program_recent"),
             models.Index(fields=["request_id"], name="telemetry_log_request_id"),
             models.Index(fields=["created_at"], name="telemetry_log_created_at"),
+            models.Index(
+                fields=["trace_id"], name="telemetry_log_trace_id", condition=models.Q(trace_id__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -62,6 +62,7 @@ class InferenceRecord:
     api_key_name: str = ""
     source: str = "http"  # the front door: http, gateway, batch, stream, mcp, cron
     entry: str = ""  # which one: a gateway class, a job, a tool
+    trace_id: str | None = None  # the OpenTelemetry trace (telemetry.tracing); None when not traced
 
     @property
     def success(self) -> bool:
@@ -81,6 +82,7 @@ def to_log_values(record: InferenceRecord) -> dict[str, Any]:
         api_key_name=record.api_key_name[:140],
         source=record.source[:20],
         entry=record.entry[:200],
+        trace_id=record.trace_id,
         inputs=_body_json(record.inputs),
         outputs=_body_json(record.outputs),
         success=record.success,

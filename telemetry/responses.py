@@ -75,6 +75,7 @@ class LogEntry(BaseModel):
     model: str
     model_alias: str
     request_id: str
+    trace_id: str | None = Field(description="the request's OpenTelemetry trace id; null: not traced")
     status_code: int
     success: bool
     duration_ms: float | None = Field(description="null: refused before the program ran")

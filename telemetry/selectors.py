@@ -93,6 +93,7 @@ def inference_log_entry(row: InferenceLog) -> dict[str, Any]:
         "model": row.model,
         "model_alias": row.model_alias,
         "request_id": row.request_id,
+        "trace_id": row.trace_id,
         "status_code": row.status_code,
         "success": row.success,
         "duration_ms": row.duration_ms,

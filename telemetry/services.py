@@ -22,7 +22,7 @@ from apikeys.context import current_caller
 from programs import events
 from programs.runtime import get_runtime
 from programs.usage import UsageSnapshot
-from telemetry import prometheus
+from telemetry import prometheus, tracing
 from telemetry import records as telemetry_records
 from telemetry.counters import PROCESS_COUNTERS, ProgramCounters
 from telemetry.live import LivePublisher
@@ -74,6 +74,7 @@ def subscribe_request_events() -> None:
 def inference_log_enqueue(record: InferenceRecord) -> bool:
     """Count a finished request at once (counters, Prometheus) and queue it for the database."""
     record.worker = telemetry_records.WORKER
+    record.trace_id = tracing.current_trace_id()  # the program's (or server's) span is still current
     _count(PROCESS_COUNTERS.get(record.program), record)
     _observe(record, record.usage)
     return telemetry_writer().enqueue(record)
