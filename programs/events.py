@@ -180,6 +180,10 @@ class RequestFinished:
     error_type: str = ""
     error_detail: Any = ""  # a message, or a list of validation errors
     finished_at: float = 0.0  # time.time()
+    # The model alias that answered the last LM call (a fallback's when one answered; "" when the
+    # call made no LM call), and the upstream requests all its LM calls took (retries included).
+    answered_by: str = ""
+    attempts: int = 0
 
     @property
     def success(self) -> bool:
@@ -197,11 +201,40 @@ class LMCallFinished:
     error: str | None  # the exception's class name when the call failed
 
 
+@dataclass(frozen=True, slots=True)
+class LMRetry:
+    """One failed upstream attempt of an LM call (programs/upstream.py)."""
+
+    request_id: str
+    model_alias: str
+    attempt: int  # 1 for the first request to this model in this LM call
+    status: int | None  # the upstream's HTTP status, None for timeouts and connection failures
+    wait_s: float  # how long before the next attempt; 0.0 when none follows on this model
+    error_type: str  # the exception's class name
+    retrying: bool  # another attempt on the same model follows
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitChanged:
+    model_alias: str
+    state: str  # "open" (failures tripped it, or its trial call failed) or "closed" (a call succeeded)
+
+
 #: Every program call, through any front door (programs.calls), as it starts: after validation.
 request_started: Event[RequestStarted] = Event("request_started")
 #: The same requests when they end, whatever the outcome, with their own tokens and cost.
 request_finished: Event[RequestFinished] = Event("request_finished")
 #: Every call to an LM the runtime built (the model aliases of the config), success or failure.
 lm_call_finished: Event[LMCallFinished] = Event("lm_call_finished")
+#: Every failed upstream attempt of those LM calls, whether another attempt follows or not.
+lm_retry: Event[LMRetry] = Event("lm_retry")
+#: A model's circuit breaker opened or closed (in this process's view; see programs/circuits.py).
+circuit_changed: Event[CircuitChanged] = Event("circuit_changed")
 
-ALL_EVENTS: tuple[Event[Any], ...] = (request_started, request_finished, lm_call_finished)
+ALL_EVENTS: tuple[Event[Any], ...] = (
+    request_started,
+    request_finished,
+    lm_call_finished,
+    lm_retry,
+    circuit_changed,
+)

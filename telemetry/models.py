@@ -48,6 +48,10 @@ class InferenceLog(models.Model):
     total_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.FloatField(null=True, blank=True, help_text="null: no price known for the model")
     lm_calls = models.JSONField(default=list, blank=True)
+    # programs/upstream.py: the alias that answered the last LM call (a fallback's when one did;
+    # empty when none answered) and the upstream requests the LM calls took, retries included.
+    answered_by = models.CharField(max_length=100, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(help_text="when the response was sent")
 
     class Meta:
@@ -111,6 +115,7 @@ class ModelStats(models.Model):
     period_s = models.PositiveIntegerField()
     period_start = models.DateTimeField()
     call_count = models.PositiveBigIntegerField(default=0)
+    attempt_count = models.PositiveBigIntegerField(default=0, help_text="upstream requests, retries included")
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.FloatField(default=0.0)

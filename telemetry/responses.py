@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 class ModelUsage(BaseModel):
     call_count: int
+    total_attempts: int = Field(description="upstream requests for these calls, retries included")
     total_prompt_tokens: int
     total_completion_tokens: int
     total_tokens: int
@@ -80,6 +81,8 @@ class LogEntry(BaseModel):
     tokens: Tokens
     cost_usd: float | None = Field(description="null: no price known for the model")
     lm_calls: list[dict[str, Any]]
+    answered_by: str | None = Field(description="the model alias that answered (a fallback's when one did)")
+    attempts: int = Field(description="upstream requests of the LM calls, retries included")
     worker: str
     api_key: str | None
 

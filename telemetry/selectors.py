@@ -28,7 +28,7 @@ def program_stats_totals(programs: Iterable[str] | None = None) -> dict[str, Pro
         counters = totals.get(row.program)
         if counters is not None:
             counters.models[row.model] = ModelUsage(
-                row.call_count, row.prompt_tokens, row.completion_tokens, row.cost_usd
+                row.call_count, row.prompt_tokens, row.completion_tokens, row.cost_usd, row.attempt_count
             )
     return totals
 
@@ -105,6 +105,8 @@ def inference_log_entry(row: InferenceLog) -> dict[str, Any]:
         },
         "cost_usd": row.cost_usd,
         "lm_calls": row.lm_calls,
+        "answered_by": row.answered_by or None,
+        "attempts": row.attempts,
         "worker": row.worker,
         "api_key": row.api_key_name or None,
     }

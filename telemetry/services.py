@@ -64,10 +64,23 @@ def on_request_finished(done: events.RequestFinished) -> None:
     inference_log_enqueue(record)
 
 
+def on_lm_retry(failed: events.LMRetry) -> None:
+    prometheus.LM_ATTEMPTS.labels(failed.model_alias, "failed").inc()
+    if failed.retrying:
+        prometheus.LM_RETRIES.labels(failed.model_alias, failed.error_type).inc()
+
+
+def on_circuit_changed(change: events.CircuitChanged) -> None:
+    if change.state == "open":
+        prometheus.CIRCUIT_OPENS.labels(change.model_alias).inc()
+
+
 def subscribe_request_events() -> None:
     """Called once from ``TelemetryConfig.ready``: every program call of the process is recorded."""
     events.subscribe(events.request_started, on_request_started)
     events.subscribe(events.request_finished, on_request_finished)
+    events.subscribe(events.lm_retry, on_lm_retry)
+    events.subscribe(events.circuit_changed, on_circuit_changed)
 
 
 def inference_log_enqueue(record: InferenceRecord) -> bool:
@@ -109,6 +122,16 @@ def inference_log_enqueue_refused(
     return inference_log_enqueue(record)
 
 
+def _observe_attempts(record: InferenceRecord, call: dict[str, Any]) -> None:
+    """The request that answered an LM call (the failed ones are counted by :func:`on_lm_retry`)."""
+    alias = call.get("model_alias") or ""
+    if not alias or call.get("cache_hit"):  # an LM the program built, no model answered, the cache
+        return
+    prometheus.LM_ATTEMPTS.labels(alias, "ok").inc()
+    if alias != record.model_alias:
+        prometheus.LM_FALLBACKS.labels(record.program, alias).inc()
+
+
 def _observe(record: InferenceRecord, usage: UsageSnapshot) -> None:
     program = record.program
     prometheus.REQUESTS.labels(program, prometheus.outcome(record.status_code)).inc()
@@ -120,6 +143,7 @@ def _observe(record: InferenceRecord, usage: UsageSnapshot) -> None:
     for call in usage.lm_calls:
         model = call["model"]
         prometheus.LM_CALLS.labels(model).inc()
+        _observe_attempts(record, call)
         if call["prompt_tokens"]:
             prometheus.TOKENS.labels(model, "prompt").inc(call["prompt_tokens"])
         if call["completion_tokens"]:
@@ -284,6 +308,7 @@ def _add_program_stats(program: str, period_s: int, start: datetime, counters: P
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "cost_usd": usage.cost_usd,
+            "attempt_count": usage.attempt_count,
         }
         _increment(ModelStats, {**keys, "model": model[:200]}, model_deltas)
 
