@@ -8,13 +8,13 @@ run the sync ones inline (nothing in them blocks).
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ratelimit import circuit as circuits
 from ratelimit import windows
 from ratelimit.circuit import Circuit, CircuitCheck
 from ratelimit.store import Slot, Store
-from ratelimit.windows import Decision, Reservation
+from ratelimit.windows import Charge, Decision, Reservation
 
 
 class MemoryStore(Store):
@@ -25,15 +25,16 @@ class MemoryStore(Store):
         self._leases: dict[str, dict[str, float]] = {}  # key -> lease id -> expiry
         self._circuits: dict[str, Circuit] = {}
 
-    def take(self, key: str, amount: float, limit: float, window_s: float) -> Decision:
+    def take_all(self, charges: Sequence[Charge]) -> list[Decision]:
         with self._lock:
-            buckets = self._budgets.setdefault(key, {})
-            return windows.take(buckets, key, amount, limit, window_s, self.clock())
+            budgets = [self._budgets.setdefault(charge.key, {}) for charge in charges]
+            return windows.take_all(budgets, list(charges), self.clock())
 
-    def settle(self, reservation: Reservation, actual: float) -> None:
+    def settle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None:
         with self._lock:
-            buckets = self._budgets.setdefault(reservation.key, {})
-            windows.settle(buckets, reservation, actual, self.clock())
+            now = self.clock()
+            for reservation, actual in settlements:
+                windows.settle(self._budgets.setdefault(reservation.key, {}), reservation, actual, now)
 
     def acquire(self, key: str, limit: int, lease_s: float) -> Slot:
         lease_id = secrets.token_hex(8)
@@ -60,11 +61,11 @@ class MemoryStore(Store):
             state = self._circuits.setdefault(key, Circuit())
             return circuits.record(state, ok, failures, cooldown_s, self.clock())
 
-    async def atake(self, key: str, amount: float, limit: float, window_s: float) -> Decision:
-        return self.take(key, amount, limit, window_s)
+    async def atake_all(self, charges: Sequence[Charge]) -> list[Decision]:
+        return self.take_all(charges)
 
-    async def asettle(self, reservation: Reservation, actual: float) -> None:
-        self.settle(reservation, actual)
+    async def asettle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None:
+        self.settle_all(settlements)
 
     async def aacquire(self, key: str, limit: int, lease_s: float) -> Slot:
         return self.acquire(key, limit, lease_s)

@@ -13,7 +13,7 @@ first success after it (:mod:`ratelimit.failures`).
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from dspysite.env import env_float, env_str
 from ratelimit import failures
 from ratelimit.circuit import CircuitCheck
 from ratelimit.store import Slot, Store, StoreUnavailable
-from ratelimit.windows import BUCKETS, EPSILON, Decision, Reservation
+from ratelimit.windows import BUCKETS, EPSILON, Charge, Decision, Reservation
 
 T = TypeVar("T")
 
@@ -72,19 +72,19 @@ class RedisStore(Store):
 
     # Each operation: its script's arguments, then the reply's parsing, shared by both forms.
 
-    def take(self, key: str, amount: float, limit: float, window_s: float) -> Decision:
-        reply = self._run("take", *_take_args(key, amount, limit, window_s))
-        return _decision(key, amount, window_s, reply)
+    def take_all(self, charges: Sequence[Charge]) -> list[Decision]:
+        return _decisions(charges, self._run("take", *_take_args(charges)))
 
-    async def atake(self, key: str, amount: float, limit: float, window_s: float) -> Decision:
-        reply = await self._arun("take", *_take_args(key, amount, limit, window_s))
-        return _decision(key, amount, window_s, reply)
+    async def atake_all(self, charges: Sequence[Charge]) -> list[Decision]:
+        return _decisions(charges, await self._arun("take", *_take_args(charges)))
 
-    def settle(self, reservation: Reservation, actual: float) -> None:
-        self._run("settle", *_settle_args(reservation, actual))
+    def settle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None:
+        if settlements:
+            self._run("settle", *_settle_args(settlements))
 
-    async def asettle(self, reservation: Reservation, actual: float) -> None:
-        await self._arun("settle", *_settle_args(reservation, actual))
+    async def asettle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None:
+        if settlements:
+            await self._arun("settle", *_settle_args(settlements))
 
     def acquire(self, key: str, limit: int, lease_s: float) -> Slot:
         lease_id = secrets.token_hex(8)
@@ -139,26 +139,36 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
     return error
 
 
-def _take_args(key: str, amount: float, limit: float, window_s: float) -> tuple[list[str], list[Any]]:
-    return [KEY_PREFIX + key], [
-        repr(float(amount)),
-        repr(float(limit)),
-        repr(float(window_s)),
-        BUCKETS,
-        EPSILON,
-    ]
+def _take_args(charges: Sequence[Charge]) -> tuple[list[str], list[Any]]:
+    args: list[Any] = [BUCKETS, EPSILON]
+    for charge in charges:
+        args += [repr(float(charge.amount)), repr(float(charge.limit)), repr(float(charge.window_s))]
+    return [KEY_PREFIX + charge.key for charge in charges], args
 
 
-def _settle_args(reservation: Reservation, actual: float) -> tuple[list[str], list[Any]]:
-    delta = float(actual) - reservation.amount
-    args = [reservation.bucket, repr(delta), repr(float(reservation.window_s)), BUCKETS, EPSILON]
-    return [KEY_PREFIX + reservation.key], args
+def _settle_args(settlements: Sequence[tuple[Reservation, float]]) -> tuple[list[str], list[Any]]:
+    args: list[Any] = [BUCKETS, EPSILON]
+    for reservation, actual in settlements:
+        args += [
+            reservation.bucket,
+            repr(float(actual) - reservation.amount),
+            repr(float(reservation.window_s)),
+        ]
+    return [KEY_PREFIX + reservation.key for reservation, _ in settlements], args
 
 
-def _decision(key: str, amount: float, window_s: float, reply: list[Any]) -> Decision:
-    allowed, remaining, reset_s, retry_after_s, bucket = reply
-    reservation = Reservation(key, int(bucket), float(amount), window_s) if allowed == 1 else None
-    return Decision(allowed == 1, float(remaining), float(reset_s), float(retry_after_s), reservation)
+def _decisions(charges: Sequence[Charge], reply: list[Any]) -> list[Decision]:
+    decisions = []
+    for charge, (charged, remaining, reset_s, retry_after_s, bucket) in zip(charges, reply, strict=True):
+        reservation = (
+            Reservation(charge.key, int(bucket), float(charge.amount), charge.window_s)
+            if charged == 1
+            else None
+        )
+        decisions.append(
+            Decision(charged == 1, float(remaining), float(reset_s), float(retry_after_s), reservation)
+        )
+    return decisions
 
 
 def _slot(reply: list[Any], lease_id: str) -> Slot:

@@ -9,7 +9,10 @@ Operations (each one atomic, one round trip to Redis):
 
 * ``take(key, amount, limit, window_s)`` → :class:`~ratelimit.windows.Decision`: a windowed budget
   (requests or tokens or dollars per window), algorithm in :mod:`ratelimit.windows`.
-* ``settle(reservation, actual)``: replace a reservation's amount by what was really used.
+  ``take_all([Charge, ...])``: several budgets at once, all charged or none (a key's requests,
+  tokens and dollars in one round trip).
+* ``settle(reservation, actual)``, ``settle_all([(reservation, actual), ...])``: replace
+  reservations' amounts by what was really used.
 * ``acquire(key, limit, lease_s)`` → :class:`Slot`; ``release(key, lease_id)``: at most ``limit``
   holders; a holder that never releases (crashed worker) loses its slot when its lease expires.
 * ``circuit_check`` / ``circuit_record``: the circuit breaker's shared state (:mod:`ratelimit.circuit`).
@@ -17,12 +20,13 @@ Operations (each one atomic, one round trip to Redis):
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from ratelimit.circuit import CircuitCheck
-from ratelimit.windows import Decision, Reservation
+from ratelimit.windows import Charge, Decision, Reservation
 
 
 class StoreUnavailable(Exception):
@@ -41,11 +45,17 @@ class Slot:
 class Store(ABC):
     """Sync and async forms of each operation; see the module docstring."""
 
-    @abstractmethod
-    def take(self, key: str, amount: float, limit: float, window_s: float) -> Decision: ...
+    def take(self, key: str, amount: float, limit: float, window_s: float) -> Decision:
+        return self.take_all([Charge(key, amount, limit, window_s)])[0]
+
+    def settle(self, reservation: Reservation, actual: float) -> None:
+        self.settle_all([(reservation, actual)])
 
     @abstractmethod
-    def settle(self, reservation: Reservation, actual: float) -> None: ...
+    def take_all(self, charges: Sequence[Charge]) -> list[Decision]: ...
+
+    @abstractmethod
+    def settle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None: ...
 
     @abstractmethod
     def acquire(self, key: str, limit: int, lease_s: float) -> Slot: ...
@@ -59,11 +69,17 @@ class Store(ABC):
     @abstractmethod
     def circuit_record(self, key: str, ok: bool, failures: int, cooldown_s: float) -> bool: ...
 
-    @abstractmethod
-    async def atake(self, key: str, amount: float, limit: float, window_s: float) -> Decision: ...
+    async def atake(self, key: str, amount: float, limit: float, window_s: float) -> Decision:
+        return (await self.atake_all([Charge(key, amount, limit, window_s)]))[0]
+
+    async def asettle(self, reservation: Reservation, actual: float) -> None:
+        await self.asettle_all([(reservation, actual)])
 
     @abstractmethod
-    async def asettle(self, reservation: Reservation, actual: float) -> None: ...
+    async def atake_all(self, charges: Sequence[Charge]) -> list[Decision]: ...
+
+    @abstractmethod
+    async def asettle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None: ...
 
     @abstractmethod
     async def aacquire(self, key: str, limit: int, lease_s: float) -> Slot: ...

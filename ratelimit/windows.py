@@ -63,34 +63,56 @@ def expires_at(bucket: int, window_s: float) -> float:
     return (bucket + 1) * bucket_width(window_s) + window_s
 
 
-def take(
-    buckets: dict[int, float], key: str, amount: float, limit: float, window_s: float, now: float
-) -> Decision:
-    """Charge ``amount`` to ``buckets`` (mutated: stale buckets dropped) if the window has room."""
-    current = current_bucket(now, window_s)
-    for stale in [index for index in buckets if index < current - BUCKETS]:
-        del buckets[stale]
-    used = sum(buckets.values())
-    if used + amount <= limit + EPSILON:
-        buckets[current] = buckets.get(current, 0.0) + amount
-        oldest = min(buckets)
-        reservation = Reservation(key, current, amount, window_s)
-        return Decision(
-            True, max(limit - used - amount, 0.0), expires_at(oldest, window_s) - now, 0.0, reservation
-        )
-    reset_s = expires_at(min(buckets), window_s) - now if buckets else 0.0
-    return Decision(
-        False,
-        max(limit - used, 0.0),
-        reset_s,
-        _retry_after(buckets, used + amount - limit, amount > limit, window_s, now),
-    )
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One budget of a ``take_all``: take ``amount`` of ``limit`` per ``window_s``."""
+
+    key: str
+    amount: float
+    limit: float
+    window_s: float
 
 
-def _retry_after(buckets: dict[int, float], excess: float, never: bool, window_s: float, now: float) -> float:
+def take_all(budgets: list[dict[int, float]], charges: list[Charge], now: float) -> list[Decision]:
+    """All or nothing: charge every budget (mutated) if each has room, else none.
+
+    When one has no room, every decision is refused; a budget that had room has ``retry_after_s``
+    0 (it is not the reason).
+    """
+    used = []
+    for buckets, charge in zip(budgets, charges, strict=True):
+        current = current_bucket(now, charge.window_s)
+        for stale in [index for index in buckets if index < current - BUCKETS]:
+            del buckets[stale]
+        used.append(sum(buckets.values()))
+    room = [u + c.amount <= c.limit + EPSILON for u, c in zip(used, charges, strict=True)]
+    return [
+        _charge(buckets, charge, spent, now) if all(room) else _refuse(buckets, charge, spent, fits, now)
+        for buckets, charge, spent, fits in zip(budgets, charges, used, room, strict=True)
+    ]
+
+
+def _charge(buckets: dict[int, float], charge: Charge, used: float, now: float) -> Decision:
+    current = current_bucket(now, charge.window_s)
+    buckets[current] = buckets.get(current, 0.0) + charge.amount
+    reset_s = expires_at(min(buckets), charge.window_s) - now
+    reservation = Reservation(charge.key, current, charge.amount, charge.window_s)
+    return Decision(True, max(charge.limit - used - charge.amount, 0.0), reset_s, 0.0, reservation)
+
+
+def _refuse(buckets: dict[int, float], charge: Charge, used: float, fits: bool, now: float) -> Decision:
+    reset_s = expires_at(min(buckets), charge.window_s) - now if buckets else 0.0
+    if fits:
+        retry_after_s = 0.0
+    elif charge.amount > charge.limit:
+        retry_after_s = charge.window_s  # can never fit
+    else:
+        retry_after_s = _retry_after(buckets, used + charge.amount - charge.limit, charge.window_s, now)
+    return Decision(False, max(charge.limit - used, 0.0), reset_s, retry_after_s)
+
+
+def _retry_after(buckets: dict[int, float], excess: float, window_s: float, now: float) -> float:
     """Seconds until the oldest buckets that hold ``excess`` have left the window."""
-    if never:
-        return window_s
     freed = 0.0
     for index in sorted(buckets):
         freed += buckets[index]
