@@ -107,6 +107,23 @@ class DeclaredModel(BaseModel):
     reasoning: bool | None = None
 
 
+FailMode = Literal["fail_open", "fail_closed"]
+
+
+class LimitsOnRedisError(BaseModel):
+    """What each kind of limit does while Redis (the shared limit store) is down (ratelimit/failures.py).
+
+    ``fail_open``: the limit is skipped; ``fail_closed``: the request gets 503 with ``Retry-After``.
+    Key quotas fail closed by default (a tenant's budget is a promise), model budgets fail open
+    (the provider still enforces its own limit, and its 429s are retried and answered 503).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: FailMode = "fail_closed"
+    models: FailMode = "fail_open"
+
+
 class ServerSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -121,6 +138,8 @@ class ServerSection(BaseModel):
     auth: bool = False
     # Origins allowed to call the API from a browser (CORS); env CORS_ALLOWED_ORIGINS adds to them.
     cors_allowed_origins: list[str] = Field(default_factory=list)
+    # Per limit kind (keys, models): fail_open or fail_closed while Redis is unreachable.
+    limits_on_redis_error: LimitsOnRedisError = Field(default_factory=LimitsOnRedisError)
 
 
 class ProgramOptions(BaseModel):
