@@ -13,13 +13,11 @@ Only faults of the upstream itself count (5xx, timeouts, connection failures), n
 provider is up, it is rate-limiting: that is for the budgets and Retry-After) nor a 4xx (the
 request's fault).
 
-:class:`LocalCircuit` is the state of one process. A shared state (every server sees the same
-circuit) implements the same :class:`CircuitState` protocol: ``check``/``record`` from worker
-threads, ``acheck``/``arecord`` on the event loop.
+:class:`programs.model_limits.StoreCircuit` keeps the state in the limit store (Redis: every server
+sees the same circuit; else this process's), behind the :class:`CircuitState` protocol:
+``check``/``record`` from worker threads, ``acheck``/``arecord`` on the event loop.
 """
 
-import threading
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,50 +49,3 @@ class CircuitState(Protocol):
     async def acheck(self) -> Admission: ...
 
     async def arecord(self, admission: Admission, ok: bool) -> str | None: ...
-
-
-class LocalCircuit:
-    """One process's circuit. The lock is held for a few comparisons, never across a call."""
-
-    def __init__(self, failures: int, cooldown_s: float) -> None:
-        self.failures = failures
-        self.cooldown_s = cooldown_s
-        self._lock = threading.Lock()
-        self._consecutive = 0
-        self._open_until = 0.0  # monotonic; 0: closed
-        self._trial_until = 0.0  # a trial call is out until then
-
-    def check(self) -> Admission:
-        now = time.monotonic()
-        with self._lock:
-            if not self._open_until:
-                return ALLOWED
-            if now < self._open_until:
-                return Admission(False, retry_after_s=self._open_until - now)
-            if now < self._trial_until:
-                return Admission(False, retry_after_s=min(1.0, self._trial_until - now))
-            self._trial_until = now + self.cooldown_s
-            return Admission(True, trial=True)
-
-    def record(self, admission: Admission, ok: bool) -> str | None:
-        now = time.monotonic()
-        with self._lock:
-            was_open = bool(self._open_until)
-            if ok:
-                self._consecutive = 0
-                self._open_until = self._trial_until = 0.0
-                return "closed" if was_open else None
-            if admission.trial:
-                self._open_until, self._trial_until = now + self.cooldown_s, 0.0
-                return "open"
-            self._consecutive += 1
-            if not was_open and self._consecutive >= self.failures:
-                self._open_until = now + self.cooldown_s
-                return "open"
-            return None
-
-    async def acheck(self) -> Admission:
-        return self.check()
-
-    async def arecord(self, admission: Admission, ok: bool) -> str | None:
-        return self.record(admission, ok)

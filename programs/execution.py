@@ -25,7 +25,7 @@ from programs.dspy_speedups import inline_lm_steps
 from programs.limits import Limiter
 from programs.outputs import OutputMismatch, to_response_body
 from programs.runtime import Program, Runtime
-from programs.upstream import CircuitOpen, ModelBudgetExceeded
+from programs.upstream import CircuitOpen, LimitsUnavailable, ModelBudgetExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def _no_instance(program: Program) -> CallFailed:
 
 
 def classify(program: Program, exc: BaseException) -> CallFailed:
-    if isinstance(exc, CircuitOpen | ModelBudgetExceeded | LMRateLimitError):
+    if isinstance(exc, CircuitOpen | ModelBudgetExceeded | LimitsUnavailable | LMRateLimitError):
         return _try_later(program, exc)
     name, status = type(exc).__name__, None
     if isinstance(exc, TimeoutError | LMTimeoutError):
@@ -186,8 +186,8 @@ def _try_later(program: Program, exc: LMError) -> CallFailed:
     retry_after = max(1, math.ceil(exc.retry_after or RETRY_AFTER_S))
     if isinstance(exc, ModelBudgetExceeded):
         return CallFailed(429, exc.message, "ModelBudget", program.name, retry_after=retry_after)
-    if isinstance(exc, CircuitOpen):
-        return CallFailed(503, exc.message, "CircuitOpen", program.name, retry_after=retry_after)
+    if isinstance(exc, CircuitOpen | LimitsUnavailable):
+        return CallFailed(503, exc.message, type(exc).__name__, program.name, retry_after=retry_after)
     detail = f"The upstream LLM ({exc.model or program.model_alias}) is rate-limiting us; retry later"
     failed = CallFailed(503, detail, "UpstreamRateLimited", program.name, upstream_status=429)
     failed.retry_after = retry_after

@@ -6,21 +6,36 @@ every server (Redis) is decided here, once, at start-up.
 
 from typing import Any
 
-from programs.circuits import CircuitState, LocalCircuit
 from programs.config import ModelEntry
-from programs.upstream import ModelBudget, ModelPolicy, Prices
+from programs.model_limits import StoreBudget, StoreCircuit
+from programs.upstream import ModelPolicy, Prices
+from ratelimit.failures import FailMode
+from ratelimit.store import get_store
 
 
 def build_policy(
-    alias: str, entry: ModelEntry, lm: Any, fallbacks: tuple[ModelPolicy, ...], max_wait_s: float
+    alias: str,
+    entry: ModelEntry,
+    lm: Any,
+    fallbacks: tuple[ModelPolicy, ...],
+    max_wait_s: float,
+    on_store_error: FailMode,
 ) -> ModelPolicy:
+    """``max_wait_s``: how long a call may wait for budget (``server.max_queue_ms``)."""
+    breaker = entry.circuit_breaker
+    circuit = None
+    if breaker is not None:
+        circuit = StoreCircuit(get_store(), alias, breaker.failures, breaker.cooldown_s, on_store_error)
+    budget = None
+    if entry.rpm is not None or entry.tpm is not None:
+        budget = StoreBudget(get_store(), alias, entry.rpm, entry.tpm, max_wait_s, on_store_error)
     return ModelPolicy(
         alias=alias,
         lm=lm,
         num_retries=entry.num_retries,
         prices=_prices(entry),
-        circuit=_circuit(alias, entry),
-        budget=_budget(alias, entry, max_wait_s),
+        circuit=circuit,
+        budget=budget,
         fallbacks=fallbacks,
     )
 
@@ -32,16 +47,3 @@ def _prices(entry: ModelEntry) -> Prices | None:
         input_per_token=(entry.input_cost_per_1m_tokens or 0.0) / 1_000_000,
         output_per_token=(entry.output_cost_per_1m_tokens or 0.0) / 1_000_000,
     )
-
-
-def _circuit(alias: str, entry: ModelEntry) -> CircuitState | None:
-    breaker = entry.circuit_breaker
-    if breaker is None:
-        return None
-    return LocalCircuit(breaker.failures, breaker.cooldown_s)
-
-
-def _budget(alias: str, entry: ModelEntry, max_wait_s: float) -> ModelBudget | None:
-    if entry.rpm is None and entry.tpm is None:
-        return None
-    return None  # the shared budget comes with the ratelimit store

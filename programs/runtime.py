@@ -208,7 +208,10 @@ def _lm_for(runtime: Runtime, alias: str) -> dspy.LM:
     declared = service.declared_models.get(alias)
     lm = runtime.lms[alias] = build_lm(alias, entry, runtime.config.path, _longest_timeout(service), declared)
     chain = tuple(policy_of(_lm_for(runtime, name)) for name in fallback_chain(registry, alias))
-    attach(build_policy(alias, entry, lm, chain, service.server.max_queue_ms / 1000))
+    server = service.server
+    attach(
+        build_policy(alias, entry, lm, chain, server.max_queue_ms / 1000, server.limits_on_redis_error.models)
+    )
     return lm
 
 

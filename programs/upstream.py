@@ -66,18 +66,22 @@ class ModelBudgetExceeded(LMError):
     """The model's rpm/tpm budget has no room within ``server.max_queue_ms``."""
 
 
+class LimitsUnavailable(LMError):
+    """The shared limit store is down and the model's limits fail closed."""
+
+
 # Answers of the server's own guards: no request was sent, nothing to retry on this model.
-REFUSALS = (CircuitOpen, ModelBudgetExceeded)
+REFUSALS = (CircuitOpen, ModelBudgetExceeded, LimitsUnavailable)
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """A budget's answer: room for the call (``tokens`` reserved), or when to try again."""
+    """A budget's answer: room for the call, or when to try again."""
 
     allowed: bool
-    tokens: int = 0
     retry_after_s: float = 0.0
     limit: str = ""  # which limit refused: "rpm" or "tpm"
+    handle: Any = None  # the budget's own record of the reservation, to settle it
 
 
 class ModelBudget(Protocol):

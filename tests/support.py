@@ -25,10 +25,11 @@ FIXTURES = ROOT / "tests" / "fixtures"
 DSPY_CLI_PROJECT = FIXTURES / "dspy_cli_project"
 
 # What this service answers to each fault the mock LLM can inject (loadtest/README.md). A provider's
-# 429 is an upstream failure like any other: 502 with upstream_status 429 and no Retry-After (this
-# service's own 429 means a program is at capacity).
+# 429 (once the retries are spent) is a temporary overload, not a broken server: 503 with
+# upstream_status 429 and Retry-After (this service's own 429 means it is at capacity).
 FAULT_STATUS = {
-    **dict.fromkeys(("500", "429", "malformed", "badjson", "drop", "cut"), 502),
+    **dict.fromkeys(("500", "malformed", "badjson", "drop", "cut"), 502),
+    "429": 503,
     "stall": 504,
 }
 
