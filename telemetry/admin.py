@@ -64,7 +64,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class InferenceLogAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at", "program", "status_code", "success", "duration_ms", "total_tokens", "cost_usd",
-        "request_id",
+        "answered_by", "attempts", "request_id",
     )  # fmt: skip
     list_filter = (ProgramFilter, "success", ("created_at", admin.DateFieldListFilter))
     search_fields = ("request_id",)
