@@ -36,22 +36,27 @@ def sf_string(value: str) -> str:
 
 
 def policy_field(policies: list[Policy]) -> str:
-    items = []
-    for policy in policies:
-        item = f"{sf_string(policy.name)};q={max(policy.quota, 0)}"
-        if policy.unit is not None:
-            item += f";qu={sf_string(policy.unit)}"
-        if policy.window_s is not None:
-            item += f";w={policy.window_s}"
-        items.append(item)
-    return ", ".join(items)
+    return ", ".join(
+        _member(
+            policy.name, q=max(policy.quota, 0), qu=policy.unit and sf_string(policy.unit), w=policy.window_s
+        )
+        for policy in policies
+    )
 
 
 def ratelimit_field(states: list[Remaining]) -> str:
-    items = []
-    for state in states:
-        item = f"{sf_string(state.name)};r={max(state.remaining, 0)}"
-        if state.reset_s is not None:
-            item += f";t={max(math.ceil(state.reset_s), 0)}"
-        items.append(item)
-    return ", ".join(items)
+    return ", ".join(
+        _member(
+            state.name,
+            r=max(state.remaining, 0),
+            t=None if state.reset_s is None else max(math.ceil(state.reset_s), 0),
+        )
+        for state in states
+    )
+
+
+def _member(name: str, **parameters: int | str | None) -> str:
+    """One list member: the quoted name, then ``;key=value`` for each parameter that is set."""
+    return sf_string(name) + "".join(
+        f";{key}={value}" for key, value in parameters.items() if value is not None
+    )

@@ -98,6 +98,8 @@ class McpEndpoint:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                await admission.finish()  # settled before the client has the whole answer
             await send(message)
 
         try:
