@@ -34,6 +34,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from django.http.response import HttpResponseBase, StreamingHttpResponse
+from prometheus_client import Counter
 
 from apikeys.context import Caller, Quota, current_admission
 from apikeys.ratelimit_headers import Policy, Remaining, policy_field, ratelimit_field
@@ -57,6 +58,13 @@ USD_MICROS = 1_000_000  # the headers' unit for dollars (SF Integers only)
 # A slot's lease: longer than any request may run; a slot whose holder died comes back after it.
 LEASE_MARGIN_S = env_float("API_KEY_LEASE_MARGIN_S", 60.0)
 UNAVAILABLE_RETRY_S = 1
+
+REFUSALS = Counter(
+    "dspy_api_key_quota_refusals_total",
+    "Requests refused by an API key's quota (unavailable: Redis down, failing closed)",
+    ["quota"],
+)
+_refused = {name: REFUSALS.labels(name) for name in ("rpm", "tokens", "usd", "in_flight", "unavailable")}
 
 
 class QuotaRefused(Exception):
@@ -167,6 +175,7 @@ async def admit(caller: Caller, estimate: Estimate) -> Admission:
     except StoreUnavailable as exc:
         if failures.limit_failed("keys", fail_mode()):
             return Admission(store, caller, None, {}, {})
+        _refused["unavailable"].inc()
         detail = "API key quotas cannot be checked right now (the shared limit store is unavailable)"
         raise QuotaRefused(503, detail, {"Retry-After": str(UNAVAILABLE_RETRY_S)}) from exc
 
@@ -176,6 +185,7 @@ async def _admit(store: Store, caller: Caller, quota: Quota, estimate: Estimate)
     if quota.max_in_flight is not None:
         slot = await store.aacquire(_key(caller.key_id, "inflight"), quota.max_in_flight, lease_s())
         if not slot.acquired:
+            _refused["in_flight"].inc()
             in_flight = Remaining("in-flight", 0)
             detail = f"API key quota exceeded: {quota.max_in_flight} requests in flight at most"
             raise QuotaRefused(429, detail, _headers(quota, [in_flight], retry_after_s=1))
