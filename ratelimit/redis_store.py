@@ -45,8 +45,9 @@ def _client_options() -> dict[str, Any]:
 
 
 class RedisStore(Store):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str = KEY_PREFIX) -> None:
         self.url = url
+        self.prefix = prefix  # before every key: servers sharing a Redis for other uses stay apart
         self._sync = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **_client_options())
         self._sync_scripts = {name: self._sync.register_script(text) for name, text in _SCRIPTS.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -73,46 +74,46 @@ class RedisStore(Store):
     # Each operation: its script's arguments, then the reply's parsing, shared by both forms.
 
     def take_all(self, charges: Sequence[Charge]) -> list[Decision]:
-        return _decisions(charges, self._run("take", *_take_args(charges)))
+        return _decisions(charges, self._run("take", *_take_args(self.prefix, charges)))
 
     async def atake_all(self, charges: Sequence[Charge]) -> list[Decision]:
-        return _decisions(charges, await self._arun("take", *_take_args(charges)))
+        return _decisions(charges, await self._arun("take", *_take_args(self.prefix, charges)))
 
     def settle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None:
         if settlements:
-            self._run("settle", *_settle_args(settlements))
+            self._run("settle", *_settle_args(self.prefix, settlements))
 
     async def asettle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None:
         if settlements:
-            await self._arun("settle", *_settle_args(settlements))
+            await self._arun("settle", *_settle_args(self.prefix, settlements))
 
     def acquire(self, key: str, limit: int, lease_s: float) -> Slot:
         lease_id = secrets.token_hex(8)
-        return _slot(self._run("acquire", [KEY_PREFIX + key], [limit, lease_s, lease_id]), lease_id)
+        return _slot(self._run("acquire", [self.prefix + key], [limit, lease_s, lease_id]), lease_id)
 
     async def aacquire(self, key: str, limit: int, lease_s: float) -> Slot:
         lease_id = secrets.token_hex(8)
-        return _slot(await self._arun("acquire", [KEY_PREFIX + key], [limit, lease_s, lease_id]), lease_id)
+        return _slot(await self._arun("acquire", [self.prefix + key], [limit, lease_s, lease_id]), lease_id)
 
     def release(self, key: str, lease_id: str) -> None:
-        _call(lambda: self._sync.zrem(KEY_PREFIX + key, lease_id))
+        _call(lambda: self._sync.zrem(self.prefix + key, lease_id))
 
     async def arelease(self, key: str, lease_id: str) -> None:
-        await _acall(lambda: self._client()[0].zrem(KEY_PREFIX + key, lease_id))
+        await _acall(lambda: self._client()[0].zrem(self.prefix + key, lease_id))
 
     def circuit_check(self, key: str, trial_lease_s: float) -> CircuitCheck:
-        return _circuit_check(self._run("circuit_check", [KEY_PREFIX + key], [trial_lease_s]))
+        return _circuit_check(self._run("circuit_check", [self.prefix + key], [trial_lease_s]))
 
     async def acircuit_check(self, key: str, trial_lease_s: float) -> CircuitCheck:
-        return _circuit_check(await self._arun("circuit_check", [KEY_PREFIX + key], [trial_lease_s]))
+        return _circuit_check(await self._arun("circuit_check", [self.prefix + key], [trial_lease_s]))
 
     def circuit_record(self, key: str, ok: bool, failures: int, cooldown_s: float) -> bool:
         args = [int(ok), failures, cooldown_s, CIRCUIT_TTL_S]
-        return self._run("circuit_record", [KEY_PREFIX + key], args) == 1
+        return self._run("circuit_record", [self.prefix + key], args) == 1
 
     async def acircuit_record(self, key: str, ok: bool, failures: int, cooldown_s: float) -> bool:
         args = [int(ok), failures, cooldown_s, CIRCUIT_TTL_S]
-        return await self._arun("circuit_record", [KEY_PREFIX + key], args) == 1
+        return await self._arun("circuit_record", [self.prefix + key], args) == 1
 
 
 def _call(command: Callable[[], T]) -> T:
@@ -139,14 +140,16 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
     return error
 
 
-def _take_args(charges: Sequence[Charge]) -> tuple[list[str], list[Any]]:
+def _take_args(prefix: str, charges: Sequence[Charge]) -> tuple[list[str], list[Any]]:
     args: list[Any] = [BUCKETS, EPSILON]
     for charge in charges:
         args += [repr(float(charge.amount)), repr(float(charge.limit)), repr(float(charge.window_s))]
-    return [KEY_PREFIX + charge.key for charge in charges], args
+    return [prefix + charge.key for charge in charges], args
 
 
-def _settle_args(settlements: Sequence[tuple[Reservation, float]]) -> tuple[list[str], list[Any]]:
+def _settle_args(
+    prefix: str, settlements: Sequence[tuple[Reservation, float]]
+) -> tuple[list[str], list[Any]]:
     args: list[Any] = [BUCKETS, EPSILON]
     for reservation, actual in settlements:
         args += [
@@ -154,7 +157,7 @@ def _settle_args(settlements: Sequence[tuple[Reservation, float]]) -> tuple[list
             repr(float(actual) - reservation.amount),
             repr(float(reservation.window_s)),
         ]
-    return [KEY_PREFIX + reservation.key for reservation, _ in settlements], args
+    return [prefix + reservation.key for reservation, _ in settlements], args
 
 
 def _decisions(charges: Sequence[Charge], reply: list[Any]) -> list[Decision]:

@@ -131,3 +131,28 @@ class ModelStats(models.Model):
 
     def __str__(self) -> str:
         return f"{self.program}/{self.model} ({self.period_s}s from {self.period_start:%Y-%m-%d %H:%M})"
+
+
+class KeyDailyStats(models.Model):
+    """An API key's use in one UTC day, kept by the writer with the log rows (same transaction).
+
+    Spend per key (today, this month: at most 31 rows a key) for ``/api/metrics`` and the admin,
+    without reading ``InferenceLog``. Only calls made with a key (``api_key_id`` set) count.
+    """
+
+    api_key_id = models.PositiveBigIntegerField()
+    day = models.DateField()
+    request_count = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+
+    class Meta:
+        verbose_name = "API key daily stats"
+        verbose_name_plural = "API key daily stats"
+        constraints = [
+            models.UniqueConstraint(fields=["api_key_id", "day"], name="telemetry_keydailystats_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"key {self.api_key_id} on {self.day:%Y-%m-%d}"

@@ -48,10 +48,30 @@ class WriterStatus(BaseModel):
     writer_running: bool
 
 
+class Spend(BaseModel):
+    request_count: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float = Field(description="estimated, from the models' prices (0 for unpriced models)")
+
+
+class KeySpend(BaseModel):
+    """One API key's use (UTC days), from the per-key daily aggregates."""
+
+    api_key_id: int
+    name: str
+    today: Spend
+    month: Spend
+
+
 class MetricsListing(BaseModel):
     programs: list[ProgramMetrics]
     scope: Literal["all", "process"]
     telemetry: WriterStatus
+    api_keys: list[KeySpend] = Field(
+        default_factory=list, description="keys used this month (scope all; empty with scope process)"
+    )
 
 
 class MetricsDetail(BaseModel):

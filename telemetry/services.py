@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -242,14 +242,17 @@ def inference_logs_write(records: Sequence[InferenceRecord]) -> None:
     one ``executemany`` (SQLite), not ``bulk_create`` (:mod:`telemetry.inserts`).
     """
     from telemetry.inserts import insert_rows
-    from telemetry.models import InferenceLog
+    from telemetry.models import InferenceLog, KeyDailyStats
 
     rows = [to_log_values(record) for record in records]
     buckets = aggregate(records)
+    key_days = aggregate_keys(records)
     with transaction.atomic():
         insert_rows(InferenceLog, rows)
         for (period_s, start, program), counters in sorted(buckets.items()):
             _add_program_stats(program, period_s, start, counters)
+        for (key_id, day), deltas in sorted(key_days.items()):
+            _increment(KeyDailyStats, {"api_key_id": key_id, "day": day}, deltas)
 
 
 def aggregate(records: Iterable[InferenceRecord]) -> dict[tuple[int, datetime, str], ProgramCounters]:
@@ -264,6 +267,25 @@ def aggregate(records: Iterable[InferenceRecord]) -> dict[tuple[int, datetime, s
             counters = buckets.get(key) or buckets.setdefault(key, ProgramCounters(record.program))
             _count(counters, record)
     return buckets
+
+
+def aggregate_keys(records: Iterable[InferenceRecord]) -> dict[tuple[int, date], dict[str, float]]:
+    """Per (API key, UTC day): requests, tokens and cost of the records made with a key."""
+    days: dict[tuple[int, date], dict[str, float]] = {}
+    for record in records:
+        if record.api_key_id is None:
+            continue
+        day = datetime.fromtimestamp(record.finished_at, tz=UTC).date()
+        deltas = days.setdefault((record.api_key_id, day), dict.fromkeys(KEY_DAY_FIELDS, 0))
+        usage = record.usage
+        deltas["request_count"] += 1
+        deltas["prompt_tokens"] += usage.prompt_tokens
+        deltas["completion_tokens"] += usage.completion_tokens
+        deltas["cost_usd"] += usage.cost_usd or 0.0
+    return days
+
+
+KEY_DAY_FIELDS = ("request_count", "prompt_tokens", "completion_tokens", "cost_usd")
 
 
 def _count(counters: ProgramCounters, record: InferenceRecord) -> None:
