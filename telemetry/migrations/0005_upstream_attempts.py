@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("telemetry", "0003_inferencelog_source"),
+        ("telemetry", "0004_quotas_key_daily_stats"),
     ]
 
     operations = [
