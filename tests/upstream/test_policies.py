@@ -244,7 +244,7 @@ def test_registry_price_when_dspy_has_none_and_dspy_price_otherwise(
     assert known["cost_usd"] is not None and 0 < known["cost_usd"] < 0.001, known
 
 
-# -- model budget (one server; the cluster test is in tests/cluster/) -----------------------------
+# -- model budget (one server; over two: tests/upstream/test_cluster.py) -------------------------
 
 
 def test_rpm_budget_lets_exactly_its_requests_reach_the_model(

@@ -1,0 +1,106 @@
+"""Model limits across two servers (each gunicorn with 2 workers) sharing PostgreSQL and Redis.
+
+Over real sockets, with a mock LLM of this module's own (its per-model counters prove what reached
+each model): a model with ``rpm: 40`` under 100 concurrent requests spread over both servers, and
+a circuit opened by failures one server saw, open on the other. Needs ``DATABASE_URL=postgres://...``
+and redis-server (tests/cluster.py).
+"""
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import yaml
+
+from tests.cluster import Cluster, cluster, require_cluster_database
+from tests.redis_servers import redis_server
+from tests.support import FIXTURES, Running, mock_llm
+
+pytestmark = pytest.mark.integration
+
+UPSTREAM_PROJECT = FIXTURES / "upstream_project"
+COOLDOWN_S = 3  # long enough to look at the other server while the circuit is open
+
+
+@pytest.fixture(scope="module")
+def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    with mock_llm(tmp_path_factory.mktemp("cluster-models-mock")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory, mock: Running) -> Iterator[Cluster]:
+    require_cluster_database()
+    tmp = tmp_path_factory.mktemp("cluster-models")
+    config = yaml.safe_load((UPSTREAM_PROJECT / "dspy.config.yaml").read_text())
+    for entry in config["models"]["registry"].values():
+        entry["api_base"] = f"{mock.url}/v1"
+    config["models"]["registry"]["breaker"]["circuit_breaker"]["cooldown_s"] = COOLDOWN_S
+    path = tmp / "upstream-cluster.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with redis_server(tmp) as redis, cluster(tmp, path, redis.url, project=UPSTREAM_PROJECT) as running:
+        yield running
+
+
+def reached(mock: Running, model: str) -> int:
+    return httpx.get(f"{mock.url}/stats/models").json().get(model, 0)
+
+
+def test_rpm_budget_holds_for_the_whole_cluster(nodes: Cluster, mock: Running) -> None:
+    """rpm 40, 100 requests at once over both servers (4 workers): exactly 40 reach the model."""
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            calls = [
+                client.post(f"{nodes.urls[i % 2]}/Budgeted", json={"question": f"cluster {i}"})
+                for i in range(100)
+            ]
+            return list(await asyncio.gather(*calls))
+
+    responses = asyncio.run(burst())
+
+    assert reached(mock, "budgeted-model") == 40
+    answered = [response for response in responses if response.status_code == 200]
+    refused = [response for response in responses if response.status_code != 200]
+    assert len(answered) == 40
+    assert {response.status_code for response in refused} == {429}
+    for response in refused:
+        assert response.json()["error_type"] == "ModelBudget"
+        assert 1 <= int(response.headers["retry-after"]) <= 61
+    # Both servers answered some of the 40: the budget is shared, not each server's.
+    assert {str(response.request.url).rsplit("/", 1)[0] for response in answered} == set(nodes.urls)
+
+
+def test_failures_seen_by_one_server_open_the_circuit_on_the_other(nodes: Cluster, mock: Running) -> None:
+    first, second = nodes.urls
+    httpx.post(f"{mock.url}/faults", json={"model": "breaker-model", "then": "500"}).raise_for_status()
+    try:
+        statuses = [
+            httpx.post(f"{first}/Breaker", json={"question": f"down {i}"}, timeout=30).status_code
+            for i in range(3)
+        ]
+        assert statuses == [502, 502, 502]
+        assert reached(mock, "breaker-model") == 3
+
+        for program in ("Breaker", "BreakerSync"):  # the other server, async and sync programs
+            refused = httpx.post(f"{second}/{program}", json={"question": "down?"}, timeout=30)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error_type"] == "CircuitOpen"
+        assert reached(mock, "breaker-model") == 3  # no upstream call while it is open
+    finally:
+        httpx.delete(f"{mock.url}/faults").raise_for_status()
+
+    # After the cooldown, one trial call (on the second server) closes it for both.
+    deadline = time.monotonic() + COOLDOWN_S + 10
+    while (
+        trial := httpx.post(f"{second}/Breaker", json={"question": "back?"}, timeout=30)
+    ).status_code == 503:
+        assert time.monotonic() < deadline, "no trial call was let through after the cooldown"
+        time.sleep(0.05)
+    assert trial.status_code == 200
+    assert reached(mock, "breaker-model") == 4
+    assert httpx.post(f"{first}/BreakerSync", json={"question": "closed"}, timeout=30).status_code == 200
+    assert reached(mock, "breaker-model") == 5
