@@ -77,11 +77,11 @@ class UsageSnapshot:
     @property
     def answered_by(self) -> str:
         """The alias that answered the last LM call ("" without LM calls)."""
-        return self.lm_calls[-1]["model_alias"] if self.lm_calls else ""
+        return self.lm_calls[-1].get("model_alias", "") if self.lm_calls else ""
 
     @property
     def attempts(self) -> int:
-        return sum(call["attempts"] for call in self.lm_calls)
+        return sum(call.get("attempts", 1) for call in self.lm_calls)
 
 
 EMPTY_USAGE = UsageSnapshot(0, 0, 0.0, ())
