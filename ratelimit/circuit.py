@@ -21,11 +21,16 @@ CircuitState = Literal["closed", "open", "trial"]
 
 @dataclass(frozen=True, slots=True)
 class CircuitCheck:
-    """``state`` "trial": this caller is the one trial call and must :func:`record` its outcome."""
+    """``state`` "trial": this caller is the one trial call and must :func:`record` its outcome.
+
+    ``failures``: the consecutive failures counted so far (closed only): a caller may skip
+    recording a success when there was nothing to reset (one round trip fewer per call).
+    """
 
     allowed: bool
     state: CircuitState
     retry_after_s: float = 0.0
+    failures: int = 0
 
 
 @dataclass(slots=True)
@@ -39,7 +44,7 @@ class Circuit:
 
 def check(circuit: Circuit, now: float, trial_lease_s: float) -> CircuitCheck:
     if circuit.open_until == 0.0:
-        return CircuitCheck(True, "closed")
+        return CircuitCheck(True, "closed", failures=circuit.failures)
     if now < circuit.open_until:
         return CircuitCheck(False, "open", circuit.open_until - now)
     if now < circuit.trial_until:

@@ -180,8 +180,8 @@ def _slot(reply: list[Any], lease_id: str) -> Slot:
 
 
 def _circuit_check(reply: list[Any]) -> CircuitCheck:
-    allowed, state, retry_after_s = reply
-    return CircuitCheck(allowed == 1, _text(state), float(retry_after_s))  # type: ignore[arg-type]
+    allowed, state, retry_after_s, failures = reply
+    return CircuitCheck(allowed == 1, _text(state), float(retry_after_s), int(failures))  # type: ignore[arg-type]
 
 
 def _text(value: bytes | str) -> str:
