@@ -29,6 +29,9 @@ class Admission:
     allowed: bool
     trial: bool = False
     retry_after_s: float = 0.0
+    # Closed with no failure counted: a success has nothing to reset (no store write). A failure
+    # counted by another call meanwhile is then not reset by this call's success.
+    clean: bool = False
 
 
 ALLOWED = Admission(True)

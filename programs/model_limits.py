@@ -23,6 +23,7 @@ from ratelimit.store import Store, StoreUnavailable
 from ratelimit.windows import Charge, Decision
 
 WINDOW_S = 60.0  # rpm and tpm are per minute
+CLEAN = Admission(True, clean=True)
 MIN_SLEEP_S = 0.001
 STORE_RETRY_AFTER_S = 1.0  # what a fail_closed refusal asks the client to wait
 
@@ -59,6 +60,8 @@ class StoreCircuit:
             return self._failed(exc)
 
     def record(self, admission: Admission, ok: bool) -> str | None:
+        if ok and admission.clean:
+            return None
         try:
             opened = self.store.circuit_record(self.key, ok, self.failures, self.cooldown_s)
         except StoreUnavailable:
@@ -67,6 +70,8 @@ class StoreCircuit:
         return _change(admission, ok, opened)
 
     async def arecord(self, admission: Admission, ok: bool) -> str | None:
+        if ok and admission.clean:
+            return None
         try:
             opened = await self.store.acircuit_record(self.key, ok, self.failures, self.cooldown_s)
         except StoreUnavailable:
@@ -83,7 +88,7 @@ class StoreCircuit:
 
 def _admission(check: CircuitCheck) -> Admission:
     if check.state == "closed":
-        return ALLOWED
+        return CLEAN if check.failures == 0 else ALLOWED
     return Admission(check.allowed, check.state == "trial", check.retry_after_s)
 
 
