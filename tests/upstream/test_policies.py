@@ -5,6 +5,7 @@ whose fault scripts (``POST /faults``) fail chosen models and whose per-model co
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,11 +27,12 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("upstream_policies")
     with mock_llm(tmp) as mock:
         config = project_config(UPSTREAM_PROJECT, tmp, mock.url)
+        # With REDIS_URL (CI's second pass) the limits live in Redis: under this run's own keys.
+        prefix = f"upstream-{uuid.uuid4().hex[:8]}:"
+        settings = {"TELEMETRY_FLUSH_INTERVAL_S": "0.1", "RATELIMIT_KEY_PREFIX": prefix}
         with (
             server_database(tmp) as database,
-            service(
-                tmp, UPSTREAM_PROJECT, config, TELEMETRY_FLUSH_INTERVAL_S="0.1", **database.env()
-            ) as server,
+            service(tmp, UPSTREAM_PROJECT, config, **settings, **database.env()) as server,
         ):
             yield server, mock, database
 
