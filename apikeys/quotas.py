@@ -8,15 +8,16 @@ numbers; in-process otherwise).
 
 A program request with a quota goes through :func:`admit` before anything runs:
 
-1. ``max_in_flight``: a leased slot (a crashed worker's slot comes back when its lease expires).
-2. ``rpm``, ``tokens_per_day``, ``budget_usd`` in one atomic take (all or none): one request; an
+1. In one atomic script (one round trip, all or nothing): ``max_in_flight``, a leased slot (a
+   crashed worker's slot comes back when its lease expires); and
+2. ``rpm``, ``tokens_per_day``, ``budget_usd``: one request; an
    **estimate** of its tokens (the body's size at ~4 characters per token, plus the model's
    ``max_tokens`` per item); its cost at the model's price. Estimates are *reserved*, so
    concurrent requests see each other's reservations and cannot overshoot the quota by more than
    one request's reservation error.
 3. When the request is over (its response sent, failed, timed out or cut off by the client), the
    reservations are **settled** with the real usage that ``request_finished`` reported for it
-   (found again through :data:`current_admission`) and the slot is released.
+   (found again through :data:`current_admission`) and the slot is released (one round trip).
 
 Over a quota: 429 with ``Retry-After`` (when capacity comes back), ``RateLimit-Policy`` and
 ``RateLimit`` (:mod:`apikeys.ratelimit_headers`); every answer of a key with quotas carries both.
@@ -41,7 +42,7 @@ from apikeys.ratelimit_headers import Policy, Remaining, policy_field, ratelimit
 from dspysite.env import env_float, env_int
 from programs import events
 from ratelimit import failures
-from ratelimit.store import Store, StoreUnavailable, get_store
+from ratelimit.store import SlotClaim, Store, StoreUnavailable, get_store
 from ratelimit.windows import Charge, Decision, Reservation
 
 if TYPE_CHECKING:
@@ -128,11 +129,11 @@ class Admission:
         self._done = True
         actual = {"tokens": float(self.tokens), "usd": self.cost_usd}
         settlements = [(reservation, actual[kind]) for kind, reservation in self.reservations.items()]
-        try:
-            if settlements:
-                await self.store.asettle_all(settlements)
+        try:  # one round trip
             if self.lease is not None:
-                await self.store.arelease(_key(self.key_id, "inflight"), self.lease)
+                await self.store.asettle_and_release(settlements, _key(self.key_id, "inflight"), self.lease)
+            elif settlements:
+                await self.store.asettle_all(settlements)
         except StoreUnavailable:  # logged by the store; the slot's lease expires by itself
             failures.limit_failed("keys", fail_mode())
 
@@ -181,29 +182,27 @@ async def admit(caller: Caller, estimate: Estimate) -> Admission:
 
 
 async def _admit(store: Store, caller: Caller, quota: Quota, estimate: Estimate) -> Admission:
-    lease, in_flight = None, None
-    if quota.max_in_flight is not None:
-        slot = await store.aacquire(_key(caller.key_id, "inflight"), quota.max_in_flight, lease_s())
-        if not slot.acquired:
-            _refused["in_flight"].inc()
-            in_flight = Remaining("in-flight", 0)
-            detail = f"API key quota exceeded: {quota.max_in_flight} requests in flight at most"
-            raise QuotaRefused(429, detail, _headers(quota, [in_flight], retry_after_s=1))
-        lease, in_flight = slot.lease_id, Remaining("in-flight", slot.remaining)
+    """One round trip: the budgets (requests, tokens, dollars) and the in-flight slot, all or none."""
     kinds, charges = _charges(caller.key_id, quota, estimate)
-    try:
+    slot = None
+    if quota.max_in_flight is not None:
+        claim = SlotClaim(_key(caller.key_id, "inflight"), quota.max_in_flight, lease_s())
+        decisions, slot = await store.atake_with_slot(charges, claim)
+    else:
         decisions = await store.atake_all(charges) if charges else []
-    except StoreUnavailable:
-        Admission(store, caller, lease, {}, {}).finish_soon()  # frees the slot if Redis is back
-        raise
     states = [_remaining(kind, decision) for kind, decision in zip(kinds, decisions, strict=True)]
-    if in_flight is not None:
-        states.append(in_flight)
-    if not all(decision.allowed for decision in decisions):  # all charged or none (take_all)
-        await Admission(store, caller, lease, {}, {}).finish()  # frees the slot
+    if slot is not None:
+        states.append(Remaining("in-flight", slot.remaining))
+    if slot is not None and not slot.acquired and slot.remaining == 0:
+        _refused["in_flight"].inc()
+        detail = f"API key quota exceeded: {quota.max_in_flight} requests in flight at most"
+        raise QuotaRefused(429, detail, _headers(quota, states, retry_after_s=1))
+    if not all(decision.allowed for decision in decisions):  # all charged or none
         refused = [
             kind for kind, decision in zip(kinds, decisions, strict=True) if decision.retry_after_s > 0
         ]
+        for kind in refused:
+            _refused[kind].inc()
         retry_after_s = max(decision.retry_after_s for decision in decisions)
         detail = f"API key quota exceeded: {', '.join(_DESCRIPTIONS[kind](quota) for kind in refused)}"
         raise QuotaRefused(429, detail, _headers(quota, states, retry_after_s))
@@ -212,6 +211,7 @@ async def _admit(store: Store, caller: Caller, quota: Quota, estimate: Estimate)
         for kind, decision in zip(kinds, decisions, strict=True)
         if kind != "rpm" and decision.reservation is not None
     }
+    lease = slot.lease_id if slot is not None else None
     return Admission(store, caller, lease, reservations, _headers(quota, states))
 
 

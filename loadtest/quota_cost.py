@@ -1,8 +1,8 @@
 """What the API-key quotas cost per request, with Redis on loopback: the store alone, then the server.
 
-1. ``store``: the four store calls a request with every quota makes (admission: a leased slot and
-   one all-or-nothing take of requests, tokens and dollars; the end: one settle of tokens and
-   dollars and the slot's release), ``--calls`` times one after the other on the event loop, as
+1. ``store``: the two store calls a request with every quota makes (admission: one all-or-nothing
+   script taking a leased slot and the requests, tokens and dollars; the end: one script settling
+   tokens and dollars and releasing the slot), ``--calls`` times one after the other on the event loop, as
    the server makes them. Reported per request: wall time (microseconds), this process's CPU,
    and Redis's own CPU (``INFO cpu``). Then the in-process store, for comparison.
 2. ``server``: one uvicorn process (``loadtest/servers.py``) with API keys on and ``REDIS_URL``,
@@ -46,20 +46,20 @@ def redis_cpu(client: redis.Redis) -> float:
 
 
 async def store_round(store: Any, calls: int) -> None:
+    """What a request with all four quotas does: one take (slot + budgets), one settle (+ release)."""
+    from ratelimit.store import SlotClaim
     from ratelimit.windows import Charge
 
+    claim = SlotClaim("bench:inflight", 1_000_000, 120)
+    charges = [
+        Charge("bench:rpm", 1, 1e12, 60),
+        Charge("bench:tokens", 600, 1e15, 86400),
+        Charge("bench:usd", 0.0004, 1e9, 30 * 86400),
+    ]
     for i in range(calls):
-        slot = await store.aacquire("bench:inflight", 1_000_000, 120)
-        charges = [
-            Charge("bench:rpm", 1, 1e12, 60),
-            Charge("bench:tokens", 600, 1e15, 86400),
-            Charge("bench:usd", 0.0004, 1e9, 30 * 86400),
-        ]
-        decisions = await store.atake_all(charges)
-        await store.asettle_all(
-            [(decisions[1].reservation, 300.0 + i % 7), (decisions[2].reservation, 0.0002)]
-        )
-        await store.arelease("bench:inflight", slot.lease_id)
+        decisions, slot = await store.atake_with_slot(charges, claim)
+        settlements = [(decisions[1].reservation, 300.0 + i % 7), (decisions[2].reservation, 0.0002)]
+        await store.asettle_and_release(settlements, claim.key, slot.lease_id)
 
 
 def measure_store(redis_url: str, calls: int) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from ratelimit import circuit as circuits
 from ratelimit import windows
 from ratelimit.circuit import Circuit, CircuitCheck
-from ratelimit.store import Slot, Store
+from ratelimit.store import Slot, SlotClaim, Store
 from ratelimit.windows import Charge, Decision, Reservation
 
 
@@ -36,17 +36,44 @@ class MemoryStore(Store):
             for reservation, actual in settlements:
                 windows.settle(self._budgets.setdefault(reservation.key, {}), reservation, actual, now)
 
+    def take_with_slot(self, charges: Sequence[Charge], claim: SlotClaim) -> tuple[list[Decision], Slot]:
+        lease_id = secrets.token_hex(8)
+        with self._lock:
+            now = self.clock()
+            leases = self._live_leases(claim.key, now)
+            budgets = [self._budgets.setdefault(charge.key, {}) for charge in charges]
+            full = len(leases) >= claim.limit
+            decisions = windows.take_all(budgets, list(charges), now, refuse=full)
+            if full or not all(decision.allowed for decision in decisions):
+                return decisions, Slot(False, max(claim.limit - len(leases), 0))
+            leases[lease_id] = now + claim.lease_s
+            return decisions, Slot(True, claim.limit - len(leases), lease_id)
+
+    def settle_and_release(
+        self, settlements: Sequence[tuple[Reservation, float]], key: str, lease_id: str
+    ) -> None:
+        with self._lock:
+            now = self.clock()
+            self._leases.get(key, {}).pop(lease_id, None)
+            for reservation, actual in settlements:
+                windows.settle(self._budgets.setdefault(reservation.key, {}), reservation, actual, now)
+
     def acquire(self, key: str, limit: int, lease_s: float) -> Slot:
         lease_id = secrets.token_hex(8)
         with self._lock:
             now = self.clock()
-            leases = self._leases.setdefault(key, {})
-            for expired in [held for held, until in leases.items() if until <= now]:
-                del leases[expired]
+            leases = self._live_leases(key, now)
             if len(leases) >= limit:
                 return Slot(False, 0)
             leases[lease_id] = now + lease_s
             return Slot(True, limit - len(leases), lease_id)
+
+    def _live_leases(self, key: str, now: float) -> dict[str, float]:
+        """The key's leases (lease id -> expiry), the expired ones dropped. Under the lock."""
+        leases = self._leases.setdefault(key, {})
+        for expired in [held for held, until in leases.items() if until <= now]:
+            del leases[expired]
+        return leases
 
     def release(self, key: str, lease_id: str) -> None:
         with self._lock:
@@ -66,6 +93,16 @@ class MemoryStore(Store):
 
     async def asettle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None:
         self.settle_all(settlements)
+
+    async def atake_with_slot(
+        self, charges: Sequence[Charge], claim: SlotClaim
+    ) -> tuple[list[Decision], Slot]:
+        return self.take_with_slot(charges, claim)
+
+    async def asettle_and_release(
+        self, settlements: Sequence[tuple[Reservation, float]], key: str, lease_id: str
+    ) -> None:
+        self.settle_and_release(settlements, key, lease_id)
 
     async def aacquire(self, key: str, limit: int, lease_s: float) -> Slot:
         return self.acquire(key, limit, lease_s)

@@ -26,7 +26,7 @@ from redis.retry import Retry
 from dspysite.env import env_float, env_str
 from ratelimit import failures
 from ratelimit.circuit import CircuitCheck
-from ratelimit.store import Slot, Store, StoreUnavailable
+from ratelimit.store import Slot, SlotClaim, Store, StoreUnavailable
 from ratelimit.windows import BUCKETS, EPSILON, Charge, Decision, Reservation
 
 T = TypeVar("T")
@@ -79,6 +79,18 @@ class RedisStore(Store):
     async def atake_all(self, charges: Sequence[Charge]) -> list[Decision]:
         return _decisions(charges, await self._arun("take", *_take_args(self.prefix, charges)))
 
+    def take_with_slot(self, charges: Sequence[Charge], claim: SlotClaim) -> tuple[list[Decision], Slot]:
+        lease_id = secrets.token_hex(8)
+        reply = self._run("take", *_take_args(self.prefix, charges, claim, lease_id))
+        return _decisions(charges, reply[:-1]), _slot(reply[-1], lease_id)
+
+    async def atake_with_slot(
+        self, charges: Sequence[Charge], claim: SlotClaim
+    ) -> tuple[list[Decision], Slot]:
+        lease_id = secrets.token_hex(8)
+        reply = await self._arun("take", *_take_args(self.prefix, charges, claim, lease_id))
+        return _decisions(charges, reply[:-1]), _slot(reply[-1], lease_id)
+
     def settle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None:
         if settlements:
             self._run("settle", *_settle_args(self.prefix, settlements))
@@ -86,6 +98,16 @@ class RedisStore(Store):
     async def asettle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None:
         if settlements:
             await self._arun("settle", *_settle_args(self.prefix, settlements))
+
+    def settle_and_release(
+        self, settlements: Sequence[tuple[Reservation, float]], key: str, lease_id: str
+    ) -> None:
+        self._run("settle", *_settle_args(self.prefix, settlements, self.prefix + key, lease_id))
+
+    async def asettle_and_release(
+        self, settlements: Sequence[tuple[Reservation, float]], key: str, lease_id: str
+    ) -> None:
+        await self._arun("settle", *_settle_args(self.prefix, settlements, self.prefix + key, lease_id))
 
     def acquire(self, key: str, limit: int, lease_s: float) -> Slot:
         lease_id = secrets.token_hex(8)
@@ -140,24 +162,33 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
     return error
 
 
-def _take_args(prefix: str, charges: Sequence[Charge]) -> tuple[list[str], list[Any]]:
-    args: list[Any] = [BUCKETS, EPSILON]
+def _take_args(
+    prefix: str, charges: Sequence[Charge], claim: SlotClaim | None = None, lease_id: str = ""
+) -> tuple[list[str], list[Any]]:
+    keys = [prefix + charge.key for charge in charges]
+    args: list[Any] = [BUCKETS, EPSILON, 0, 0, ""]
+    if claim is not None:
+        keys.append(prefix + claim.key)
+        args[2:] = [claim.limit, repr(float(claim.lease_s)), lease_id]
     for charge in charges:
         args += [repr(float(charge.amount)), repr(float(charge.limit)), repr(float(charge.window_s))]
-    return [prefix + charge.key for charge in charges], args
+    return keys, args
 
 
 def _settle_args(
-    prefix: str, settlements: Sequence[tuple[Reservation, float]]
+    prefix: str, settlements: Sequence[tuple[Reservation, float]], slot_key: str = "", lease_id: str = ""
 ) -> tuple[list[str], list[Any]]:
-    args: list[Any] = [BUCKETS, EPSILON]
+    keys = [prefix + reservation.key for reservation, _ in settlements]
+    args: list[Any] = [BUCKETS, EPSILON, lease_id]
+    if lease_id:
+        keys.append(slot_key)
     for reservation, actual in settlements:
         args += [
             reservation.bucket,
             repr(float(actual) - reservation.amount),
             repr(float(reservation.window_s)),
         ]
-    return [prefix + reservation.key for reservation, _ in settlements], args
+    return keys, args
 
 
 def _decisions(charges: Sequence[Charge], reply: list[Any]) -> list[Decision]:
@@ -176,7 +207,7 @@ def _decisions(charges: Sequence[Charge], reply: list[Any]) -> list[Decision]:
 
 def _slot(reply: list[Any], lease_id: str) -> Slot:
     acquired, remaining = reply
-    return Slot(True, int(remaining), lease_id) if acquired == 1 else Slot(False, 0)
+    return Slot(True, int(remaining), lease_id) if acquired == 1 else Slot(False, int(remaining))
 
 
 def _circuit_check(reply: list[Any]) -> CircuitCheck:

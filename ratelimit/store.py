@@ -15,6 +15,8 @@ Operations (each one atomic, one round trip to Redis):
   reservations' amounts by what was really used.
 * ``acquire(key, limit, lease_s)`` → :class:`Slot`; ``release(key, lease_id)``: at most ``limit``
   holders; a holder that never releases (crashed worker) loses its slot when its lease expires.
+* ``take_with_slot(charges, claim)`` and ``settle_and_release(settlements, key, lease_id)``: the
+  two together, in one round trip each (a request's quotas: admitted, then settled and freed).
 * ``circuit_check`` / ``circuit_record``: the circuit breaker's shared state (:mod:`ratelimit.circuit`).
 """
 
@@ -31,6 +33,15 @@ from ratelimit.windows import Charge, Decision, Reservation
 
 class StoreUnavailable(Exception):
     """The shared store (Redis) did not answer; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotClaim:
+    """A concurrency slot to take with budgets: at most ``limit`` holders, each for ``lease_s``."""
+
+    key: str
+    limit: int
+    lease_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +69,15 @@ class Store(ABC):
     def settle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None: ...
 
     @abstractmethod
+    def take_with_slot(self, charges: Sequence[Charge], claim: SlotClaim) -> tuple[list[Decision], Slot]:
+        """Budgets and a slot, all or nothing (a full slot refuses the budgets too)."""
+
+    @abstractmethod
+    def settle_and_release(
+        self, settlements: Sequence[tuple[Reservation, float]], key: str, lease_id: str
+    ) -> None: ...
+
+    @abstractmethod
     def acquire(self, key: str, limit: int, lease_s: float) -> Slot: ...
 
     @abstractmethod
@@ -80,6 +100,16 @@ class Store(ABC):
 
     @abstractmethod
     async def asettle_all(self, settlements: Sequence[tuple[Reservation, float]]) -> None: ...
+
+    @abstractmethod
+    async def atake_with_slot(
+        self, charges: Sequence[Charge], claim: SlotClaim
+    ) -> tuple[list[Decision], Slot]: ...
+
+    @abstractmethod
+    async def asettle_and_release(
+        self, settlements: Sequence[tuple[Reservation, float]], key: str, lease_id: str
+    ) -> None: ...
 
     @abstractmethod
     async def aacquire(self, key: str, limit: int, lease_s: float) -> Slot: ...

@@ -73,11 +73,13 @@ class Charge:
     window_s: float
 
 
-def take_all(budgets: list[dict[int, float]], charges: list[Charge], now: float) -> list[Decision]:
+def take_all(
+    budgets: list[dict[int, float]], charges: list[Charge], now: float, refuse: bool = False
+) -> list[Decision]:
     """All or nothing: charge every budget (mutated) if each has room, else none.
 
-    When one has no room, every decision is refused; a budget that had room has ``retry_after_s``
-    0 (it is not the reason).
+    When one has no room (or ``refuse``: something else, a full slot, refuses), every decision is
+    refused; a budget that had room has ``retry_after_s`` 0 (it is not the reason).
     """
     used = []
     for buckets, charge in zip(budgets, charges, strict=True):
@@ -87,7 +89,9 @@ def take_all(budgets: list[dict[int, float]], charges: list[Charge], now: float)
         used.append(sum(buckets.values()))
     room = [u + c.amount <= c.limit + EPSILON for u, c in zip(used, charges, strict=True)]
     return [
-        _charge(buckets, charge, spent, now) if all(room) else _refuse(buckets, charge, spent, fits, now)
+        _charge(buckets, charge, spent, now)
+        if all(room) and not refuse
+        else _refuse(buckets, charge, spent, fits, now)
         for buckets, charge, spent, fits in zip(budgets, charges, used, room, strict=True)
     ]
 

@@ -1,15 +1,28 @@
 -- Windowed budgets, all or nothing (ratelimit/windows.py explains the algorithm; this mirrors
--- windows.take_all). KEYS: one hash per budget, bucket index -> amount.
--- ARGV: buckets per window, epsilon, then amount, limit, window_s for each key.
--- Returns per key {charged 0/1, remaining, reset_s, retry_after_s, bucket} (numbers as strings:
--- Lua numbers would be truncated to integers in the reply); every key is charged or none.
+-- windows.take_all), optionally with a concurrency slot in the same round trip (acquire.lua's).
+-- KEYS: one hash per budget (bucket index -> amount), then the slot's sorted set if there is one.
+-- ARGV: buckets per window, epsilon, slot limit (0: no slot), slot lease_s, slot lease id,
+-- then amount, limit, window_s for each budget.
+-- Returns per budget {charged 0/1, remaining, reset_s, retry_after_s, bucket} (numbers as strings:
+-- Lua numbers would be truncated to integers in the reply), then {acquired 0/1, remaining} for the
+-- slot. Every budget is charged and the slot taken, or nothing is.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local n, eps = tonumber(ARGV[1]), tonumber(ARGV[2])
-local budgets, fits = {}, true
-for k = 1, #KEYS do
-  local amount, limit = tonumber(ARGV[3 * k]), tonumber(ARGV[3 * k + 1])
-  local window = tonumber(ARGV[3 * k + 2])
+local slot_limit, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+local count = #KEYS
+local slot_free = true
+local held = 0
+if slot_limit > 0 then
+  count = count - 1
+  redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS], '-inf', now)
+  held = redis.call('ZCARD', KEYS[#KEYS])
+  slot_free = held < slot_limit
+end
+local budgets, fits = {}, slot_free
+for k = 1, count do
+  local base = 5 + 3 * (k - 1)
+  local amount, limit, window = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   local width = window / n
   local current = math.floor(now / width)
   local fields = redis.call('HGETALL', KEYS[k])
@@ -26,14 +39,14 @@ for k = 1, #KEYS do
   if #stale > 0 then redis.call('HDEL', KEYS[k], unpack(stale)) end
   table.sort(live, function(a, b) return a[1] < b[1] end)
   budgets[k] = {amount = amount, limit = limit, window = window, width = width, current = current,
-                used = used, live = live, room = used + amount <= limit + eps}
+                used = used, live = live, room = used + amount <= limit + eps, arg = ARGV[base + 1]}
   fits = fits and budgets[k].room
 end
 local reply = {}
 for k, b in ipairs(budgets) do
   local function expires(index) return (index + 1) * b.width + b.window - now end
   if fits then
-    redis.call('HINCRBYFLOAT', KEYS[k], b.current, ARGV[3 * k])
+    redis.call('HINCRBYFLOAT', KEYS[k], b.current, b.arg)
     redis.call('PEXPIRE', KEYS[k], math.ceil((b.window + 2 * b.width) * 1000))
     local oldest = b.current
     if #b.live > 0 then oldest = b.live[1][1] end
@@ -55,6 +68,17 @@ for k, b in ipairs(budgets) do
       end
     end
     reply[#reply + 1] = {0, tostring(math.max(b.limit - b.used, 0)), tostring(reset), tostring(retry), -1}
+  end
+end
+if slot_limit > 0 then
+  if fits then
+    redis.call('ZADD', KEYS[#KEYS], now + lease, ARGV[5])
+    if redis.call('PTTL', KEYS[#KEYS]) < lease * 1000 then
+      redis.call('PEXPIRE', KEYS[#KEYS], math.ceil(lease * 1000))
+    end
+    reply[#reply + 1] = {1, slot_limit - held - 1}
+  else
+    reply[#reply + 1] = {0, math.max(slot_limit - held, 0)}
   end
 end
 return reply

@@ -123,7 +123,7 @@ def test_rpm_30_admits_exactly_30_of_60_requests_over_both_servers(nodes: Cluste
 
 def test_a_20_way_burst_overshoots_a_token_quota_by_at_most_one_reservation(nodes: Cluster) -> None:
     quota = 200
-    key = _key(nodes, "tokens", "--tokens-per-day", str(quota))
+    key = nodes.create_key("tokens", tokens_per_day=quota)
     body = {"question": "tokens [usage=20,10] [delay=200]"}  # 30 real tokens a request
     reservation = _body_tokens(body) + MAX_TOKENS
     responses = _burst(nodes.urls, key, [body] * 20)
@@ -142,7 +142,7 @@ def test_a_20_way_burst_overshoots_a_token_quota_by_at_most_one_reservation(node
 
 
 def test_max_in_flight_holds_across_servers_and_slots_come_back_on_every_outcome(nodes: Cluster) -> None:
-    key = _key(nodes, "flight", "--max-in-flight", "3")
+    key = nodes.create_key("flight", max_in_flight=3)
     slow = [{"question": f"slow {i} [delay=3000]"} for i in range(12)]
     responses = _burst(nodes.urls, key, slow)
     assert Counter(r.status_code for r in responses) == {200: 3, 429: 9}
@@ -195,7 +195,7 @@ def test_budget_usd_stops_a_key_after_its_spend_and_the_spend_is_reported(nodes:
 
 
 def test_mcp_requests_count_against_the_key_and_tool_calls_settle_their_tokens(nodes: Cluster) -> None:
-    key = _key(nodes, "mcp", "--rpm", "1000", "--tokens-per-day", "100000")
+    key = nodes.create_key("mcp", rpm=1000, tokens_per_day=100000)
 
     async def tool_call() -> Any:
         async with connect(Running(nodes.urls[0], None, Path()), "2026-07-28", key) as client:  # type: ignore[arg-type]
@@ -203,17 +203,20 @@ def test_mcp_requests_count_against_the_key_and_tool_calls_settle_their_tokens(n
 
     result = asyncio.run(tool_call())
     assert not result.is_error, result
-    # A plain POST to the other server: its reservation, on top of the tool call's real 50 tokens
-    # (settled before the call's answer was complete: nothing else is left reserved).
+    # Plain POSTs to the other server (no LM call: settled to 0 each): each shows its own
+    # reservation on top of the tool call's real 50 tokens, once the client's last POSTs are settled.
     content = json.dumps(INITIALIZE).encode()
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", **ACCEPT}
-    hello = httpx.post(f"{nodes.urls[1]}/mcp", content=content, headers=headers, timeout=60)
-    assert hello.status_code == 200, hello.text
     reservation = math.ceil(len(content) / 4) + MAX_TOKENS
-    assert _ratelimit(hello)["tokens-per-day"]["r"] == 100000 - 50 - reservation
-    assert _policy(hello)["rpm"] == {"q": 1000, "w": 60}
 
-    limited = _key(nodes, "mcp-rpm", "--rpm", "2")
+    def hello() -> httpx.Response | None:
+        answer = httpx.post(f"{nodes.urls[1]}/mcp", content=content, headers=headers, timeout=60)
+        assert answer.status_code == 200, answer.text
+        return answer if _ratelimit(answer)["tokens-per-day"]["r"] == 100000 - 50 - reservation else None
+
+    assert _policy(wait_for(hello, 10, "only the tool call's 50 tokens spent"))["rpm"] == {"q": 1000, "w": 60}
+
+    limited = nodes.create_key("mcp-rpm", rpm=2)
     statuses = []
     for url in (*nodes.urls, nodes.urls[0]):
         answer = httpx.post(
@@ -225,8 +228,8 @@ def test_mcp_requests_count_against_the_key_and_tool_calls_settle_their_tokens(n
     assert _ratelimit(answer)["rpm"]["r"] == 0
 
 
-def _store_errors(server_url: str, mode: str) -> float:
-    text = httpx.get(f"{server_url}/metrics", timeout=30).text
+def _store_errors(server_url: str, key: str, mode: str) -> float:
+    text = httpx.get(f"{server_url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=30).text
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
@@ -240,7 +243,7 @@ def test_redis_stopped_fail_closed_and_fail_open_then_limits_come_back(
     nodes: Cluster, redis: RedisServer
 ) -> None:
     """Last in the module: it stops the cluster's Redis (and starts it again, empty)."""
-    key = _key(nodes, "outage", "--rpm", "1000")
+    key = nodes.create_key("outage", rpm=1000)
     closed, opened = nodes.urls
     assert _burst([closed, opened], key, [{"question": "before"}] * 2)[0].status_code == 200
     redis.stop()
@@ -250,8 +253,8 @@ def test_redis_stopped_fail_closed_and_fail_open_then_limits_come_back(
     passing = _burst([opened], key, [{"question": f"open {i}"} for i in range(10)])
     assert [r.status_code for r in passing] == [200] * 10
     assert all("RateLimit" not in r.headers for r in passing)  # nothing to report while unlimited
-    assert _store_errors(closed, "fail_closed") >= 10
-    assert _store_errors(opened, "fail_open") >= 10
+    assert _store_errors(closed, key, "fail_closed") >= 10
+    assert _store_errors(opened, key, "fail_open") >= 10
     server_a, server_b = nodes.servers
     for server in (server_a, server_b):  # one line per incident and worker, not per request
         assert 1 <= server.log().count("Shared limit store unavailable") <= 2, server.log()[-3000:]

@@ -7,7 +7,7 @@ import pytest
 
 from ratelimit.memory import MemoryStore
 from ratelimit.redis_store import RedisStore
-from ratelimit.store import Store
+from ratelimit.store import SlotClaim, Store
 from ratelimit.windows import Charge
 from tests.ratelimit.conftest import FakeClock
 from tests.telemetry.conftest import wait_for
@@ -156,3 +156,24 @@ def test_async_forms_run_on_several_event_loops(backend: str, request: pytest.Fi
     store: Store = request.getfixturevalue("memory" if backend == "memory" else "redis_store")
     for _ in range(2):
         assert asyncio.run(store.atake("loops", 1, 10, 60)).allowed
+
+
+def test_budgets_and_a_slot_in_one_take_all_or_nothing(store: Store) -> None:
+    claim = SlotClaim("slot", 2, 60)
+    charges = [Charge("req", 1, 3, 60)]
+    first, first_slot = store.take_with_slot(charges, claim)
+    _, second_slot = store.take_with_slot(charges, claim)
+    assert [first_slot.acquired, second_slot.acquired] == [True, True]
+    assert (first_slot.remaining, second_slot.remaining) == (1, 0)
+    full, full_slot = store.take_with_slot(charges, claim)  # the slot is full: the budget is not charged
+    assert not full_slot.acquired and full_slot.remaining == 0 and not full[0].allowed
+    store.settle_and_release([(first[0].reservation, 1)], "slot", first_slot.lease_id)
+    third, third_slot = store.take_with_slot(charges, claim)  # the budget's last request
+    assert third[0].allowed and third_slot.acquired
+
+    async def budget_refuses() -> tuple[bool, bool, int]:
+        await store.asettle_and_release([], "slot", third_slot.lease_id)
+        decisions, slot = await store.atake_with_slot(charges, claim)  # 3 of 3 used: refused
+        return decisions[0].allowed, slot.acquired, slot.remaining
+
+    assert asyncio.run(budget_refuses()) == (False, False, 1)  # the slot was free but not taken
