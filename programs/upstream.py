@@ -19,8 +19,9 @@ Per LM call, for the model and then each fallback in turn (:class:`ModelPolicy`)
 What is left when every model failed reaches :func:`programs.execution.classify`: a provider
 429 → 503 with ``Retry-After``, an open circuit → 503, the budget → 429, others as before.
 
-Fast path: an LM with no budget, no circuit and no fallbacks costs one attribute read and a
-``try`` on success.
+Fast path: an LM with no budget, no circuit and no fallbacks, outside a stream, costs an
+attribute read, DSPy's ``send_stream`` setting and a ``try`` on success: 1.5 µs per call on a
+worker thread, 2.9 µs on the event loop (docs/DEPLOYMENT.md).
 """
 
 import asyncio
