@@ -103,7 +103,14 @@ class StoreBudget:
     and its estimated tokens (tpm), all charged or none, waiting up to ``max_wait_s`` for room."""
 
     def __init__(
-        self, store: Store, alias: str, rpm: int | None, tpm: int | None, max_wait_s: float, mode: FailMode
+        self,
+        store: Store,
+        alias: str,
+        rpm: int | None,
+        tpm: int | None,
+        max_wait_s: float,
+        mode: FailMode,
+        window_s: float = WINDOW_S,  # a minute; shorter only in tests
     ) -> None:
         self.store = store
         self.alias = alias
@@ -111,13 +118,14 @@ class StoreBudget:
         self.tpm = tpm
         self.max_wait_s = max_wait_s
         self.mode = mode
+        self.window_s = window_s
 
     def _charges(self, tokens: int) -> list[Charge]:
         charges = []
         if self.rpm is not None:
-            charges.append(Charge(f"model:{self.alias}:rpm", 1, self.rpm, WINDOW_S))
+            charges.append(Charge(f"model:{self.alias}:rpm", 1, self.rpm, self.window_s))
         if self.tpm is not None:
-            charges.append(Charge(f"model:{self.alias}:tpm", tokens, self.tpm, WINDOW_S))
+            charges.append(Charge(f"model:{self.alias}:tpm", tokens, self.tpm, self.window_s))
         return charges
 
     def reserve(self, tokens: int) -> Grant:

@@ -45,6 +45,18 @@ def test_async_budget_takes_rpm_and_tpm_together() -> None:
     assert [budget.reserve(1).allowed for _ in range(9)] == [True] * 8 + [False]
 
 
+def test_a_call_waits_for_room_within_max_wait_then_is_refused_at_once() -> None:
+    """server.max_queue_ms: room that comes back within the wait is waited for; later room is not."""
+    patient = StoreBudget(MemoryStore(), "m", rpm=1, tpm=None, max_wait_s=5, mode="fail_open", window_s=0.6)
+    assert patient.reserve(1).allowed
+    assert patient.reserve(1).allowed  # the first charge left the 0.6 s window while this one waited
+
+    hasty = StoreBudget(MemoryStore(), "m", rpm=1, tpm=None, max_wait_s=0.1, mode="fail_open", window_s=60)
+    assert hasty.reserve(1).allowed
+    refused = asyncio.run(hasty.areserve(1))
+    assert not refused.allowed and refused.retry_after_s > 0.1  # more than the wait: not waited for
+
+
 def test_circuit_opens_after_failures_refuses_then_one_trial_closes_it() -> None:
     circuit = StoreCircuit(MemoryStore(), "m", failures=2, cooldown_s=0.2, mode="fail_open")
     assert circuit.record(circuit.check(), ok=False) is None
