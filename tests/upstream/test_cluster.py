@@ -2,8 +2,9 @@
 
 Over real sockets, with a mock LLM of this module's own (its per-model counters prove what reached
 each model): a model with ``rpm: 40`` under 100 concurrent requests spread over both servers, and
-a circuit opened by failures one server saw, open on the other. Needs ``DATABASE_URL=postgres://...``
-and redis-server (tests/cluster.py).
+a circuit opened by failures one server saw, open on the other; Redis stopped in the middle (model
+limits fail open by default: answered, counted, no 5xx). Needs ``DATABASE_URL=postgres://...`` and
+redis-server (tests/cluster.py).
 """
 
 import asyncio
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from tests.cluster import Cluster, cluster, require_cluster_database
-from tests.redis_servers import redis_server
+from tests.redis_servers import RedisServer, redis_server
 from tests.support import FIXTURES, Running, mock_llm
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,14 @@ def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory, mock: Running) -> Iterator[Cluster]:
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """This module's own Redis: the last test stops it."""
+    with redis_server(tmp_path_factory.mktemp("cluster-models-redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory, mock: Running, redis: RedisServer) -> Iterator[Cluster]:
     require_cluster_database()
     tmp = tmp_path_factory.mktemp("cluster-models")
     config = yaml.safe_load((UPSTREAM_PROJECT / "dspy.config.yaml").read_text())
@@ -40,7 +48,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, mock: Running) -> Iterator[C
     config["models"]["registry"]["breaker"]["circuit_breaker"]["cooldown_s"] = COOLDOWN_S
     path = tmp / "upstream-cluster.yaml"
     path.write_text(yaml.safe_dump(config))
-    with redis_server(tmp) as redis, cluster(tmp, path, redis.url, project=UPSTREAM_PROJECT) as running:
+    with cluster(tmp, path, redis.url, project=UPSTREAM_PROJECT) as running:
         yield running
 
 
@@ -104,3 +112,40 @@ def test_failures_seen_by_one_server_open_the_circuit_on_the_other(nodes: Cluste
     assert reached(mock, "breaker-model") == 4
     assert httpx.post(f"{first}/BreakerSync", json={"question": "closed"}, timeout=30).status_code == 200
     assert reached(mock, "breaker-model") == 5
+
+
+def store_errors(url: str) -> float:
+    """``dspy_ratelimit_store_errors_total{kind="models", mode="fail_open"}`` of one server."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if (
+            line.startswith("dspy_ratelimit_store_errors_total{")
+            and 'kind="models"' in line
+            and "fail_open" in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_redis_stopped_model_limits_fail_open_counted_then_shared_again(
+    nodes: Cluster, mock: Running, redis: RedisServer
+) -> None:
+    """Last in the module: it stops the cluster's Redis (and starts it again)."""
+    before = [store_errors(url) for url in nodes.urls]
+    redis.stop()
+    try:
+        for url in nodes.urls:  # a budget and a circuit that cannot be checked: skipped, not a 5xx
+            for program in ("Budgeted", "Breaker", "BreakerSync"):
+                response = httpx.post(f"{url}/{program}", json={"question": "redis down"}, timeout=30)
+                assert response.status_code == 200, response.text
+        after = [store_errors(url) for url in nodes.urls]
+        assert all(now > then for now, then in zip(after, before, strict=True)), (before, after)
+    finally:
+        redis.start()
+    # Back: checked again. A restarted Redis starts empty: within the new minute, request 41 is refused.
+    deadline = time.monotonic() + 30
+    while (
+        response := httpx.post(f"{nodes.urls[0]}/Budgeted", json={"question": "back"}, timeout=30)
+    ).status_code != 429:
+        assert response.status_code == 200, response.text
+        assert time.monotonic() < deadline, "the budget was not checked again after Redis came back"
+        time.sleep(0.1)
