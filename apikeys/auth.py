@@ -15,6 +15,7 @@ no auth at all. On (``server.auth: true`` in dspy.config.yaml, or ``DSPY_AUTH=tr
 * Anything else is 401 ``{"detail": ...}`` with ``WWW-Authenticate: Bearer`` (see :func:`install`).
 
 The caller is kept in :data:`apikeys.context.current_caller` for the call's telemetry record.
+A key's quotas (:mod:`apikeys.quotas`) are checked right after it is found, on program routes.
 """
 
 import asyncio
@@ -23,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from importlib import import_module
 
 from asgiref.sync import sync_to_async
@@ -37,11 +39,15 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 
-from apikeys.context import Caller, current_caller
+from apikeys import quotas
+from apikeys.context import Caller, Quota, current_admission, current_caller
+from apikeys.doors import program_door
 from dspysite.env import env_float
+from dspysite.middleware import RESPONSE_HOOK
 
 logger = logging.getLogger(__name__)
 
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CACHE_TTL_S = env_float("API_KEY_CACHE_TTL_S", 5.0)
 MISS_RELOAD_S = env_float("API_KEY_MISS_RELOAD_S", 1.0)
 UNAUTHORIZED = "Missing or invalid API key: send `Authorization: Bearer <key>`"
@@ -56,14 +62,23 @@ def active_keys() -> dict[str, Caller]:
         rows = ApiKey.objects.filter(revoked_at__isnull=True).filter(
             Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
         )
+        fields = ("id", "name", "prefix", "key_hash", "expires_at", *QUOTA_FIELDS)
         return {
-            key_hash: Caller(key_id, f"{name} (dsk_{prefix})", _timestamp(expires_at))
-            for key_id, name, prefix, key_hash, expires_at in rows.values_list(
-                "id", "name", "prefix", "key_hash", "expires_at"
-            )
+            key_hash: Caller(key_id, f"{name} (dsk_{prefix})", _timestamp(expires_at), _quota(*limits))
+            for key_id, name, prefix, key_hash, expires_at, *limits in rows.values_list(*fields)
         }
     finally:
         connections.close_all()  # no request cycle will close a connection opened in this thread
+
+
+QUOTA_FIELDS = ("rpm", "tokens_per_day", "budget_usd", "max_in_flight")
+
+
+def _quota(
+    rpm: int | None, tokens: int | None, budget: Decimal | None, in_flight: int | None
+) -> Quota | None:
+    quota = Quota(rpm, tokens, float(budget) if budget is not None else None, in_flight)
+    return quota or None
 
 
 def _timestamp(value: datetime | None) -> float | None:
@@ -122,18 +137,38 @@ KEYS = KeyCache()
 
 
 class ApiKeyAuth(HttpBearer):
-    """ninja auth: a Bearer API key, or the playground's staff session with its CSRF token."""
+    """ninja auth: a Bearer API key, or the playground's staff session with its CSRF token.
+
+    A key with quotas is admitted here too (:mod:`apikeys.quotas`): over a quota, QuotaRefused
+    becomes the 429 (or, Redis down and failing closed, the 503).
+    """
 
     async def __call__(self, request: HttpRequest) -> Caller | None:  # type: ignore[override]
         header = request.headers.get("Authorization")
         caller = await bearer_caller(header) if header else await session_caller(request)
         if caller is not None:
             current_caller.set(caller)
+            if caller.quota is not None:
+                await admit_request(request, caller)
         return caller
 
     async def authenticate(self, request: HttpRequest, token: str) -> Caller | None:
         """HttpBearer's hook, unused by ``__call__``; being a coroutine makes ninja await the check."""
         return await KEYS.lookup(token)
+
+
+async def admit_request(request: HttpRequest, caller: Caller) -> None:
+    """A program route's quotas (raises QuotaRefused); the middleware settles them after the answer."""
+    door = program_door(request.path)
+    if door is None:  # /programs, /api/metrics...: not a program call, no quota
+        return
+    program, batch = door
+    has_body = request.method in BODY_METHODS
+    size = len(request.body) if has_body else len(request.META.get("QUERY_STRING", ""))
+    items = quotas.batch_items(request.body) if batch and has_body else 1
+    admission = await quotas.admit(caller, quotas.estimate(program, size, items))
+    current_admission.set(admission)
+    setattr(request, RESPONSE_HOOK, admission)
 
 
 async def bearer_caller(authorization: str) -> Caller | None:
@@ -186,3 +221,9 @@ def install(api: NinjaAPI) -> None:
         response = JsonResponse({"detail": UNAUTHORIZED}, status=401)
         response["WWW-Authenticate"] = WWW_AUTHENTICATE
         return response
+
+    @api.exception_handler(quotas.QuotaRefused)
+    def over_quota(request: HttpRequest, exc: quotas.QuotaRefused) -> HttpResponse:
+        return JsonResponse(
+            {"detail": exc.detail, "error_type": "quota_exceeded"}, status=exc.status, headers=exc.headers
+        )

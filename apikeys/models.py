@@ -30,6 +30,24 @@ class ApiKey(ExportModelOperationsMixin("apikey"), models.Model):
     )
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires")
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Quotas (apikeys/quotas.py), shared by every server through Redis; empty: no limit.
+    rpm = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name="requests per minute", help_text="Empty: no limit"
+    )
+    tokens_per_day = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Prompt + completion tokens per rolling 24 hours. Empty: no limit"
+    )
+    budget_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        verbose_name="budget (USD)",
+        help_text="Estimated LM cost per rolling 30 days. Empty: no limit",
+    )
+    max_in_flight = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests running at once, across every server. Empty: no limit"
+    )
 
     class Meta:
         verbose_name = "API key"

@@ -20,9 +20,11 @@ def api_key_issue(key: ApiKey) -> str:
 
 
 def api_key_create(
-    name: str, expires_at: datetime | None = None, created_by: Any = None
+    name: str, expires_at: datetime | None = None, created_by: Any = None, **quotas: Any
 ) -> tuple[ApiKey, str]:
-    key = ApiKey(name=name, expires_at=expires_at, created_by=created_by)
+    """``quotas``: ``rpm``, ``tokens_per_day``, ``budget_usd``, ``max_in_flight`` (None: no limit)."""
+    key = ApiKey(name=name, expires_at=expires_at, created_by=created_by, **quotas)
+    key.full_clean(exclude=["prefix", "key_hash"])
     token = api_key_issue(key)
     key.save()
     return key, token

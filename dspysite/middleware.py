@@ -6,6 +6,7 @@ thread hops per request. They are still needed by the admin and the HTML pages, 
 """
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
@@ -46,6 +47,44 @@ class BrowserMiddleware:
         return await self.get_response(request)
 
 
+# The attribute a view's code (an auth, for instance) sets on the request to see its response.
+RESPONSE_HOOK = "dspy_response_hook"
+
+
+class ResponseHook(Protocol):
+    """Told about the request's end: the API keys' quotas add their headers and settle there."""
+
+    async def on_response(self, response: HttpResponseBase) -> None:
+        """The response, before it is sent: may add headers (and wrap a streaming body)."""
+
+    def on_abort(self) -> None:
+        """No response: the request was cancelled (client gone) or failed before Django answered."""
+
+
+@async_only_middleware
+def response_hook_middleware(get_response: GetResponse) -> GetResponse:
+    """Run the request's :class:`ResponseHook`, if its code set one: headers onto the response.
+
+    How app code reaches the response without the serving core (``programs/``) knowing it: the
+    API-key check stores its quota admission under :data:`RESPONSE_HOOK`.
+    """
+
+    async def middleware(request: HttpRequest) -> HttpResponseBase:
+        try:
+            response = await get_response(request)
+        except BaseException:
+            hook: ResponseHook | None = getattr(request, RESPONSE_HOOK, None)
+            if hook is not None:
+                hook.on_abort()
+            raise
+        hook = getattr(request, RESPONSE_HOOK, None)
+        if hook is not None:
+            await hook.on_response(response)
+        return response
+
+    return middleware
+
+
 @async_only_middleware
 def json_errors_middleware(get_response: GetResponse) -> GetResponse:
     """Turn Django's HTML error pages (404, 405, 400...) into ``{"detail": ...}`` on API paths.
@@ -72,7 +111,7 @@ def _json_error(request: HttpRequest, response: HttpResponseBase) -> JsonRespons
     elif response.status_code == 405:
         detail = f"Method {request.method} not allowed on {request.path}; allowed: {response.get('Allow')}"
     converted = JsonResponse({"detail": detail}, status=response.status_code)
-    for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+    for header in ("Allow", "Retry-After", "WWW-Authenticate", "RateLimit-Policy", "RateLimit"):
         if header in response:
             converted[header] = response[header]
     return converted

@@ -4,6 +4,9 @@
   they move into ``components.schemas``, where their references point.
 * An operation with API keys on (it has ``security``) can answer 401: declared with its body and
   ``WWW-Authenticate`` header, on exactly those operations.
+* A program operation with API keys on is under the keys' quotas (apikeys/quotas.py): its 429
+  (over a quota) and every answer may carry ``RateLimit`` and ``RateLimit-Policy``, and its 503
+  (quotas not checkable while Redis is down, failing closed) carries ``Retry-After``.
 """
 
 import copy
@@ -13,6 +16,23 @@ from ninja import NinjaAPI
 from ninja.openapi.schema import OpenAPISchema
 
 from programs.responses import REF_TEMPLATE, ErrorBody
+
+# The tags of the operations that call a program (programs/api.py, batch.py, streaming.py).
+PROGRAM_TAGS = frozenset({"programs", "gateways", "batch", "streaming"})
+RATELIMIT_HEADERS = {
+    "RateLimit": {
+        "description": "What is left of each quota of the API key: draft-ietf-httpapi-ratelimit-headers "
+        '(`"rpm";r=29;t=58, "tokens-per-day";r=99200;t=86341`); present when the key has quotas',
+        "schema": {"type": "string"},
+    },
+    "RateLimit-Policy": {
+        "description": "The API key's quotas "
+        '(`"rpm";q=30;w=60, "tokens-per-day";q=100000;qu="tokens";w=86400`)',
+        "schema": {"type": "string"},
+    },
+}
+OVER_QUOTA = "Over capacity, or over an API key quota (`error_type` quota_exceeded)"
+RETRY_AFTER_HEADER = {"Retry-After": {"required": True, "schema": {"type": "integer"}}}
 
 UNAUTHORIZED = {
     "description": "Missing or invalid API key",
@@ -43,3 +63,19 @@ def finish(document: dict[str, Any]) -> None:
                 components.setdefault(
                     ErrorBody.__name__, ErrorBody.model_json_schema(ref_template=REF_TEMPLATE)
                 )
+                if PROGRAM_TAGS.intersection(operation.get("tags", ())):
+                    _quota_answers(operation["responses"])
+
+
+def _quota_answers(responses: dict[Any, Any]) -> None:
+    """Every answer may carry the RateLimit headers; 429 and 503 also ``Retry-After``."""
+    error = {
+        "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=ErrorBody.__name__)}}}
+    }
+    for status in (429, 503):
+        response = responses.setdefault(status, {"description": OVER_QUOTA, **error})
+        response.setdefault("headers", {}).update(RETRY_AFTER_HEADER)
+    responses[429]["description"] = OVER_QUOTA
+    for status, response in responses.items():
+        if int(status) != 401:  # no key, no quota
+            response.setdefault("headers", {}).update(RATELIMIT_HEADERS)

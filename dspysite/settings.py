@@ -58,6 +58,8 @@ MIDDLEWARE = [
     # Async-only; removes itself when no CORS origin is configured (docs/DEVELOPING.md).
     "dspysite.cors.CorsMiddleware",
     "dspysite.middleware.json_errors_middleware",
+    # Async-only: lets the API-key quotas put RateLimit headers on the answer and settle after it.
+    "dspysite.middleware.response_hook_middleware",
     "dspysite.middleware.BrowserMiddleware",
 ]
 BROWSER_MIDDLEWARE = [

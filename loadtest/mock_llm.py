@@ -24,6 +24,12 @@ Markers anywhere in the last user message steer a single request:
   that is not in the requested format), ``badjson`` (a body that is not JSON), ``drop`` (the connection
   closes before any byte), ``cut`` (a 200 whose body or event stream stops half-way).
 
+Fault scripts, switched at runtime (``POST /faults``), steer every request to one model (the body's
+``model``, or ``"*"`` for any model) without a marker: ``{"model": "m", "sequence": ["429", "429"],
+"then": null, "retry_after": 0.5}`` answers the next two requests 429 (``Retry-After: 0.5``), then
+normally; ``{"sequence": [], "then": "500"}`` fails every request until ``DELETE /faults`` (or
+another script for that model). A marker still wins. ``GET /stats/models`` counts requests per model.
+
 Environment: ``MOCK_HOST``/``MOCK_PORT`` (CLI defaults), ``MOCK_DELAY_MS`` (default 0), ``MOCK_FAULT`` with
 ``MOCK_ERROR_RATE`` (probability of the global fault, default 1.0), ``MOCK_STALL_S`` (default 300).
 
@@ -159,6 +165,35 @@ class Markers:
     usage: tuple[int, int] | None = None
     delay_ms: float | None = None
     fault: str | None = None
+
+
+@dataclass(slots=True)
+class FaultScript:
+    """``POST /faults``: the faults of a model's next requests in order, then ``then`` for every
+    later one (None: answer normally). The lock-free deque is safe: handlers run on one loop."""
+
+    sequence: deque[str]
+    then: str | None
+    retry_after: str
+
+    @classmethod
+    def parse(cls, body: Any) -> tuple[str, FaultScript]:
+        if not isinstance(body, dict):
+            raise BadRequest("a fault script is a JSON object")
+        model, sequence, then = body.get("model", "*"), body.get("sequence", []), body.get("then")
+        if not isinstance(model, str) or not isinstance(sequence, list):
+            raise BadRequest("model must be a string and sequence a list of fault names")
+        for fault in [*sequence, *([then] if then is not None else [])]:
+            if fault != NO_FAULT and fault not in FAULTS:
+                raise BadRequest(f"unknown fault {fault!r}; expected one of {sorted(FAULTS)} or 'none'")
+        retry_after = body.get("retry_after", 1)
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int | float) or retry_after < 0:
+            raise BadRequest("retry_after must be a non-negative number of seconds")
+        return model, cls(deque(sequence), then, f"{retry_after:g}")
+
+    def next_fault(self) -> str | None:
+        fault = self.sequence.popleft() if self.sequence else self.then
+        return None if fault == NO_FAULT else fault
 
 
 class BadRequest(ValueError):
@@ -567,6 +602,14 @@ class MockLLM:
         self.stats = Stats()
         self.recorded: deque[Any] = deque(maxlen=config.history_size)
         self._ids = itertools.count(1)
+        self.scripts: dict[str, FaultScript] = {}
+        self.model_requests: dict[str, int] = {}
+
+    def _script_for(self, model: str) -> FaultScript | None:
+        """``model``'s fault script, else the one for every model (``"*"``), if any."""
+        if not self.scripts:
+            return None
+        return self.scripts.get(model) or self.scripts.get("*")
 
     def _choose_fault(self, marker: str | None) -> str | None:
         """A ``[fault=...]`` marker wins; otherwise the global ``MOCK_FAULT`` strikes with ``error_rate``."""
@@ -601,7 +644,13 @@ class MockLLM:
         self.recorded.append(body)
         system, last_user, prompt_chars = _scan_messages(body["messages"])
         markers = _parse_markers(last_user)
-        fault = self._choose_fault(markers.fault)
+        model = str(body.get("model") or MODEL_ID)
+        self.model_requests[model] = self.model_requests.get(model, 0) + 1
+        script = self._script_for(model) if markers.fault is None else None
+        if script is not None:
+            fault, retry_after = script.next_fault(), script.retry_after
+        else:
+            fault, retry_after = self._choose_fault(markers.fault), "1"
         if fault is not None:
             self.stats.faults += 1
         delay_s = (self.config.delay_ms if markers.delay_ms is None else markers.delay_ms) / 1000.0
@@ -615,7 +664,7 @@ class MockLLM:
         if fault == "500":
             return _json_response(SERVER_ERROR_BODY, status=500)
         if fault == "429":
-            return _json_response(RATE_LIMIT_BODY, status=429, headers={"retry-after": "1"})
+            return _json_response(RATE_LIMIT_BODY, status=429, headers={"retry-after": retry_after})
         if fault == "badjson":
             return web.Response(body=BADJSON_BODY, content_type="application/json")
         if fault == "drop":
@@ -742,7 +791,26 @@ class MockLLM:
         """``POST /stats/reset``: zero the counters and the history (peak restarts at current in-flight)."""
         self.stats.reset()
         self.recorded.clear()
+        self.model_requests.clear()
         return _json_response(asdict(self.stats))
+
+    async def model_stats(self, request: web.Request) -> web.Response:
+        """``GET /stats/models``: chat requests received per model (the body's ``model``)."""
+        return _json_response(self.model_requests)
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        """``POST /faults``: a model's fault script (module docstring), replacing its previous one."""
+        try:
+            model, script = FaultScript.parse(json.loads(await request.read()))
+        except ValueError as exc:  # BadRequest, or a body that is not JSON
+            return _bad_request(str(exc) if isinstance(exc, BadRequest) else "body is not valid JSON")
+        self.scripts[model] = script
+        return _json_response({"model": model, "sequence": list(script.sequence), "then": script.then})
+
+    async def clear_faults(self, request: web.Request) -> web.Response:
+        """``DELETE /faults``: every fault script ends."""
+        self.scripts.clear()
+        return _json_response({"cleared": True})
 
     async def get_requests(self, request: web.Request) -> web.Response:
         """``GET /requests?limit=K``: the K most recent chat request bodies, newest last."""
@@ -786,6 +854,9 @@ def build_app(config: MockConfig | None = None) -> web.Application:
             web.post("/chat/completions", mock.chat_completions),
             web.get("/stats", mock.get_stats),
             web.post("/stats/reset", mock.reset_stats),
+            web.get("/stats/models", mock.model_stats),
+            web.post("/faults", mock.set_faults),
+            web.delete("/faults", mock.clear_faults),
             web.get("/requests", mock.get_requests),
             web.get("/health", mock.health),
             web.get("/v1/models", mock.models),

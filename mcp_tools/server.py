@@ -12,7 +12,7 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
-from apikeys.context import Caller, current_caller
+from apikeys.context import Caller, current_admission, current_caller
 from mcp_tools.resources import ProgramResources
 from mcp_tools.tools import ToolCatalog
 from programs.runtime import Runtime
@@ -21,6 +21,8 @@ R = TypeVar("R")
 
 # Where the HTTP layer (mcp_tools.endpoint) leaves the caller its API key names, in the scope's state.
 CALLER_STATE = "api_caller"
+# ... and the key's quota admission, which the tool calls' usage settles (apikeys.quotas).
+ADMISSION_STATE = "api_admission"
 
 INSTRUCTIONS = (
     "Each tool runs one DSPy program: its arguments are the program's inputs, its structured result "
@@ -37,9 +39,11 @@ def build_server(runtime: Runtime) -> Server[Any]:
     ) -> types.CallToolResult:
         # The key is recorded on the call's log row (telemetry reads the contextvar).
         scope = current_caller.set(_caller(ctx))
+        admission = current_admission.set(_state(ctx).get(ADMISSION_STATE))
         try:
             return await tools.call(params.name, params.arguments, dict(params.meta or {}))
         finally:
+            current_admission.reset(admission)
             current_caller.reset(scope)
 
     async def read_resource(
@@ -71,5 +75,9 @@ def _always(result: R) -> Callable[[ServerRequestContext[Any], Any], Awaitable[R
 
 
 def _caller(ctx: ServerRequestContext[Any]) -> Caller | None:
+    return _state(ctx).get(CALLER_STATE)
+
+
+def _state(ctx: ServerRequestContext[Any]) -> dict[str, Any]:
     request = ctx.request  # the Starlette request of this HTTP exchange
-    return request.scope.get("state", {}).get(CALLER_STATE) if request is not None else None
+    return request.scope.get("state", {}) if request is not None else {}

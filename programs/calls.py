@@ -91,6 +91,8 @@ class ProgramCall:
             error_type=self.error_type,
             error_detail=self.error_detail,
             finished_at=time.time(),
+            answered_by=usage.answered_by,
+            attempts=usage.attempts,
         )
 
 

@@ -39,8 +39,21 @@ class ConfigError(Exception):
     """A problem with the configuration, phrased as one line for the operator."""
 
 
+class CircuitBreaker(BaseModel):
+    """``circuit_breaker``: ``failures`` consecutive upstream failures open it for ``cooldown_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failures: int = Field(ge=1)
+    cooldown_s: float = Field(gt=0)
+
+
 class ModelEntry(BaseModel):
-    """One entry of ``models.registry``. Unknown keys are passed to ``dspy.LM`` as they are."""
+    """One entry of ``models.registry``. Unknown keys are passed to ``dspy.LM`` as they are.
+
+    The upstream policy keys (``rpm``, ``tpm``, ``num_retries``, ``circuit_breaker``,
+    ``fallbacks``, prices) are this server's (programs/upstream.py), never handed to ``dspy.LM``.
+    """
 
     model_config = ConfigDict(extra="allow")
 
@@ -54,7 +67,18 @@ class ModelEntry(BaseModel):
     # Off unless asked for: a served program answering from a cache hides upstream behaviour
     # and makes load tests measure the cache.
     cache: bool = False
+    # Upstream 429/5xx/timeouts retried by the server (DSPy's own retries are off), within the
+    # request's deadline, honouring Retry-After.
     num_retries: int = Field(default=3, ge=0)
+    # Requests and tokens per minute to this model across every worker and machine.
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    circuit_breaker: CircuitBreaker | None = None
+    # Aliases tried in order when this model fails, is over its budget or its circuit is open.
+    fallbacks: list[str] = Field(default_factory=list)
+    # USD per million tokens, for cost and budgets when DSPy has no price for the model.
+    input_cost_per_1m_tokens: float | None = Field(default=None, ge=0)
+    output_cost_per_1m_tokens: float | None = Field(default=None, ge=0)
 
     def lm_kwargs(self) -> dict[str, Any]:
         """Extra keys given in the file, for ``dspy.LM(**kwargs)``."""
@@ -83,6 +107,23 @@ class DeclaredModel(BaseModel):
     reasoning: bool | None = None
 
 
+FailMode = Literal["fail_open", "fail_closed"]
+
+
+class LimitsOnRedisError(BaseModel):
+    """What each kind of limit does while Redis (the shared limit store) is down (ratelimit/failures.py).
+
+    ``fail_open``: the limit is skipped; ``fail_closed``: the request gets 503 with ``Retry-After``.
+    Key quotas fail closed by default (a tenant's budget is a promise), model budgets fail open
+    (the provider still enforces its own limit, and its 429s are retried and answered 503).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: FailMode = "fail_closed"
+    models: FailMode = "fail_open"
+
+
 class ServerSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -97,6 +138,8 @@ class ServerSection(BaseModel):
     auth: bool = False
     # Origins allowed to call the API from a browser (CORS); env CORS_ALLOWED_ORIGINS adds to them.
     cors_allowed_origins: list[str] = Field(default_factory=list)
+    # Per limit kind (keys, models): fail_open or fail_closed while Redis is unreachable.
+    limits_on_redis_error: LimitsOnRedisError = Field(default_factory=LimitsOnRedisError)
 
 
 class ProgramOptions(BaseModel):
@@ -150,6 +193,7 @@ class ServiceConfig(BaseModel):
         for program, options in self.programs.items():
             if options.model is not None and options.model not in known:
                 raise ValueError(f"programs.{program}.model: unknown model alias {options.model!r}")
+        _check_fallbacks(known)
         for alias in self.declared_models:
             if alias not in known:
                 raise ValueError(f"declared_models.{alias}: unknown model alias {alias!r}")
@@ -187,6 +231,40 @@ class ServiceConfig(BaseModel):
 
 
 _DEFAULT_OPTIONS = ProgramOptions()
+
+
+def _check_fallbacks(registry: dict[str, ModelEntry]) -> None:
+    """Every fallback names a known alias, and no chain of fallbacks comes back to where it began."""
+    for alias, entry in registry.items():
+        for fallback in entry.fallbacks:
+            if fallback not in registry:
+                raise ValueError(f"models.registry.{alias}.fallbacks: unknown model alias {fallback!r}")
+    for alias in registry:
+        cycle = _fallback_cycle(registry, [alias])
+        if cycle:
+            raise ValueError(f"models.registry.{alias}.fallbacks: cycle {' -> '.join(cycle)}")
+
+
+def _fallback_cycle(registry: dict[str, ModelEntry], path: list[str]) -> list[str]:
+    """The first cycle reachable from ``path``'s last alias (``[]`` when there is none)."""
+    for fallback in registry[path[-1]].fallbacks:
+        if fallback in path:
+            return [*path[path.index(fallback) :], fallback]
+        cycle = _fallback_cycle(registry, [*path, fallback])
+        if cycle:
+            return cycle
+    return []
+
+
+def fallback_chain(registry: dict[str, ModelEntry], alias: str) -> list[str]:
+    """The aliases tried after ``alias``, in order: each fallback, then its own fallbacks (depth
+    first), each alias once. The config was checked for cycles."""
+    chain: list[str] = []
+    for fallback in registry[alias].fallbacks:
+        for name in [fallback, *fallback_chain(registry, fallback)]:
+            if name != alias and name not in chain:
+                chain.append(name)
+    return chain
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,10 @@ class RequestFinished:
     error_type: str = ""
     error_detail: Any = ""  # a message, or a list of validation errors
     finished_at: float = 0.0  # time.time()
+    # The model alias that answered the last LM call (a fallback's when one answered; "" when the
+    # call made no LM call), and the upstream requests all its LM calls took (retries included).
+    answered_by: str = ""
+    attempts: int = 0
 
     @property
     def success(self) -> bool:
@@ -218,6 +222,25 @@ class AdmissionWaited:
     admitted: bool
 
 
+@dataclass(frozen=True, slots=True)
+class LMRetry:
+    """One failed upstream attempt of an LM call (programs/upstream.py)."""
+
+    request_id: str
+    model_alias: str
+    attempt: int  # 1 for the first request to this model in this LM call
+    status: int | None  # the upstream's HTTP status, None for timeouts and connection failures
+    wait_s: float  # how long before the next attempt; 0.0 when none follows on this model
+    error_type: str  # the exception's class name
+    retrying: bool  # another attempt on the same model follows
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitChanged:
+    model_alias: str
+    state: str  # "open" (failures tripped it, or its trial call failed) or "closed" (a call succeeded)
+
+
 #: Every program call, through any front door (programs.calls), as it starts: after validation.
 request_started: Event[RequestStarted] = Event("request_started")
 #: The same requests when they end, whatever the outcome, with their own tokens and cost.
@@ -228,6 +251,10 @@ lm_call_started: Event[LMCallStarted] = Event("lm_call_started")
 lm_call_finished: Event[LMCallFinished] = Event("lm_call_finished")
 #: A call that found its limiter full and waited for a slot (never emitted for an immediate answer).
 admission_waited: Event[AdmissionWaited] = Event("admission_waited")
+#: Every failed upstream attempt of those LM calls, whether another attempt follows or not.
+lm_retry: Event[LMRetry] = Event("lm_retry")
+#: A model's circuit breaker opened or closed (in this process's view; see programs/circuits.py).
+circuit_changed: Event[CircuitChanged] = Event("circuit_changed")
 
 ALL_EVENTS: tuple[Event[Any], ...] = (
     request_started,
@@ -235,4 +262,6 @@ ALL_EVENTS: tuple[Event[Any], ...] = (
     lm_call_started,
     lm_call_finished,
     admission_waited,
+    lm_retry,
+    circuit_changed,
 )

@@ -1,12 +1,16 @@
 """Run one program call: its LM and adapter in a ``dspy.context``, natively or in the sync pool.
 
 Everything a failure can be is turned into a :class:`CallFailed` carrying the HTTP status and
-the JSON body the client gets: 504 for timeouts, 502 for the upstream LLM, 500 for the program.
+the JSON body the client gets: 504 for timeouts, 502 for the upstream LLM, 500 for the program;
+503 + ``Retry-After`` when the provider rate-limits past the retries or the model's circuit is
+open, 429 + ``Retry-After`` when the model's rpm/tpm budget is spent (programs/upstream.py).
 """
 
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,13 +18,14 @@ import dspy
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 from dspy.dsp.utils.settings import thread_local_overrides
-from dspy.utils.exceptions import AdapterParseError, LMError, LMTimeoutError
+from dspy.utils.exceptions import AdapterParseError, LMError, LMRateLimitError, LMTimeoutError
 from dspy.utils.usage_tracker import UsageTracker
 
 from programs.dspy_speedups import inline_lm_steps
 from programs.limits import Limiter
 from programs.outputs import OutputMismatch, to_response_body
 from programs.runtime import Program, Runtime
+from programs.upstream import CircuitOpen, LimitsUnavailable, ModelBudgetExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ async def run_program(
     if not await program.limiter.try_acquire():
         raise _refused(program, program.limiter)
     inline = inline_lm_steps.set(program.static_credentials)
+    usage.deadline = time.monotonic() + program.timeout_s  # retries never wait past it
     try:
         with dspy.context(**call_settings(program, usage)):
             async with asyncio.timeout(program.timeout_s):
@@ -155,6 +161,8 @@ def _no_instance(program: Program) -> CallFailed:
 
 
 def classify(program: Program, exc: BaseException) -> CallFailed:
+    if isinstance(exc, CircuitOpen | ModelBudgetExceeded | LimitsUnavailable | LMRateLimitError):
+        return _try_later(program, exc)
     name, status = type(exc).__name__, None
     if isinstance(exc, TimeoutError | LMTimeoutError):
         code, name, detail = 504, "Timeout", f"{program.name} did not finish within {program.timeout_s:g} s"
@@ -170,3 +178,17 @@ def classify(program: Program, exc: BaseException) -> CallFailed:
         logger.error("Program %s failed", program.name, exc_info=exc)
         code, detail = 500, f"{program.name} failed: {name}: {exc}"
     return CallFailed(code, detail, name, program.name, upstream_status=status)
+
+
+def _try_later(program: Program, exc: LMError) -> CallFailed:
+    """Capacity, not a fault: the model's budget (429), its open circuit or the provider's own
+    rate limit after the retries (503), each with the ``Retry-After`` the limit gave."""
+    retry_after = max(1, math.ceil(exc.retry_after or RETRY_AFTER_S))
+    if isinstance(exc, ModelBudgetExceeded):
+        return CallFailed(429, exc.message, "ModelBudget", program.name, retry_after=retry_after)
+    if isinstance(exc, CircuitOpen | LimitsUnavailable):
+        return CallFailed(503, exc.message, type(exc).__name__, program.name, retry_after=retry_after)
+    detail = f"The upstream LLM ({exc.model or program.model_alias}) is rate-limiting us; retry later"
+    failed = CallFailed(503, detail, "UpstreamRateLimited", program.name, upstream_status=429)
+    failed.retry_after = retry_after
+    return failed

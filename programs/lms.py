@@ -16,7 +16,7 @@ from dspy.clients import execution as dspy_execution
 from dspy.clients.backend_selection import select_backend
 from dspy.lm15 import AccessPolicy, ModelSupport, OpenAIChatCompat, ProviderDefinition, register_provider
 
-from programs import dspy_speedups
+from programs import dspy_speedups, upstream
 from programs import usage as lm_usage
 from programs.config import DeclaredModel, ModelEntry, resolve_api_key
 
@@ -36,6 +36,7 @@ def configure_dspy(max_connections: int) -> None:
     _raise_connection_cap(max_connections)
     dspy_speedups.install()
     lm_usage.install_cost_hook()  # per-call cost into the request's usage tracker (history is off)
+    upstream.install()  # budgets, retries, circuit breakers and fallbacks around each LM call
     from dspy.clients import model_metadata
 
     model_metadata.source_info()  # load the bundled metadata now, not on the first request
@@ -90,10 +91,11 @@ def build_lm(
         temperature=entry.temperature,
         max_tokens=entry.max_tokens,
         cache=entry.cache,
-        num_retries=entry.num_retries,
+        num_retries=0,  # the server retries (programs/upstream.py): each attempt counted and visible
         callbacks=lm_usage.LM_CALLBACKS,  # times each call for the request's telemetry record
         **kwargs,
     )
+    setattr(lm, lm_usage.ALIAS_ATTR, alias)
     how = f"declared as {model}" if declared is not None else "capabilities and prices from DSPy's metadata"
     logger.info("Model %s: %s via %s engine (%s)", alias, entry.model, engine_name(lm), how)
     return lm

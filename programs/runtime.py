@@ -18,13 +18,23 @@ import dspy
 from django.conf import settings
 
 from programs.adapters import build_adapter, describe
-from programs.config import ConfigError, LoadedConfig, ModelEntry, ServiceConfig, config_path, load_config
+from programs.config import (
+    ConfigError,
+    LoadedConfig,
+    ModelEntry,
+    ServiceConfig,
+    config_path,
+    fallback_chain,
+    load_config,
+)
 from programs.discovery import Discovery, DiscoveryError, LoadFailure, ProgramSpec, discover, module_sources
 from programs.gateways import Gateway, IdentityGateway
 from programs.instances import Instances, build_instances
 from programs.limits import Limiter
 from programs.lms import build_lm, configure_dspy, settings_snapshot
+from programs.model_policies import build_policy
 from programs.schemas import InputSchema, OutputSchema, build_input_schema, build_output_schema, entry_point
+from programs.upstream import attach, policy_of
 
 logger = logging.getLogger(__name__)
 
@@ -147,11 +157,7 @@ def _build_program(spec: ProgramSpec, runtime: Runtime, base_settings: dict[str,
     service = runtime.config.config
     options = service.options_for(spec.name)
     alias = service.alias_for(spec.name)
-    if alias not in runtime.lms:
-        entry = service.models.registry[alias]
-        declared = service.declared_models.get(alias)
-        runtime.lms[alias] = build_lm(alias, entry, runtime.config.path, _longest_timeout(service), declared)
-    lm = runtime.lms[alias]
+    lm = _lm_for(runtime, alias)
     instance = spec.cls()
     state = _state_file(spec, runtime)
     if state is not None:
@@ -190,6 +196,23 @@ def _build_program(spec: ProgramSpec, runtime: Runtime, base_settings: dict[str,
         instances=instances,
         gateways=tuple(gateway() for gateway in spec.gateways or (IdentityGateway,)),
     )
+
+
+def _lm_for(runtime: Runtime, alias: str) -> dspy.LM:
+    """The alias's shared LM, with its upstream policy and the LMs of its fallbacks."""
+    if alias in runtime.lms:
+        return runtime.lms[alias]
+    service = runtime.config.config
+    registry = service.models.registry
+    entry = registry[alias]
+    declared = service.declared_models.get(alias)
+    lm = runtime.lms[alias] = build_lm(alias, entry, runtime.config.path, _longest_timeout(service), declared)
+    chain = tuple(policy_of(_lm_for(runtime, name)) for name in fallback_chain(registry, alias))
+    server = service.server
+    attach(
+        build_policy(alias, entry, lm, chain, server.max_queue_ms / 1000, server.limits_on_redis_error.models)
+    )
+    return lm
 
 
 def _has_static_key(entry: ModelEntry) -> bool:

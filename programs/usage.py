@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 class LMCall:
     model: str
     started: float | None = None  # perf_counter at on_lm_start
+    alias: str = ""  # the registry alias that answered (a fallback's when one did)
+    attempts: int = 1  # upstream requests this call took (programs/upstream.py)
     duration_ms: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -55,6 +57,8 @@ class LMCall:
             "duration_ms": None if self.duration_ms is None else round(self.duration_ms, 2),
             "error": self.error,
             "cache_hit": self.cache_hit,
+            "model_alias": self.alias,
+            "attempts": self.attempts,
         }
 
 
@@ -71,8 +75,20 @@ class UsageSnapshot:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def answered_by(self) -> str:
+        """The alias that answered the last LM call ("" without LM calls)."""
+        return self.lm_calls[-1].get("model_alias", "") if self.lm_calls else ""
+
+    @property
+    def attempts(self) -> int:
+        return sum(call.get("attempts", 1) for call in self.lm_calls)
+
 
 EMPTY_USAGE = UsageSnapshot(0, 0, 0.0, ())
+
+# The attribute of a served LM (programs/lms.py) that names its registry alias.
+ALIAS_ATTR = "served_alias"
 
 
 class RequestUsage(UsageTracker):
@@ -87,6 +103,8 @@ class RequestUsage(UsageTracker):
         self._lock = threading.Lock()
         self._calls: dict[str, LMCall] = {}
         self._priced: dict[int, LMCall] = {}  # thread -> untimed call priced, tokens still to come
+        # time.monotonic() by which the request must be answered: retries never wait past it.
+        self.deadline: float | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "RequestUsage":
         # dspy.Parallel deep-copies the tracker per thread and never merges the copies back, so
@@ -100,9 +118,19 @@ class RequestUsage(UsageTracker):
             call.prompt_tokens += int(usage_entry.get("prompt_tokens") or 0)
             call.completion_tokens += int(usage_entry.get("completion_tokens") or 0)
 
-    def lm_started(self, call_id: str, model: str) -> None:
+    def lm_started(self, call_id: str, model: str, alias: str) -> None:
         with self._lock:
-            self._calls[call_id] = LMCall(model=model, started=time.perf_counter())
+            self._calls[call_id] = LMCall(model=model, started=time.perf_counter(), alias=alias)
+
+    def lm_routed(self, alias: str, model: str, attempts: int) -> None:
+        """The LM call running in this context took ``attempts`` requests; ``alias`` answered it
+        ("" when none did)."""
+        with self._lock:
+            call = self._calls.get(ACTIVE_CALL_ID.get() or "")
+            if call is not None:
+                call.alias = alias
+                call.model = model or call.model
+                call.attempts = attempts
 
     def lm_finished(self, call_id: str, exception: BaseException | None) -> LMCall | None:
         with self._lock:
@@ -169,7 +197,7 @@ class LMCallTimer(BaseCallback):
         usage = current_usage()
         if usage is not None:
             model = getattr(instance, "model", type(instance).__name__)
-            usage.lm_started(call_id, model)
+            usage.lm_started(call_id, model, getattr(instance, ALIAS_ATTR, ""))
             if events.lm_call_started:
                 events.lm_call_started.emit(events.LMCallStarted(current_request_id.get(), model, call_id))
 

@@ -67,7 +67,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class InferenceLogAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at", "program", "status_code", "success", "duration_ms", "total_tokens", "cost_usd",
-        "request_id", "trace_id",
+        "answered_by", "attempts", "request_id", "trace_id",
     )  # fmt: skip
     list_filter = (ProgramFilter, "success", ("created_at", admin.DateFieldListFilter))
     search_fields = ("request_id",)

@@ -61,13 +61,21 @@ async def metrics_list(
     scope: Scope = "all",
 ) -> JsonResponse:
     names = list(get_runtime().programs)
+    keys: list[dict[str, Any]] = []
     if scope == "process":
         live = [PROCESS_COUNTERS.programs.get(name) or ProgramCounters(name) for name in names]
         listing = selectors.sort_counters(live, sort_by, order)
     else:
-        listing = await sync_to_async(selectors.program_stats_list)(names, sort_by, order)
-    body = {"programs": [counters.as_dict() for counters in listing], "scope": scope}
+        listing, keys = await sync_to_async(_stored_metrics)(names, sort_by, order)
+    body = {"programs": [counters.as_dict() for counters in listing], "scope": scope, "api_keys": keys}
     return JsonResponse({**body, "telemetry": writer_status()})
+
+
+def _stored_metrics(
+    names: list[str], sort_by: selectors.SortBy, order: selectors.Order
+) -> tuple[list[ProgramCounters], list[dict[str, Any]]]:
+    """The database's program stats and spend per key, in one thread hop."""
+    return selectors.program_stats_list(names, sort_by, order), selectors.key_spend_list()
 
 
 @router.get(

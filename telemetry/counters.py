@@ -25,10 +25,12 @@ class ModelUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    attempt_count: int = 0  # upstream requests, retries included (programs/upstream.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "call_count": self.call_count,
+            "total_attempts": self.attempt_count,
             "total_prompt_tokens": self.prompt_tokens,
             "total_completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
@@ -83,6 +85,7 @@ class ProgramCounters:
             usage.prompt_tokens += call["prompt_tokens"]
             usage.completion_tokens += call["completion_tokens"]
             usage.cost_usd += call["cost_usd"] or 0.0
+            usage.attempt_count += call.get("attempts", 1)
 
     def as_dict(self) -> dict[str, Any]:
         """dspy-cli's field names; counts, tokens and cost are numbers (0 is 0, never null)."""
@@ -145,6 +148,7 @@ def merge(a: ProgramCounters, b: ProgramCounters) -> ProgramCounters:
             target.prompt_tokens += usage.prompt_tokens
             target.completion_tokens += usage.completion_tokens
             target.cost_usd += usage.cost_usd
+            target.attempt_count += usage.attempt_count
     return merged
 
 

@@ -52,6 +52,10 @@ class InferenceLog(models.Model):
     total_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.FloatField(null=True, blank=True, help_text="null: no price known for the model")
     lm_calls = models.JSONField(default=list, blank=True)
+    # programs/upstream.py: the alias that answered the last LM call (a fallback's when one did;
+    # empty when none answered) and the upstream requests the LM calls took, retries included.
+    answered_by = models.CharField(max_length=100, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(help_text="when the response was sent")
 
     class Meta:
@@ -108,6 +112,7 @@ class ModelStats(ExportModelOperationsMixin("modelstats"), models.Model):
     period_s = models.PositiveIntegerField()
     period_start = models.DateTimeField()
     call_count = models.PositiveBigIntegerField(default=0)
+    attempt_count = models.PositiveBigIntegerField(default=0, help_text="upstream requests, retries included")
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.FloatField(default=0.0)
@@ -123,3 +128,28 @@ class ModelStats(ExportModelOperationsMixin("modelstats"), models.Model):
 
     def __str__(self) -> str:
         return f"{self.program}/{self.model} ({self.period_s}s from {self.period_start:%Y-%m-%d %H:%M})"
+
+
+class KeyDailyStats(models.Model):
+    """An API key's use in one UTC day, kept by the writer with the log rows (same transaction).
+
+    Spend per key (today, this month: at most 31 rows a key) for ``/api/metrics`` and the admin,
+    without reading ``InferenceLog``. Only calls made with a key (``api_key_id`` set) count.
+    """
+
+    api_key_id = models.PositiveBigIntegerField()
+    day = models.DateField()
+    request_count = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+
+    class Meta:
+        verbose_name = "API key daily stats"
+        verbose_name_plural = "API key daily stats"
+        constraints = [
+            models.UniqueConstraint(fields=["api_key_id", "day"], name="telemetry_keydailystats_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"key {self.api_key_id} on {self.day:%Y-%m-%d}"

@@ -77,6 +77,20 @@ LM_CALLS = Labelled(Counter("dspy_lm_calls_total", "LM calls by model", ["model"
 COST = Labelled(
     Counter("dspy_lm_cost_usd_total", "Estimated LM cost in USD by model (priced calls only)", ["model"])
 )
+# programs/upstream.py: every upstream request, the failed ones retried, the LM calls a fallback
+# answered, and the circuit breakers that opened (in this process's view), by model alias.
+LM_ATTEMPTS = Labelled(
+    Counter("dspy_lm_attempts_total", "Upstream LM requests (ok, failed)", ["model_alias", "outcome"])
+)
+LM_RETRIES = Labelled(
+    Counter("dspy_lm_retries_total", "Failed upstream LM requests retried", ["model_alias", "error"])
+)
+LM_FALLBACKS = Labelled(
+    Counter("dspy_lm_fallbacks_total", "LM calls answered by a fallback model", ["program", "model_alias"])
+)
+CIRCUIT_OPENS = Labelled(
+    Counter("dspy_lm_circuit_opens_total", "Model circuit breakers opened", ["model_alias"])
+)
 TELEMETRY_QUEUE_DEPTH = Gauge(
     "dspy_telemetry_queue_depth", "Records waiting for the telemetry writer", multiprocess_mode="livesum"
 )

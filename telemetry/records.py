@@ -95,6 +95,8 @@ def to_log_values(record: InferenceRecord) -> dict[str, Any]:
         total_tokens=usage.total_tokens,
         cost_usd=usage.cost_usd,
         lm_calls=list(usage.lm_calls),
+        answered_by=usage.answered_by[:100],
+        attempts=usage.attempts,
         created_at=datetime.fromtimestamp(record.finished_at, tz=UTC),
     )
 

@@ -17,6 +17,7 @@ _PERCENTILE = (
 
 class ModelUsage(BaseModel):
     call_count: int
+    total_attempts: int = Field(description="upstream requests for these calls, retries included")
     total_prompt_tokens: int
     total_completion_tokens: int
     total_tokens: int
@@ -52,10 +53,30 @@ class WriterStatus(BaseModel):
     writer_running: bool
 
 
+class Spend(BaseModel):
+    request_count: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float = Field(description="estimated, from the models' prices (0 for unpriced models)")
+
+
+class KeySpend(BaseModel):
+    """One API key's use (UTC days), from the per-key daily aggregates."""
+
+    api_key_id: int
+    name: str
+    today: Spend
+    month: Spend
+
+
 class MetricsListing(BaseModel):
     programs: list[ProgramMetrics]
     scope: Literal["all", "process"]
     telemetry: WriterStatus
+    api_keys: list[KeySpend] = Field(
+        default_factory=list, description="keys used this month (scope all; empty with scope process)"
+    )
 
 
 class MetricsDetail(BaseModel):
@@ -86,6 +107,8 @@ class LogEntry(BaseModel):
     tokens: Tokens
     cost_usd: float | None = Field(description="null: no price known for the model")
     lm_calls: list[dict[str, Any]]
+    answered_by: str | None = Field(description="the model alias that answered (a fallback's when one did)")
+    attempts: int = Field(description="upstream requests of the LM calls, retries included")
     worker: str
     api_key: str | None
 

@@ -1,16 +1,25 @@
 """Telemetry reads. Metrics and the dashboard read only the aggregates, never scan ``InferenceLog``.
 
 Every function issues a fixed number of indexed queries whatever the number of log rows:
-``program_stats_list`` two, ``inference_log_list`` one, ``dashboard`` four.
+``program_stats_list`` two, ``inference_log_list`` one, ``dashboard`` four, ``key_spend_list`` two.
 """
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from telemetry.counters import ModelUsage, ProgramCounters
-from telemetry.models import HOUR, MINUTE, TEN_MINUTES, TOTAL, InferenceLog, ModelStats, ProgramStats
+from telemetry.models import (
+    HOUR,
+    MINUTE,
+    TEN_MINUTES,
+    TOTAL,
+    InferenceLog,
+    KeyDailyStats,
+    ModelStats,
+    ProgramStats,
+)
 from telemetry.sketches import LatencySketch
 
 SortBy = Literal["calls", "name", "latency", "cost", "tokens", "last_call"]
@@ -29,7 +38,7 @@ def program_stats_totals(programs: Iterable[str] | None = None) -> dict[str, Pro
         counters = totals.get(row.program)
         if counters is not None:
             counters.models[row.model] = ModelUsage(
-                row.call_count, row.prompt_tokens, row.completion_tokens, row.cost_usd
+                row.call_count, row.prompt_tokens, row.completion_tokens, row.cost_usd, row.attempt_count
             )
     return totals
 
@@ -108,6 +117,8 @@ def inference_log_entry(row: InferenceLog) -> dict[str, Any]:
         },
         "cost_usd": row.cost_usd,
         "lm_calls": row.lm_calls,
+        "answered_by": row.answered_by or None,
+        "attempts": row.attempts,
         "worker": row.worker,
         "api_key": row.api_key_name or None,
     }
@@ -182,3 +193,62 @@ def _tokens_by_model(period_s: int, since: datetime) -> list[tuple[str, int, int
         entry[1] += row.completion_tokens
     ranked = sorted(totals.items(), key=lambda item: -sum(item[1]))
     return [(model, prompt, completion) for model, (prompt, completion) in ranked]
+
+
+@dataclass
+class Spend:
+    """Requests, tokens and estimated cost of one API key over a period."""
+
+    request_count: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, row: Any) -> None:
+        self.request_count += row.request_count
+        self.prompt_tokens += row.prompt_tokens
+        self.completion_tokens += row.completion_tokens
+        self.cost_usd += row.cost_usd
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "request_count": self.request_count,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+        }
+
+
+def key_spend(
+    key_ids: Iterable[int] | None = None, today: date | None = None
+) -> dict[int, tuple[Spend, Spend]]:
+    """(today, this month) per API key, UTC, from the per-key daily aggregates (one indexed query)."""
+    today = today or datetime.now(tz=UTC).date()
+    rows = KeyDailyStats.objects.filter(day__gte=today.replace(day=1), day__lte=today)
+    if key_ids is not None:
+        rows = rows.filter(api_key_id__in=list(key_ids))
+    spend: dict[int, tuple[Spend, Spend]] = {}
+    for row in rows:
+        day_spend, month_spend = spend.setdefault(row.api_key_id, (Spend(), Spend()))
+        month_spend.add(row)
+        if row.day == today:
+            day_spend.add(row)
+    return spend
+
+
+def key_spend_list() -> list[dict[str, Any]]:
+    """Every key with use this month: its id, name, and spend today and this month (two queries)."""
+    from apikeys.models import ApiKey
+
+    spend = key_spend()
+    names = dict(ApiKey.objects.filter(id__in=list(spend)).values_list("id", "name"))
+    return [
+        {
+            "api_key_id": key_id,
+            "name": names.get(key_id, ""),
+            "today": day.as_dict(),
+            "month": month.as_dict(),
+        }
+        for key_id, (day, month) in sorted(spend.items())
+    ]

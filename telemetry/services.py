@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -65,10 +65,23 @@ def on_request_finished(done: events.RequestFinished) -> None:
     inference_log_enqueue(record)
 
 
+def on_lm_retry(failed: events.LMRetry) -> None:
+    prometheus.LM_ATTEMPTS.labels(failed.model_alias, "failed").inc()
+    if failed.retrying:
+        prometheus.LM_RETRIES.labels(failed.model_alias, failed.error_type).inc()
+
+
+def on_circuit_changed(change: events.CircuitChanged) -> None:
+    if change.state == "open":
+        prometheus.CIRCUIT_OPENS.labels(change.model_alias).inc()
+
+
 def subscribe_request_events() -> None:
     """Called once from ``TelemetryConfig.ready``: every program call of the process is recorded."""
     events.subscribe(events.request_started, on_request_started)
     events.subscribe(events.request_finished, on_request_finished)
+    events.subscribe(events.lm_retry, on_lm_retry)
+    events.subscribe(events.circuit_changed, on_circuit_changed)
 
 
 def inference_log_enqueue(record: InferenceRecord) -> bool:
@@ -111,6 +124,16 @@ def inference_log_enqueue_refused(
     return inference_log_enqueue(record)
 
 
+def _observe_attempts(record: InferenceRecord, call: dict[str, Any]) -> None:
+    """The request that answered an LM call (the failed ones are counted by :func:`on_lm_retry`)."""
+    alias = call.get("model_alias") or ""
+    if not alias or call.get("cache_hit"):  # an LM the program built, no model answered, the cache
+        return
+    prometheus.LM_ATTEMPTS.labels(alias, "ok").inc()
+    if alias != record.model_alias:
+        prometheus.LM_FALLBACKS.labels(record.program, alias).inc()
+
+
 def _observe(record: InferenceRecord, usage: UsageSnapshot) -> None:
     program = record.program
     prometheus.REQUESTS.labels(program, prometheus.outcome(record.status_code)).inc()
@@ -122,6 +145,7 @@ def _observe(record: InferenceRecord, usage: UsageSnapshot) -> None:
     for call in usage.lm_calls:
         model = call["model"]
         prometheus.LM_CALLS.labels(model).inc()
+        _observe_attempts(record, call)
         if call["prompt_tokens"]:
             prometheus.TOKENS.labels(model, "prompt").inc(call["prompt_tokens"])
         if call["completion_tokens"]:
@@ -234,14 +258,17 @@ def inference_logs_write(records: Sequence[InferenceRecord]) -> None:
     sketch and its update.
     """
     from telemetry.inserts import insert_rows
-    from telemetry.models import InferenceLog
+    from telemetry.models import InferenceLog, KeyDailyStats
 
     rows = [to_log_values(record) for record in records]
     buckets = aggregate(records)
+    key_days = aggregate_keys(records)
     with transaction.atomic():
         insert_rows(InferenceLog, rows)
         for (period_s, start, program), counters in sorted(buckets.items()):
             _add_program_stats(program, period_s, start, counters)
+        for (key_id, day), deltas in sorted(key_days.items()):
+            _increment(KeyDailyStats, {"api_key_id": key_id, "day": day}, deltas)
 
 
 def aggregate(records: Iterable[InferenceRecord]) -> dict[tuple[int, datetime, str], ProgramCounters]:
@@ -256,6 +283,25 @@ def aggregate(records: Iterable[InferenceRecord]) -> dict[tuple[int, datetime, s
             counters = buckets.get(key) or buckets.setdefault(key, ProgramCounters(record.program))
             _count(counters, record)
     return buckets
+
+
+def aggregate_keys(records: Iterable[InferenceRecord]) -> dict[tuple[int, date], dict[str, float]]:
+    """Per (API key, UTC day): requests, tokens and cost of the records made with a key."""
+    days: dict[tuple[int, date], dict[str, float]] = {}
+    for record in records:
+        if record.api_key_id is None:
+            continue
+        day = datetime.fromtimestamp(record.finished_at, tz=UTC).date()
+        deltas = days.setdefault((record.api_key_id, day), dict.fromkeys(KEY_DAY_FIELDS, 0))
+        usage = record.usage
+        deltas["request_count"] += 1
+        deltas["prompt_tokens"] += usage.prompt_tokens
+        deltas["completion_tokens"] += usage.completion_tokens
+        deltas["cost_usd"] += usage.cost_usd or 0.0
+    return days
+
+
+KEY_DAY_FIELDS = ("request_count", "prompt_tokens", "completion_tokens", "cost_usd")
 
 
 def _count(counters: ProgramCounters, record: InferenceRecord) -> None:
@@ -299,6 +345,7 @@ def _add_program_stats(program: str, period_s: int, start: datetime, counters: P
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "cost_usd": usage.cost_usd,
+            "attempt_count": usage.attempt_count,
         }
         _increment(ModelStats, {**keys, "model": model[:200]}, model_deltas)
 

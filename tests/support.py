@@ -25,10 +25,11 @@ FIXTURES = ROOT / "tests" / "fixtures"
 DSPY_CLI_PROJECT = FIXTURES / "dspy_cli_project"
 
 # What this service answers to each fault the mock LLM can inject (loadtest/README.md). A provider's
-# 429 is an upstream failure like any other: 502 with upstream_status 429 and no Retry-After (this
-# service's own 429 means a program is at capacity).
+# 429 (once the retries are spent) is a temporary overload, not a broken server: 503 with
+# upstream_status 429 and Retry-After (this service's own 429 means it is at capacity).
 FAULT_STATUS = {
-    **dict.fromkeys(("500", "429", "malformed", "badjson", "drop", "cut"), 502),
+    **dict.fromkeys(("500", "malformed", "badjson", "drop", "cut"), 502),
+    "429": 503,
     "stall": 504,
 }
 
@@ -104,9 +105,17 @@ def _write_mock_config(source: Path, target: Path, mock_url: str, overrides: dic
 
 @contextmanager
 def service(
-    tmp_dir: Path, project: Path, config: Path, command: list[str] | None = None, **env: str
+    tmp_dir: Path,
+    project: Path,
+    config: Path,
+    command: list[str] | None = None,
+    wait: bool = True,
+    **env: str,
 ) -> Iterator[Running]:
-    """This service under uvicorn (or ``command``), serving ``project`` with ``config``."""
+    """This service under uvicorn (or ``command``), serving ``project`` with ``config``.
+
+    ``wait=False``: yield at once, for a caller that starts several and waits for them together.
+    """
     port = free_port()
     log_path = tmp_dir / f"server-{port}.log"
     argv = command or [
@@ -124,7 +133,8 @@ def service(
     with log_path.open("w") as log:
         process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment)
     try:
-        wait_until_ready(f"http://127.0.0.1:{port}/health/live", process)
+        if wait:
+            wait_until_ready(f"http://127.0.0.1:{port}/health/live", process)
         yield Running(f"http://127.0.0.1:{port}", process, log_path)
     finally:
         stop(process)

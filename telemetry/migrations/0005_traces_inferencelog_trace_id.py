@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("telemetry", "0003_inferencelog_source"),
+        ("telemetry", "0004_sketches_latency_sketch"),
     ]
 
     operations = [

@@ -288,3 +288,43 @@ def test_the_playground_runs_in_a_browser_after_login(
     assert landed == "/admin/login/"
     assert state == "done"
     assert answer["answer"] == "Echo: behind a login"
+
+
+def test_quotas_are_set_and_edited_in_the_admin_and_spend_is_listed(
+    keyed: tuple[Running, ServerDatabase],
+) -> None:
+    """One process, no Redis: the in-process store enforces a key's rpm set in the admin."""
+    server, _ = keyed
+    with admin_client(server) as admin:
+        created = admin.post(
+            "/admin/apikeys/apikey/add/",
+            data={"name": "quota admin", "rpm": "2", "csrfmiddlewaretoken": admin.cookies["csrftoken"]},
+        )
+        key = re.search(r'id="new-api-key"[^>]*value="(dsk_[^"]+)"', created.text).group(1)
+        wait_for_status(server, key, 200, timeout_s=5)  # the first of its 2 requests this minute
+        assert call(server, "POST", "/EchoAsync", {"question": "second"}, key).status_code == 200
+        refused = call(server, "POST", "/EchoAsync", {"question": "third"}, key)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["RateLimit-Policy"] == '"rpm";q=2;w=60'
+        assert refused.headers["RateLimit"].startswith('"rpm";r=0;t=')
+        assert int(refused.headers["Retry-After"]) >= 1
+
+        listing = admin.get("/admin/apikeys/apikey/?q=quota+admin")
+        key_id = re.search(r'href="/admin/apikeys/apikey/(\d+)/change/', listing.text).group(1)
+        edited = admin.post(
+            f"/admin/apikeys/apikey/{key_id}/change/",
+            data={"name": "quota admin", "rpm": "5", "csrfmiddlewaretoken": admin.cookies["csrftoken"]},
+        )
+        assert edited.status_code == 302, edited.text[:1000]
+        wait_for_status(server, key, 200, timeout_s=CACHE_TTL_S + 3)  # the new quota, within the TTL
+
+        def spend() -> re.Match | None:
+            page = admin.get("/admin/apikeys/apikey/?q=quota+admin").text
+            match = re.search(r"(\d+) requests, (\d+) tokens, \$([0-9.]+)", page)
+            return match if match and int(match.group(1)) >= 3 else None
+
+        deadline = time.monotonic() + 10
+        while (match := spend()) is None:
+            assert time.monotonic() < deadline, "the key's spend never reached the admin list"
+            time.sleep(0.1)
+        assert int(match.group(2)) > 0

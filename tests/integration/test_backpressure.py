@@ -138,7 +138,7 @@ def test_full_capacity_after_a_fault_storm(limited: Running) -> None:
 
     statuses = asyncio.run(storm())
     assert statuses.count(200) == 0
-    assert set(statuses) <= {502, 504, 429}
+    assert set(statuses) <= {502, 503, 504, 429}
     # No slot, thread or connection leaked: every limit admits a full burst again.
     assert [r.status_code for r in asyncio.run(burst(limited, "EchoAsync", LIMIT, 300))] == [200] * LIMIT
     assert [r.status_code for r in asyncio.run(burst(limited, "EchoSync", THREADS, 300))] == [200] * THREADS

@@ -151,7 +151,10 @@ def test_upstream_faults_answer_as_documented_and_leave_full_capacity(
         assert body["program"] == program and body["detail"], body
         if fault in UPSTREAM_STATUS:
             assert body["upstream_status"] == UPSTREAM_STATUS[fault], body
-        assert "retry-after" not in response.headers
+        if fault == "429":  # the provider's rate limit: retry later, as it said
+            assert response.headers["retry-after"] == "1"
+        else:
+            assert "retry-after" not in response.headers
     assert responses["stall"].json()["error_type"] == "Timeout"
     # Every slot, thread and upstream connection came back with the answers.
     burst_succeeds(server, program)

@@ -804,3 +804,60 @@ def test_dspy_streaming(lm: dspy.LM) -> None:
     assert len(pieces) >= 3
     assert "".join(pieces) == f"Echo: {question}"
     assert final is not None and final.answer == f"Echo: {question}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fault scripts (POST /faults): stateful faults switched at runtime, per model
+# ----------------------------------------------------------------------------------------------------------
+
+
+def chat_as(client: httpx.Client, model: str, question: str) -> httpx.Response:
+    return client.post("/v1/chat/completions", json={"model": model, "messages": dspy_messages(question)})
+
+
+@pytest.fixture
+def scripts(client: httpx.Client) -> Iterator[httpx.Client]:
+    """The client, with every fault script cleared afterwards (the server is shared by the module)."""
+    try:
+        yield client
+    finally:
+        client.delete("/faults").raise_for_status()
+
+
+def test_fault_script_sequence_then_normal_for_its_model_only(scripts: httpx.Client) -> None:
+    script = {"model": "flaky", "sequence": ["429", "429"], "retry_after": 0.5}
+    assert scripts.post("/faults", json=script).json() == {
+        "model": "flaky",
+        "sequence": ["429", "429"],
+        "then": None,
+    }
+
+    first, second, third = (chat_as(scripts, "flaky", f"q{i}") for i in range(3))
+    other = chat_as(scripts, "steady", "q")
+
+    assert [first.status_code, second.status_code, third.status_code] == [429, 429, 200]
+    assert first.headers["retry-after"] == second.headers["retry-after"] == "0.5"
+    assert "Echo: q2" in content_of(third)
+    assert other.status_code == 200
+    assert scripts.get("/stats/models").json() == {"flaky": 3, "steady": 1}
+    assert get_stats(scripts)["faults"] == 2
+
+
+def test_fault_script_always_fail_until_cleared_and_markers_still_win(scripts: httpx.Client) -> None:
+    scripts.post("/faults", json={"sequence": [], "then": "500"}).raise_for_status()
+
+    assert [chat_as(scripts, model, "x").status_code for model in ("a", "b", "a")] == [500, 500, 500]
+    assert chat_as(scripts, "a", "opt out [fault=none]").status_code == 200
+
+    scripts.delete("/faults").raise_for_status()
+    assert chat_as(scripts, "a", "x").status_code == 200
+    assert scripts.get("/stats/models").json() == {"a": 4, "b": 1}
+    scripts.post("/stats/reset").raise_for_status()
+    assert scripts.get("/stats/models").json() == {}
+
+
+def test_fault_script_rejects_unknown_faults(scripts: httpx.Client) -> None:
+    for body in ({"sequence": ["teapot"]}, {"then": 7}, {"sequence": "429"}, {"retry_after": -1}, []):
+        response = scripts.post("/faults", json=body)
+        assert response.status_code == 400, body
+        assert response.json()["error"]["message"]

@@ -1,0 +1,362 @@
+"""API-key quotas, the same on every server: requests per minute, tokens per day, dollars, in flight.
+
+An API key may carry four limits (``manage.py apikey create NAME --rpm N --tokens-per-day N
+--budget-usd X --max-in-flight N``, or the admin), kept with the key in the key cache
+(:mod:`apikeys.auth`), so checking them reads no database. Their state lives in the shared store
+(:mod:`ratelimit`: Redis with ``REDIS_URL``, so every worker and machine counts against the same
+numbers; in-process otherwise).
+
+A program request with a quota goes through :func:`admit` before anything runs:
+
+1. In one atomic script (one round trip, all or nothing): ``max_in_flight``, a leased slot (a
+   crashed worker's slot comes back when its lease expires); and
+2. ``rpm``, ``tokens_per_day``, ``budget_usd``: one request; an
+   **estimate** of its tokens (the body's size at ~4 characters per token, plus the model's
+   ``max_tokens`` per item); its cost at the model's price. Estimates are *reserved*, so
+   concurrent requests see each other's reservations and cannot overshoot the quota by more than
+   one request's reservation error.
+3. When the request is over (its response sent, failed, timed out or cut off by the client), the
+   reservations are **settled** with the real usage that ``request_finished`` reported for it
+   (found again through :data:`current_admission`) and the slot is released (one round trip).
+
+Over a quota: 429 with ``Retry-After`` (when capacity comes back), ``RateLimit-Policy`` and
+``RateLimit`` (:mod:`apikeys.ratelimit_headers`); every answer of a key with quotas carries both.
+Store unreachable: ``server.limits_on_redis_error.keys`` (fail_closed by default: 503 with
+``Retry-After``; fail_open: the request goes on unlimited, without RateLimit headers).
+"""
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
+
+from django.http.response import HttpResponseBase, StreamingHttpResponse
+from prometheus_client import Counter
+
+from apikeys.context import Caller, Quota, current_admission
+from apikeys.ratelimit_headers import Policy, Remaining, policy_field, ratelimit_field
+from dspysite.env import env_float, env_int
+from programs import events
+from ratelimit import failures
+from ratelimit.store import SlotClaim, Store, StoreUnavailable, get_store
+from ratelimit.windows import Charge, Decision, Reservation
+
+if TYPE_CHECKING:
+    from programs.runtime import Program, Runtime
+
+logger = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 4
+# The completion part of a reservation when the model entry sets no max_tokens.
+DEFAULT_MAX_TOKENS = env_int("API_KEY_DEFAULT_MAX_TOKENS", 1024)
+MINUTE_S, DAY_S = 60, 86400
+BUDGET_WINDOW_S = 30 * DAY_S
+USD_MICROS = 1_000_000  # the headers' unit for dollars (SF Integers only)
+# A slot's lease: longer than any request may run; a slot whose holder died comes back after it.
+LEASE_MARGIN_S = env_float("API_KEY_LEASE_MARGIN_S", 60.0)
+UNAVAILABLE_RETRY_S = 1
+
+REFUSALS = Counter(
+    "dspy_api_key_quota_refusals_total",
+    "Requests refused by an API key's quota (unavailable: Redis down, failing closed)",
+    ["quota"],
+)
+_refused = {name: REFUSALS.labels(name) for name in ("rpm", "tokens", "usd", "in_flight", "unavailable")}
+
+
+class QuotaRefused(Exception):
+    """Answered as ``status`` with ``{"detail": ...}`` and ``headers`` (apikeys.auth.install)."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str]) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    tokens: int
+    cost_usd: float
+
+
+class Admission:
+    """One admitted request: its reservations and slot, until :meth:`finish` settles and frees them."""
+
+    __slots__ = (
+        "_done",
+        "cost_usd",
+        "headers",
+        "key_id",
+        "lease",
+        "quota",
+        "reservations",
+        "store",
+        "tokens",
+    )
+
+    def __init__(
+        self,
+        store: Store,
+        caller: Caller,
+        lease: str | None,
+        reservations: dict[str, Reservation],
+        headers: dict[str, str],
+    ) -> None:
+        self.store = store
+        self.key_id = caller.key_id
+        self.quota: Quota = caller.quota or Quota()
+        self.lease = lease
+        self.reservations = reservations
+        self.headers = headers
+        self.tokens = 0
+        self.cost_usd = 0.0
+        self._done = False
+
+    def record(self, finished: events.RequestFinished) -> None:
+        """Add a finished call's usage (a batch reports one per item)."""
+        self.tokens += finished.prompt_tokens + finished.completion_tokens
+        self.cost_usd += finished.cost_usd or 0.0
+
+    async def finish(self) -> None:
+        """Settle the reservations with the real usage and free the slot. Idempotent, never raises."""
+        if self._done:
+            return
+        self._done = True
+        actual = {"tokens": float(self.tokens), "usd": self.cost_usd}
+        settlements = [(reservation, actual[kind]) for kind, reservation in self.reservations.items()]
+        try:  # one round trip
+            if self.lease is not None:
+                await self.store.asettle_and_release(settlements, _key(self.key_id, "inflight"), self.lease)
+            elif settlements:
+                await self.store.asettle_all(settlements)
+        except StoreUnavailable:  # logged by the store; the slot's lease expires by itself
+            failures.limit_failed("keys", fail_mode())
+
+    def finish_soon(self) -> None:
+        """:meth:`finish` in a task of its own, for a request that is being cancelled."""
+        task = asyncio.get_running_loop().create_task(self.finish())
+        _finishing.add(task)
+        task.add_done_callback(_finishing.discard)
+
+    # The middleware hook (dspysite.middleware.response_hook_middleware).
+
+    async def on_response(self, response: HttpResponseBase) -> None:
+        for name, value in self.headers.items():
+            response[name] = value
+        if isinstance(response, StreamingHttpResponse):
+            response.streaming_content = self._finish_after(response.streaming_content)
+        else:
+            await self.finish()
+
+    def on_abort(self) -> None:
+        self.finish_soon()
+
+    async def _finish_after(self, content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in content:
+                yield chunk
+        finally:
+            self.finish_soon()
+
+
+_finishing: set[asyncio.Task[None]] = set()  # strong references: the loop holds tasks weakly
+
+
+async def admit(caller: Caller, estimate: Estimate) -> Admission:
+    """Reserve the caller's quotas for one request, or raise :class:`QuotaRefused` (429 or 503)."""
+    quota = caller.quota or Quota()
+    store = get_store()
+    try:
+        return await _admit(store, caller, quota, estimate)
+    except StoreUnavailable as exc:
+        if failures.limit_failed("keys", fail_mode()):
+            return Admission(store, caller, None, {}, {})
+        _refused["unavailable"].inc()
+        detail = "API key quotas cannot be checked right now (the shared limit store is unavailable)"
+        raise QuotaRefused(503, detail, {"Retry-After": str(UNAVAILABLE_RETRY_S)}) from exc
+
+
+async def _admit(store: Store, caller: Caller, quota: Quota, estimate: Estimate) -> Admission:
+    """One round trip: the budgets (requests, tokens, dollars) and the in-flight slot, all or none."""
+    kinds, charges = _charges(caller.key_id, quota, estimate)
+    slot = None
+    if quota.max_in_flight is not None:
+        claim = SlotClaim(_key(caller.key_id, "inflight"), quota.max_in_flight, lease_s())
+        decisions, slot = await store.atake_with_slot(charges, claim)
+    else:
+        decisions = await store.atake_all(charges) if charges else []
+    states = [_remaining(kind, decision) for kind, decision in zip(kinds, decisions, strict=True)]
+    if slot is not None:
+        states.append(Remaining("in-flight", slot.remaining))
+    if slot is not None and not slot.acquired and slot.remaining == 0:
+        _refused["in_flight"].inc()
+        detail = f"API key quota exceeded: {quota.max_in_flight} requests in flight at most"
+        raise QuotaRefused(429, detail, _headers(quota, states, retry_after_s=1))
+    if not all(decision.allowed for decision in decisions):  # all charged or none
+        refused = [
+            kind for kind, decision in zip(kinds, decisions, strict=True) if decision.retry_after_s > 0
+        ]
+        for kind in refused:
+            _refused[kind].inc()
+        retry_after_s = max(decision.retry_after_s for decision in decisions)
+        detail = f"API key quota exceeded: {', '.join(_DESCRIPTIONS[kind](quota) for kind in refused)}"
+        raise QuotaRefused(429, detail, _headers(quota, states, retry_after_s))
+    reservations = {
+        kind: decision.reservation
+        for kind, decision in zip(kinds, decisions, strict=True)
+        if kind != "rpm" and decision.reservation is not None
+    }
+    lease = slot.lease_id if slot is not None else None
+    return Admission(store, caller, lease, reservations, _headers(quota, states))
+
+
+def _charges(key_id: int | None, quota: Quota, estimate: Estimate) -> tuple[list[str], list[Charge]]:
+    kinds, charges = [], []
+    if quota.rpm is not None:
+        kinds.append("rpm")
+        charges.append(Charge(_key(key_id, "rpm"), 1, quota.rpm, MINUTE_S))
+    if quota.tokens_per_day is not None:
+        kinds.append("tokens")
+        charges.append(Charge(_key(key_id, "tokens"), estimate.tokens, quota.tokens_per_day, DAY_S))
+    if quota.budget_usd is not None:
+        kinds.append("usd")
+        charges.append(Charge(_key(key_id, "usd"), estimate.cost_usd, quota.budget_usd, BUDGET_WINDOW_S))
+    return kinds, charges
+
+
+_DESCRIPTIONS = {
+    "rpm": lambda quota: f"{quota.rpm} requests per minute",
+    "tokens": lambda quota: f"{quota.tokens_per_day} tokens per 24 hours",
+    "usd": lambda quota: f"${quota.budget_usd} per 30 days",
+}
+_POLICY_NAMES = {"rpm": "rpm", "tokens": "tokens-per-day", "usd": "budget"}
+
+
+def _key(key_id: int | None, kind: str) -> str:
+    return f"key:{key_id}:{kind}"
+
+
+def _remaining(kind: str, decision: Decision) -> Remaining:
+    value = decision.remaining * USD_MICROS if kind == "usd" else decision.remaining
+    return Remaining(_POLICY_NAMES[kind], math.floor(value), decision.reset_s)
+
+
+def _headers(quota: Quota, states: list[Remaining], retry_after_s: float | None = None) -> dict[str, str]:
+    headers = {"RateLimit-Policy": policy_header(quota), "RateLimit": ratelimit_field(states)}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(max(math.ceil(retry_after_s), 1))
+    return headers
+
+
+@cache
+def policy_header(quota: Quota) -> str:
+    """A key's ``RateLimit-Policy`` (the same on every answer: computed once per quota)."""
+    policies = []
+    if quota.rpm is not None:
+        policies.append(Policy("rpm", quota.rpm, MINUTE_S))
+    if quota.tokens_per_day is not None:
+        policies.append(Policy("tokens-per-day", quota.tokens_per_day, DAY_S, "tokens"))
+    if quota.budget_usd is not None:
+        policies.append(
+            Policy("budget", math.floor(quota.budget_usd * USD_MICROS), BUDGET_WINDOW_S, "usd-micros")
+        )
+    if quota.max_in_flight is not None:
+        policies.append(Policy("in-flight", quota.max_in_flight, unit="concurrent-requests"))
+    return policy_field(policies)
+
+
+# -- estimates -----------------------------------------------------------------------------------
+
+
+def estimate(program: "Program | None", body_size: int, items: int = 1) -> Estimate:
+    """Tokens and cost to reserve: the body at ~4 characters a token, plus ``max_tokens`` per item.
+
+    ``program`` None (``/mcp``, where the tool is not known before the body is parsed): the
+    largest reservation any served program would need.
+    """
+    prompt = math.ceil(body_size / CHARS_PER_TOKEN)
+    if program is not None:
+        return _estimate(program, prompt, items)
+    candidates = [_estimate(each, prompt, items) for each in get_runtime().programs.values()]
+    return Estimate(
+        max((each.tokens for each in candidates), default=prompt + DEFAULT_MAX_TOKENS),
+        max((each.cost_usd for each in candidates), default=0.0),
+    )
+
+
+def _estimate(program: "Program", prompt: int, items: int) -> Estimate:
+    completion, (input_price, output_price) = _model_costs(program.model_alias)
+    return Estimate(prompt + completion * items, prompt * input_price + completion * items * output_price)
+
+
+@cache
+def _model_costs(alias: str) -> tuple[int, tuple[float, float]]:
+    """A model's ``max_tokens`` (or the default) and its price per token (input, output; 0 unknown)."""
+    entry = get_runtime().config.config.models.registry[alias]
+    return entry.max_tokens or DEFAULT_MAX_TOKENS, _price(entry.model, entry)
+
+
+def _price(model: str, entry: object) -> tuple[float, float]:
+    """The registry's ``input/output_cost_per_1m_tokens`` when stated, else DSPy's model metadata."""
+    extra = getattr(entry, "model_extra", None) or {}
+    per_million = [getattr(entry, name, None) or extra.get(name) for name in _PRICE_FIELDS]
+    if all(value is not None for value in per_million):
+        return float(per_million[0]) / 1e6, float(per_million[1]) / 1e6
+    from dspy.clients.model_metadata import model_info
+
+    provider, _, name = model.partition("/")
+    info = model_info(provider, name) if name else {}
+    return float(info.get("input_cost_per_token") or 0.0), float(info.get("output_cost_per_token") or 0.0)
+
+
+_PRICE_FIELDS = ("input_cost_per_1m_tokens", "output_cost_per_1m_tokens")
+
+
+def batch_items(body: bytes) -> int:
+    """How many items a ``/batch`` body holds (1 when it is not a batch body; ninja answers that)."""
+    try:
+        inputs = json.loads(body).get("inputs")
+    except (ValueError, AttributeError):
+        return 1
+    return len(inputs) if isinstance(inputs, list) and inputs else 1
+
+
+# -- configuration and events --------------------------------------------------------------------
+
+
+@cache
+def fail_mode() -> failures.FailMode:
+    return get_runtime().config.config.server.limits_on_redis_error.keys
+
+
+@cache
+def lease_s() -> float:
+    config = get_runtime().config.config
+    timeouts = [config.timeout_for(name) for name in get_runtime().programs] or [
+        config.server.request_timeout_s
+    ]
+    return max(timeouts) + LEASE_MARGIN_S
+
+
+def on_request_finished(finished: events.RequestFinished) -> None:
+    """``request_finished``: the usage of a call made under an admission, for its settlement."""
+    admission = current_admission.get()
+    if admission is not None:
+        admission.record(finished)
+
+
+def install() -> None:
+    """Subscribe to ``request_finished`` (from ApiKeysConfig.ready)."""
+    events.request_finished.subscribe(on_request_finished)
+
+
+def get_runtime() -> "Runtime":
+    """The loaded service (imported late: the app registry loads this module before DSPy is needed)."""
+    from programs.runtime import get_runtime as runtime
+
+    return runtime()

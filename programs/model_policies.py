@@ -1,0 +1,49 @@
+"""Each registry alias's upstream policy (programs/upstream.py), built from its config entry.
+
+The circuit and the budget are per alias; whether their state is this process's or shared by
+every server (Redis) is decided here, once, at start-up.
+"""
+
+from typing import Any
+
+from programs.config import ModelEntry
+from programs.model_limits import StoreBudget, StoreCircuit
+from programs.upstream import ModelPolicy, Prices
+from ratelimit.failures import FailMode
+from ratelimit.store import get_store
+
+
+def build_policy(
+    alias: str,
+    entry: ModelEntry,
+    lm: Any,
+    fallbacks: tuple[ModelPolicy, ...],
+    max_wait_s: float,
+    on_store_error: FailMode,
+) -> ModelPolicy:
+    """``max_wait_s``: how long a call may wait for budget (``server.max_queue_ms``)."""
+    breaker = entry.circuit_breaker
+    circuit = None
+    if breaker is not None:
+        circuit = StoreCircuit(get_store(), alias, breaker.failures, breaker.cooldown_s, on_store_error)
+    budget = None
+    if entry.rpm is not None or entry.tpm is not None:
+        budget = StoreBudget(get_store(), alias, entry.rpm, entry.tpm, max_wait_s, on_store_error)
+    return ModelPolicy(
+        alias=alias,
+        lm=lm,
+        num_retries=entry.num_retries,
+        prices=_prices(entry),
+        circuit=circuit,
+        budget=budget,
+        fallbacks=fallbacks,
+    )
+
+
+def _prices(entry: ModelEntry) -> Prices | None:
+    if entry.input_cost_per_1m_tokens is None and entry.output_cost_per_1m_tokens is None:
+        return None
+    return Prices(
+        input_per_token=(entry.input_cost_per_1m_tokens or 0.0) / 1_000_000,
+        output_per_token=(entry.output_cost_per_1m_tokens or 0.0) / 1_000_000,
+    )

@@ -1,0 +1,269 @@
+"""API-key quotas across two servers (each gunicorn with 2 workers) sharing PostgreSQL and Redis.
+
+Over real sockets, with the mock LLM: exact request counts over both servers, token and dollar
+reservations that concurrent requests cannot overshoot, in-flight slots freed on every outcome,
+``/mcp``, and Redis stopped in the middle (server A fails closed, server B open), then restarted.
+Needs ``DATABASE_URL=postgres://...`` and redis-server (the test stops its own Redis).
+"""
+
+import asyncio
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import http_sf
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.cluster import SERVICE_PROJECT, Cluster, cluster, require_cluster_database
+from tests.mcp.conftest import connect
+from tests.mcp.test_keys import ACCEPT, INITIALIZE
+from tests.redis_servers import RedisServer, redis_server
+from tests.support import Running
+from tests.telemetry.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+MAX_TOKENS = 50
+PROMPT_PRICE, COMPLETION_PRICE = 0.15e-6, 0.6e-6  # openai/gpt-4o-mini in DSPy's bundled prices
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with redis_server(tmp_path_factory.mktemp("quotas-redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory, llm: Running, redis: RedisServer) -> Iterator[Cluster]:
+    require_cluster_database()
+    tmp = tmp_path_factory.mktemp("quotas")
+    configs = [_config(tmp, llm, "fail_closed"), _config(tmp, llm, "fail_open")]
+    with cluster(tmp, configs, redis.url, API_KEY_MISS_RELOAD_S="0.2") as running:
+        yield running
+
+
+def _config(tmp: Path, llm: Running, keys_mode: str) -> Path:
+    config = yaml.safe_load((SERVICE_PROJECT / "dspy.config.yaml").read_text())
+    config["models"]["registry"] = {
+        "priced": {
+            "model": "openai/gpt-4o-mini",
+            "api_base": f"{llm.url}/v1",
+            "api_key": "k",
+            "num_retries": 0,
+            "max_tokens": MAX_TOKENS,
+        }
+    }
+    config["models"]["default"] = "priced"
+    config["program_models"] = {}
+    config["server"].update(auth=True, limits_on_redis_error={"keys": keys_mode, "models": "fail_open"})
+    path = tmp / f"quotas-{keys_mode}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _key(nodes: Cluster, name: str, *quota: str) -> str:
+    return nodes.manage("apikey", "create", name, *quota).splitlines()[-1]
+
+
+def _burst(
+    urls: list[str], key: str, bodies: list[dict[str, Any]], timeout_s: float = 60
+) -> list[httpx.Response]:
+    """POST /EchoAsync with each body at once, alternating between the servers."""
+
+    async def scenario() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=0)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(timeout=timeout_s, limits=limits, headers=headers) as client:
+            return await asyncio.gather(
+                *(client.post(f"{urls[i % len(urls)]}/EchoAsync", json=body) for i, body in enumerate(bodies))
+            )
+
+    return asyncio.run(scenario())
+
+
+def _ratelimit(response: httpx.Response) -> dict[str, dict[str, int]]:
+    return {
+        name: params for name, params in http_sf.parse(response.headers["RateLimit"].encode(), tltype="list")
+    }
+
+
+def _policy(response: httpx.Response) -> dict[str, dict[str, Any]]:
+    value = response.headers["RateLimit-Policy"].encode()
+    return {name: params for name, params in http_sf.parse(value, tltype="list")}
+
+
+def _body_tokens(body: dict[str, Any]) -> int:
+    """The prompt part of a reservation: httpx's JSON body at ~4 characters per token."""
+    return math.ceil(len(json.dumps(body, separators=(",", ":"), ensure_ascii=False)) / 4)
+
+
+def test_rpm_30_admits_exactly_30_of_60_requests_over_both_servers(nodes: Cluster) -> None:
+    key = _key(nodes, "rpm", "--rpm", "30")
+    responses = _burst(nodes.urls, key, [{"question": f"rpm {i}"} for i in range(60)])
+    assert Counter(r.status_code for r in responses) == {200: 30, 429: 30}, [r.text for r in responses[:3]]
+    admitted = [r for r in responses if r.status_code == 200]
+    assert {r.url.port for r in admitted} == {int(url.rsplit(":", 1)[1]) for url in nodes.urls}
+    # Each admitted request saw its own count: the remaining values are 29, 28, ... 0, once each.
+    assert sorted(_ratelimit(r)["rpm"]["r"] for r in admitted) == list(range(30))
+    for response in admitted:
+        assert _policy(response) == {"rpm": {"q": 30, "w": 60}}
+    for response in (r for r in responses if r.status_code == 429):
+        assert response.json()["error_type"] == "quota_exceeded"
+        assert "30 requests per minute" in response.json()["detail"]
+        assert 1 <= int(response.headers["Retry-After"]) <= 62
+        assert _ratelimit(response)["rpm"]["r"] == 0
+        assert _policy(response) == {"rpm": {"q": 30, "w": 60}}
+
+
+def test_a_20_way_burst_overshoots_a_token_quota_by_at_most_one_reservation(nodes: Cluster) -> None:
+    quota = 200
+    key = nodes.create_key("tokens", tokens_per_day=quota)
+    body = {"question": "tokens [usage=20,10] [delay=200]"}  # 30 real tokens a request
+    reservation = _body_tokens(body) + MAX_TOKENS
+    responses = _burst(nodes.urls, key, [body] * 20)
+    statuses = Counter(r.status_code for r in responses)
+    assert set(statuses) == {200, 429} and statuses[200] >= 1, statuses
+    spent = 30 * statuses[200]
+    assert spent <= quota + reservation  # without reservations all 20 pass: 600 tokens
+    refused = next(r for r in responses if r.status_code == 429)
+    assert _policy(refused)["tokens-per-day"] == {"q": quota, "qu": "tokens", "w": 86400}
+    # Every reservation was settled with the real usage: what remains is the quota minus 30 a request.
+    probe = _burst(nodes.urls[:1], key, [{"question": "p"}])[0]
+    left = quota - spent
+    probe_reservation = _body_tokens({"question": "p"}) + MAX_TOKENS
+    expected = left - probe_reservation if probe.status_code == 200 else left
+    assert _ratelimit(probe)["tokens-per-day"]["r"] == expected, probe.headers
+
+
+def test_max_in_flight_holds_across_servers_and_slots_come_back_on_every_outcome(nodes: Cluster) -> None:
+    key = nodes.create_key("flight", max_in_flight=3)
+    slow = [{"question": f"slow {i} [delay=3000]"} for i in range(12)]
+    responses = _burst(nodes.urls, key, slow)
+    assert Counter(r.status_code for r in responses) == {200: 3, 429: 9}
+    refused = next(r for r in responses if r.status_code == 429)
+    assert _ratelimit(refused)["in-flight"] == {"r": 0}
+    assert _policy(refused)["in-flight"] == {"q": 3, "qu": "concurrent-requests"}
+    assert "3 requests in flight" in refused.json()["detail"]
+
+    # Clients that give up mid-call (the server cancels their requests) and a 422 free their slots.
+    with pytest.raises(httpx.ReadTimeout):
+        _burst(nodes.urls, key, [{"question": f"cut {i} [delay=5000]"} for i in range(3)], timeout_s=1.0)
+    invalid = httpx.post(
+        f"{nodes.urls[0]}/EchoAsync", json={"question": 5}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert invalid.status_code == 422
+    # The slots' leases are 90 s: if cancellation did not release them, this would time out.
+    wait_for(
+        lambda: (
+            [r.status_code for r in _burst(nodes.urls, key, [{"question": f"after {i}"} for i in range(3)])]
+            == [200] * 3
+        ),
+        20,
+        "three slots free again",
+    )
+
+
+def test_budget_usd_stops_a_key_after_its_spend_and_the_spend_is_reported(nodes: Cluster) -> None:
+    key = _key(nodes, "budget", "--budget-usd", "0.002")
+    cost = 1000 * PROMPT_PRICE + 500 * COMPLETION_PRICE  # $0.00045 a request
+    statuses = []
+    for i in range(10):  # one at a time: each settles before the next is admitted
+        response = _burst(nodes.urls[i % 2 :], key, [{"question": f"spend {i} [usage=1000,500]"}])[0]
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            break
+    # 4 requests spend $0.0018; the 5th is admitted on its estimate ($0.00003) and spends $0.00045.
+    assert statuses == [200] * 5 + [429]
+    assert _policy(response)["budget"] == {"q": 2000, "qu": "usd-micros", "w": 2592000}
+    assert _ratelimit(response)["budget"]["r"] == 0
+
+    def spend() -> dict[str, Any] | None:
+        metrics = httpx.get(f"{nodes.urls[1]}/api/metrics", headers={"Authorization": f"Bearer {key}"}).json()
+        entry = next((k for k in metrics["api_keys"] if k["name"] == "budget"), None)
+        return entry if entry and entry["month"]["request_count"] == 5 else None
+
+    entry = wait_for(spend, 30, "the key's spend in /api/metrics")
+    assert entry["today"] == entry["month"]
+    assert entry["month"]["total_tokens"] == 5 * 1500
+    assert entry["month"]["cost_usd"] == pytest.approx(5 * cost)
+
+
+def test_mcp_requests_count_against_the_key_and_tool_calls_settle_their_tokens(nodes: Cluster) -> None:
+    key = nodes.create_key("mcp", rpm=1000, tokens_per_day=100000)
+
+    async def tool_call() -> Any:
+        async with connect(Running(nodes.urls[0], None, Path()), "2026-07-28", key) as client:  # type: ignore[arg-type]
+            return await client.call_tool("EchoAsync", {"question": "mcp [usage=40,10]"})
+
+    result = asyncio.run(tool_call())
+    assert not result.is_error, result
+    # Plain POSTs to the other server (no LM call: settled to 0 each): each shows its own
+    # reservation on top of the tool call's real 50 tokens, once the client's last POSTs are settled.
+    content = json.dumps(INITIALIZE).encode()
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", **ACCEPT}
+    reservation = math.ceil(len(content) / 4) + MAX_TOKENS
+
+    def hello() -> httpx.Response | None:
+        answer = httpx.post(f"{nodes.urls[1]}/mcp", content=content, headers=headers, timeout=60)
+        assert answer.status_code == 200, answer.text
+        return answer if _ratelimit(answer)["tokens-per-day"]["r"] == 100000 - 50 - reservation else None
+
+    assert _policy(wait_for(hello, 10, "only the tool call's 50 tokens spent"))["rpm"] == {"q": 1000, "w": 60}
+
+    limited = nodes.create_key("mcp-rpm", rpm=2)
+    statuses = []
+    for url in (*nodes.urls, nodes.urls[0]):
+        answer = httpx.post(
+            f"{url}/mcp", content=content, headers={**headers, "Authorization": f"Bearer {limited}"}
+        )
+        statuses.append(answer.status_code)
+    assert statuses == [200, 200, 429]
+    assert answer.json()["error_type"] == "quota_exceeded" and int(answer.headers["Retry-After"]) >= 1
+    assert _ratelimit(answer)["rpm"]["r"] == 0
+
+
+def _store_errors(server_url: str, key: str, mode: str) -> float:
+    text = httpx.get(f"{server_url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=30).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "dspy_ratelimit_store_errors_total"
+        and sample.labels == {"kind": "keys", "mode": mode}
+    )
+
+
+def test_redis_stopped_fail_closed_and_fail_open_then_limits_come_back(
+    nodes: Cluster, redis: RedisServer
+) -> None:
+    """Last in the module: it stops the cluster's Redis (and starts it again, empty)."""
+    key = nodes.create_key("outage", rpm=1000)
+    closed, opened = nodes.urls
+    assert _burst([closed, opened], key, [{"question": "before"}] * 2)[0].status_code == 200
+    redis.stop()
+    during = _burst([closed], key, [{"question": f"down {i}"} for i in range(10)])
+    assert [r.status_code for r in during] == [503] * 10
+    assert all(r.headers["Retry-After"] == "1" and "cannot be checked" in r.json()["detail"] for r in during)
+    passing = _burst([opened], key, [{"question": f"open {i}"} for i in range(10)])
+    assert [r.status_code for r in passing] == [200] * 10
+    assert all("RateLimit" not in r.headers for r in passing)  # nothing to report while unlimited
+    assert _store_errors(closed, key, "fail_closed") >= 10
+    assert _store_errors(opened, key, "fail_open") >= 10
+    server_a, server_b = nodes.servers
+    for server in (server_a, server_b):  # one line per incident and worker, not per request
+        assert 1 <= server.log().count("Shared limit store unavailable") <= 2, server.log()[-3000:]
+        assert "Traceback" not in server.log()
+
+    redis.start()  # the same port; its counts start from zero
+    for url in (closed, opened):
+        back = wait_for(
+            lambda u=url: (r := _burst([u], key, [{"question": "back"}])[0]).status_code == 200 and r, 20
+        )
+        assert _ratelimit(back)["rpm"]["r"] >= 997
+    assert "Shared limit store reachable again" in server_a.log()
