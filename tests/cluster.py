@@ -38,6 +38,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.databases import ServerDatabase, postgres_base_url, server_database
@@ -79,7 +80,21 @@ class Cluster:
             f"INSERT INTO apikeys_apikey ({columns}) VALUES ({placeholders}, now())",
             list(fields.values()),
         )
+        self.wait_for_key(token)
         return token
+
+    def wait_for_key(self, token: str) -> None:
+        """Until every server knows a new key (its key cache reloads on a miss, at most so often).
+
+        Polls ``GET /programs``, which no quota counts.
+        """
+        headers = {"Authorization": f"Bearer {token}"}
+        for url in self.urls:
+            wait_for(
+                lambda u=url: httpx.get(f"{u}/programs", headers=headers, timeout=30).status_code == 200,
+                30,
+                f"{url} to know the new key",
+            )
 
     def manage(self, *args: str) -> str:
         """``manage.py <args>`` against the cluster's database; its standard output."""

@@ -68,7 +68,10 @@ def _config(tmp: Path, llm: Running, keys_mode: str) -> Path:
 
 
 def _key(nodes: Cluster, name: str, *quota: str) -> str:
-    return nodes.manage("apikey", "create", name, *quota).splitlines()[-1]
+    """A key made by the command under test (``nodes.create_key`` is faster where it is not)."""
+    token = nodes.manage("apikey", "create", name, *quota).splitlines()[-1]
+    nodes.wait_for_key(token)
+    return token
 
 
 def _burst(
@@ -143,6 +146,7 @@ def test_a_20_way_burst_overshoots_a_token_quota_by_at_most_one_reservation(node
 
 def test_max_in_flight_holds_across_servers_and_slots_come_back_on_every_outcome(nodes: Cluster) -> None:
     key = nodes.create_key("flight", max_in_flight=3)
+    auth = {"Authorization": f"Bearer {key}"}
     slow = [{"question": f"slow {i} [delay=3000]"} for i in range(12)]
     responses = _burst(nodes.urls, key, slow)
     assert Counter(r.status_code for r in responses) == {200: 3, 429: 9}
@@ -151,14 +155,18 @@ def test_max_in_flight_holds_across_servers_and_slots_come_back_on_every_outcome
     assert _policy(refused)["in-flight"] == {"q": 3, "qu": "concurrent-requests"}
     assert "3 requests in flight" in refused.json()["detail"]
 
-    # Clients that give up mid-call (the server cancels their requests) and a 422 free their slots.
+    # A streamed answer holds its slot until its last event is sent (a free slot: the burst's are back).
+    with httpx.stream(
+        "POST", f"{nodes.urls[1]}/EchoAsync/stream", json={"question": "streamed"}, headers=auth, timeout=60
+    ) as stream:
+        assert stream.status_code == 200 and _ratelimit(stream)["in-flight"]["r"] == 2
+        assert "[DONE]" in stream.read().decode()
+    invalid = httpx.post(f"{nodes.urls[0]}/EchoAsync", json={"question": 5}, headers=auth)
+    assert invalid.status_code == 422  # admitted (the key check comes first), refused by validation
+    # Clients that give up mid-call: the server cancels their requests.
     with pytest.raises(httpx.ReadTimeout):
         _burst(nodes.urls, key, [{"question": f"cut {i} [delay=5000]"} for i in range(3)], timeout_s=1.0)
-    invalid = httpx.post(
-        f"{nodes.urls[0]}/EchoAsync", json={"question": 5}, headers={"Authorization": f"Bearer {key}"}
-    )
-    assert invalid.status_code == 422
-    # The slots' leases are 90 s: if cancellation did not release them, this would time out.
+    # The slots' leases are 90 s: if the cut, the 422 or the stream kept theirs, this would time out.
     wait_for(
         lambda: (
             [r.status_code for r in _burst(nodes.urls, key, [{"question": f"after {i}"} for i in range(3)])]
