@@ -126,7 +126,10 @@ def _database() -> dict:
                 "timeout": env_int("DB_POOL_TIMEOUT_S", 10),
             }
         }
-    config["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME") or None}
+    # SQLite tests run in memory; named, since the engine below is not Django's own, which is how
+    # pytest-django (under xdist) tells an in-memory test database from one to suffix per worker.
+    in_memory = ":memory:" if config["ENGINE"] == "django.db.backends.sqlite3" else None
+    config["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME") or in_memory}
     # django-prometheus's subclasses of the same backends: django_db_* series in /metrics.
     config["ENGINE"] = PROMETHEUS_DB_ENGINES.get(config["ENGINE"], config["ENGINE"])
     return config

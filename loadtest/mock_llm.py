@@ -19,6 +19,9 @@ Markers anywhere in the last user message steer a single request:
 
 * ``[usage=P,C]``  report ``prompt_tokens=P`` and ``completion_tokens=C`` instead of the char-based estimate;
 * ``[delay=MS]``   answer after MS milliseconds instead of ``MOCK_DELAY_MS``;
+* ``[gather=N]``   hold the request until N requests carrying ``[gather=N]`` are in flight together (then
+  all of them go on), or until ``MOCK_GATHER_TIMEOUT_S`` passes: a test of concurrency waits for the event
+  itself instead of hoping a delay is long enough;
 * ``[fault=NAME]`` inject fault NAME (one of ``FAULTS``), or ``[fault=none]`` to opt out of a global fault:
   ``500``, ``429`` (with ``Retry-After``), ``stall`` (no answer until ``MOCK_STALL_S``), ``malformed`` (text
   that is not in the requested format), ``badjson`` (a body that is not JSON), ``drop`` (the connection
@@ -42,6 +45,7 @@ import argparse
 import ast
 import asyncio
 import binascii
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -55,7 +59,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -84,7 +88,7 @@ MIN_STREAM_CHUNKS = 3
 STALL_POLL_S = 0.25
 
 # Precompiled once: the handler must sustain thousands of requests per second on one core.
-_MARKER_RE = re.compile(r"\[(usage|delay|fault)=([^\]\s]*)\]")
+_MARKER_RE = re.compile(r"\[(usage|delay|fault|gather)=([^\]\s]*)\]")
 _HEADER_RE = re.compile(r"^\[\[ ## (\w+) ## \]\]", re.MULTILINE)
 _OUTPUT_FIELD_RE = re.compile(r"^\d+\. `(\w+)` \(", re.MULTILINE)
 _TYPE_TOKEN_RE = re.compile(
@@ -122,6 +126,7 @@ class MockConfig:
     fault: str | None = None
     error_rate: float = 1.0
     stall_s: float = 300.0
+    gather_timeout_s: float = 30.0
     history_size: int = HISTORY_SIZE
 
     def __post_init__(self) -> None:
@@ -138,6 +143,7 @@ class MockConfig:
             fault=os.environ.get("MOCK_FAULT") or None,
             error_rate=float(os.environ.get("MOCK_ERROR_RATE") or 1.0),
             stall_s=float(os.environ.get("MOCK_STALL_S") or 300),
+            gather_timeout_s=float(os.environ.get("MOCK_GATHER_TIMEOUT_S") or 30),
         )
 
 
@@ -165,6 +171,7 @@ class Markers:
     usage: tuple[int, int] | None = None
     delay_ms: float | None = None
     fault: str | None = None
+    gather: int | None = None
 
 
 @dataclass(slots=True)
@@ -194,6 +201,14 @@ class FaultScript:
     def next_fault(self) -> str | None:
         fault = self.sequence.popleft() if self.sequence else self.then
         return None if fault == NO_FAULT else fault
+
+
+@dataclass(slots=True)
+class Gathering:
+    """A ``[gather=N]`` group: how many have arrived, set once all N have (handlers share one loop)."""
+
+    arrived: int = 0
+    full: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class BadRequest(ValueError):
@@ -268,6 +283,7 @@ def _parse_markers(text: str) -> Markers:
     usage: tuple[int, int] | None = None
     delay_ms: float | None = None
     fault: str | None = None
+    gather: int | None = None
     for match in _MARKER_RE.finditer(text):
         name, value = match.groups()
         try:
@@ -276,13 +292,17 @@ def _parse_markers(text: str) -> Markers:
                 usage = (int(prompt), int(completion))
             elif name == "delay":
                 delay_ms = float(value)
+            elif name == "gather":
+                gather = int(value)
+                if gather < 1:
+                    raise ValueError("a group has at least one request")
             elif value in FAULTS or value == NO_FAULT:
                 fault = value
             else:
                 raise ValueError(f"unknown fault; expected one of {sorted(FAULTS)} or {NO_FAULT!r}")
         except ValueError as exc:
             raise BadRequest(f"bad marker {match.group(0)!r}: {exc}") from None
-    return Markers(usage, delay_ms, fault)
+    return Markers(usage, delay_ms, fault, gather)
 
 
 def _first_input_value(text: str) -> str:
@@ -604,6 +624,19 @@ class MockLLM:
         self._ids = itertools.count(1)
         self.scripts: dict[str, FaultScript] = {}
         self.model_requests: dict[str, int] = {}
+        self._groups: dict[int, Gathering] = {}  # [gather=N]: the group still filling up, per N
+
+    async def _gather(self, size: int) -> None:
+        """Wait until ``size`` requests of one ``[gather=N]`` group have arrived (or the timeout)."""
+        group = self._groups.get(size)
+        if group is None or group.full.is_set():
+            group = self._groups[size] = Gathering()
+        group.arrived += 1
+        if group.arrived >= size:
+            group.full.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.gather_timeout_s):
+                await group.full.wait()
 
     def _script_for(self, model: str) -> FaultScript | None:
         """``model``'s fault script, else the one for every model (``"*"``), if any."""
@@ -653,6 +686,8 @@ class MockLLM:
             fault, retry_after = self._choose_fault(markers.fault), "1"
         if fault is not None:
             self.stats.faults += 1
+        if markers.gather is not None:
+            await self._gather(markers.gather)
         delay_s = (self.config.delay_ms if markers.delay_ms is None else markers.delay_ms) / 1000.0
         stream = body.get("stream") is True
 

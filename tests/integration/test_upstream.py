@@ -51,9 +51,9 @@ def test_more_than_100_upstream_calls_in_flight(server: Running, mock: Running) 
 
     async def burst() -> list[int]:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
-            requests = [
-                client.post("/EchoAsync", json={"question": f"wide {i} [delay=4000]"}) for i in range(150)
+        async with httpx.AsyncClient(base_url=server.url, timeout=90, limits=limits) as client:
+            requests = [  # answered once all 150 are at the mock together (a cap makes them wait 30 s)
+                client.post("/EchoAsync", json={"question": f"wide {i} [gather=150]"}) for i in range(150)
             ]
             return [response.status_code for response in await asyncio.gather(*requests)]
 

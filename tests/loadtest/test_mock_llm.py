@@ -389,6 +389,27 @@ def test_concurrent_delayed_requests_overlap_and_peak_is_counted(
     }
 
 
+def test_gather_marker_holds_requests_until_the_whole_group_is_in_flight(
+    server: MockProcess, client: httpx.Client
+) -> None:
+    """[gather=N]: nobody is answered before the N-th arrives; then all are, and the peak is N."""
+
+    async def group() -> list[float]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
+            body = {"model": "m", "messages": dspy_messages("together [gather=6]")}
+            send = http.post
+            first_five = [asyncio.ensure_future(send("/v1/chat/completions", json=body)) for _ in range(5)]
+            done, _ = await asyncio.wait(first_five, timeout=1.0)  # unheld, they would answer in ms
+            assert not done
+            sixth = await http.post("/v1/chat/completions", json=body)
+            answers = [sixth, *await asyncio.gather(*first_five)]
+            return [answer.status_code for answer in answers]
+
+    assert asyncio.run(group()) == [200] * 6
+    stats = get_stats(client)
+    assert (stats["peak_in_flight"], stats["completions"], stats["in_flight"]) == (6, 6, 0)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # JSON response formats
 # ----------------------------------------------------------------------------------------------------------
