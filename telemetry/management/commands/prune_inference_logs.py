@@ -35,5 +35,6 @@ class Command(BaseCommand):
         deleted = inference_logs_prune(age)
         self.stdout.write(
             f"Deleted {deleted['logs']} inference log row(s) older than {options['older_than']} "
+            f"in {deleted['chunks']} chunk(s) (longest {deleted['longest_chunk_ms']} ms) "
             f"and {deleted['buckets']} expired dashboard bucket(s)."
         )
