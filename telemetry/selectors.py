@@ -91,7 +91,7 @@ class LogPage:
 
 
 # A page's position: ``<created_at in µs since the epoch>.<id>`` of the last row it showed.
-LOG_CURSOR_PATTERN = r"^[0-9]{1,17}\.[0-9]{1,19}$"
+LOG_CURSOR_PATTERN = r"^[0-9]{1,17}\.[0-9]{1,18}$"  # a datetime before year 5000, a bigint
 _MICROSECOND = timedelta(microseconds=1)
 
 
