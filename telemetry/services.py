@@ -261,9 +261,14 @@ def _bucket_start(ts: float, period_s: int) -> datetime:
     return datetime.fromtimestamp(seconds - seconds % period_s, tz=UTC)
 
 
-def _add_program_stats(program: str, period_s: int, start: datetime, counters: ProgramCounters) -> None:
+def _add_program_stats(
+    program: str, period_s: int, start: datetime, counters: ProgramCounters, increment: Any = None
+) -> None:
+    """Add a bucket's counters to its rows; ``increment`` (default :func:`_increment`) does each row
+    (the seeder collects them instead, to insert the new rows in bulk: ``telemetry.seeding``)."""
     from telemetry.models import ModelStats, ProgramStats
 
+    increment = increment or _increment
     deltas: dict[str, float] = {
         "call_count": counters.call_count,
         "success_count": counters.success_count,
@@ -277,7 +282,7 @@ def _add_program_stats(program: str, period_s: int, start: datetime, counters: P
     deltas.update((name, n) for name, n in zip(BUCKET_FIELDS, counters.latency.counts, strict=True) if n)
     last = datetime.fromtimestamp(counters.last_call_ts or 0, tz=UTC)
     keys = {"period_s": period_s, "period_start": start, "program": program}
-    _increment(ProgramStats, keys, deltas, last_call_at=last)
+    increment(ProgramStats, keys, deltas, last_call_at=last)
     for model, usage in sorted(counters.models.items()):
         model_deltas = {
             "call_count": usage.call_count,
@@ -285,7 +290,7 @@ def _add_program_stats(program: str, period_s: int, start: datetime, counters: P
             "completion_tokens": usage.completion_tokens,
             "cost_usd": usage.cost_usd,
         }
-        _increment(ModelStats, {**keys, "model": model[:200]}, model_deltas)
+        increment(ModelStats, {**keys, "model": model[:200]}, model_deltas)
 
 
 def _increment(
