@@ -21,7 +21,7 @@ from tests.support import ROOT, Running, service
 from tests.telemetry.conftest import SERVICE_PROJECT, wait_for
 
 PROGRAMS = ("EchoSync", "EchoAsync")
-ROWS, HOURS = 20_000, 12
+ROWS, HOURS = 10_000, 12
 
 
 def manage(database: ServerDatabase, *argv: str) -> str:
@@ -66,7 +66,7 @@ def test_log_pages_over_http_cover_every_row_of_the_program_once(
                 break
             params["before"] = body["next"]
         bad = client.get("/api/logs/EchoSync", params={"before": "yesterday"})
-    assert len(expected) > 5000 and seen == expected
+    assert len(expected) > 3000 and seen == expected
     assert bad.status_code == 422 and "before" in bad.text
 
 
@@ -130,7 +130,7 @@ def test_pruning_in_chunks_while_requests_are_logged_loses_none(
     assert set(answered.values()) == {200}
     assert during > 0, "no request was answered while the prune ran"
     deleted, chunks = (int(n) for n in re.search(r"Deleted (\d+) .* in (\d+) chunk", out).groups())
-    assert deleted >= old > 5000 and chunks == -(-deleted // 500), out  # 500 rows at a time
+    assert deleted >= old > 2000 and chunks == -(-deleted // 500), out  # 500 rows at a time
     logged = wait_for(
         lambda: _logged(database, len(answered)), what=f"the {len(answered)} requests' rows"
     )  # fmt: skip
