@@ -102,6 +102,16 @@ class InferenceLogAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     list_per_page = 50
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        """Filtered by program: planned on the program index (``selectors.program_index_plan``)."""
+        if not request.GET.get("program"):
+            return super().changelist_view(request, extra_context)
+        with selectors.program_index_plan():
+            response = super().changelist_view(request, extra_context)
+            if isinstance(response, TemplateResponse):
+                response.render()  # the page's rows are read while rendering
+        return response
+
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:

@@ -198,3 +198,18 @@ def test_pruning_in_chunks_removes_exactly_the_rows_older_than_the_age() -> None
     deleted = services.inference_logs_prune(timedelta(days=30), now=now, chunk=4)
     assert deleted["logs"] == 25 and deleted["chunks"] == 7
     assert sorted(InferenceLog.objects.values_list("request_id", flat=True)) == ["young0", "young1", "young2"]
+
+
+def test_a_programs_newest_rows_are_read_on_the_program_index_behind_a_burst_of_another() -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    _rows([base + timedelta(seconds=i) for i in range(200)], program="Rare", prefix="rare")
+    _rows([base + timedelta(hours=1, milliseconds=i) for i in range(5000)], program="Busy", prefix="busy")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE telemetry_inferencelog")
+    newest = InferenceLog.objects.filter(program="Rare").order_by("-created_at", "-id")[:51]
+    with selectors.program_index_plan():
+        plan = newest.explain()
+        page = selectors.inference_log_page("Rare", limit=50)
+    assert "telemetry_log_program_recent" in plan, plan
+    assert [entry["request_id"] for entry in page.logs] == [f"rare{i}" for i in range(199, 149, -1)]
