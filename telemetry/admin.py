@@ -103,10 +103,10 @@ class InferenceLogAdmin(ReadOnlyAdmin):
     list_per_page = 50
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-        """Filtered by program: planned on the program index (``selectors.program_index_plan``)."""
-        if not request.GET.get("program"):
+        """By program or failures only: planned on their own index (``selectors.newest_rows_plan``)."""
+        if not (request.GET.get("program") or request.GET.get("success__exact") == "0"):
             return super().changelist_view(request, extra_context)
-        with selectors.program_index_plan():
+        with selectors.newest_rows_plan():
             response = super().changelist_view(request, extra_context)
             if isinstance(response, TemplateResponse):
                 response.render()  # the page's rows are read while rendering

@@ -155,10 +155,10 @@ def test_the_failure_filters_read_the_partial_indexes() -> None:
     assert "telemetry_log_program_failed" in in_program.explain()
 
 
-def _rows(created: list[datetime], program: str = "P", prefix: str = "r") -> None:
+def _rows(created: list[datetime], program: str = "P", prefix: str = "r", success: bool = True) -> None:
     insert_rows(InferenceLog, [
-        {"program": program, "request_id": f"{prefix}{i}", "success": True, "status_code": 200,
-         "created_at": at}
+        {"program": program, "request_id": f"{prefix}{i}", "success": success,
+         "status_code": 200 if success else 502, "created_at": at}
         for i, at in enumerate(created)
     ])  # fmt: skip
 
@@ -200,16 +200,19 @@ def test_pruning_in_chunks_removes_exactly_the_rows_older_than_the_age() -> None
     assert sorted(InferenceLog.objects.values_list("request_id", flat=True)) == ["young0", "young1", "young2"]
 
 
-def test_a_programs_newest_rows_are_read_on_the_program_index_behind_a_burst_of_another() -> None:
+def test_newest_rows_of_a_program_or_of_failures_are_read_on_their_index_behind_a_burst() -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     _rows([base + timedelta(seconds=i) for i in range(200)], program="Rare", prefix="rare")
+    _rows([base - timedelta(seconds=i) for i in range(1, 80)], program="Rare", prefix="failed", success=False)
     _rows([base + timedelta(hours=1, milliseconds=i) for i in range(5000)], program="Busy", prefix="busy")
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE telemetry_inferencelog")
     newest = InferenceLog.objects.filter(program="Rare").order_by("-created_at", "-id")[:51]
-    with selectors.program_index_plan():
-        plan = newest.explain()
+    failed = InferenceLog.objects.filter(success=False).order_by("-created_at", "-id")[:51]
+    with selectors.newest_rows_plan():
+        plan, failed_plan = newest.explain(), failed.explain()
         page = selectors.inference_log_page("Rare", limit=50)
     assert "telemetry_log_program_recent" in plan, plan
+    assert "telemetry_log_failed" in failed_plan, failed_plan
     assert [entry["request_id"] for entry in page.logs] == [f"rare{i}" for i in range(199, 149, -1)]
