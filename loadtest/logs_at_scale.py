@@ -278,9 +278,10 @@ def _record(request_id: str) -> Any:
     )  # fmt: skip
 
 
-def writer_phase(database: Database, rate: int, seconds: float, report: Report) -> None:
-    argv = [sys.executable, "-m", "loadtest.logs_at_scale", "writer", "--writer-rate", str(rate),
-            "--writer-seconds", f"{seconds:g}"]  # fmt: skip
+def writer_phase(database: Database, args: argparse.Namespace, report: Report) -> None:
+    argv = [sys.executable, "-m", "loadtest.logs_at_scale", "writer", "--writer-rate", str(args.writer_rate),
+            "--writer-seconds", f"{args.writer_seconds:g}",
+            "--writer-burst", str(args.writer_burst)]  # fmt: skip
     env = {**os.environ, "DATABASE_URL": database.url, "LOG_LEVEL": "WARNING"}
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -439,7 +440,7 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
                 with admin_client(url) as client:
                     admin_reads(client, database, report, args.repeat)
             if "writer" in phases:
-                writer_phase(database, args.writer_rate, args.writer_seconds, report)
+                writer_phase(database, args, report)
             if "prune" in phases:
                 prune_phase(database, url, args.prune_older_than, args.clients, report)
         finally:
