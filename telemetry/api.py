@@ -99,12 +99,17 @@ async def metrics_detail(request: HttpRequest, program: str, scope: Scope = "all
     summary="A program's newest inference records",
 )
 async def logs_list(
-    request: HttpRequest, program: str, limit: int = Query(50, ge=1, le=MAX_LOG_LIMIT)
+    request: HttpRequest,
+    program: str,
+    limit: int = Query(50, ge=1, le=MAX_LOG_LIMIT),
+    before: str | None = Query(
+        None, pattern=selectors.LOG_CURSOR_PATTERN, description="the previous page's `next`: older records"
+    ),
 ) -> JsonResponse:
     if program not in get_runtime().programs:
         return _unknown(program)
-    logs = await sync_to_async(selectors.inference_log_list)(program, limit)
-    return JsonResponse({"logs": logs, "count": len(logs)})
+    page = await sync_to_async(selectors.inference_log_page)(program, limit, before)
+    return JsonResponse({"logs": page.logs, "count": len(page.logs), "next": page.next})
 
 
 @router.get(

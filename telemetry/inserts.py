@@ -22,7 +22,7 @@ from django.db.models import BooleanField, CharField, Field, FloatField, Model, 
 UNCHANGED: dict[type[Field], type] = {CharField: str, TextField: str, BooleanField: bool, FloatField: float}
 
 
-def _columns(model: type[Model]) -> list[Field]:
+def columns(model: type[Model]) -> list[Field]:
     """Every column the ORM would insert: the concrete fields but an auto-generated key."""
     return [field for field in model._meta.concrete_fields if not field.primary_key or field.has_default()]
 
@@ -41,7 +41,7 @@ def insert_rows(model: type[Model], rows: Iterable[dict[str, Any]]) -> int:
     A field left out takes its default. Fields' ``pre_save`` hooks (``auto_now``) do not run.
     """
     connection = connections[router.db_for_write(model)]
-    fields = _columns(model)
+    fields = columns(model)
     values = [
         tuple(
             prepared(field, row[field.name] if field.name in row else field.get_default(), connection)
@@ -49,8 +49,17 @@ def insert_rows(model: type[Model], rows: Iterable[dict[str, Any]]) -> int:
         )
         for row in rows
     ]
+    return write_values(model, fields, values)
+
+
+def write_values(model: type[Model], fields: Sequence[Field], values: Sequence[tuple[Any, ...]]) -> int:
+    """Insert rows already prepared for the database (in ``fields`` order); returns how many.
+
+    Also the seeder's path (``telemetry.seeding``): the same ``COPY`` or ``executemany``.
+    """
     if not values:
         return 0
+    connection = connections[router.db_for_write(model)]
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     names = ", ".join(quote(field.column) for field in fields)

@@ -116,6 +116,7 @@ class LogEntry(BaseModel):
 class LogListing(BaseModel):
     logs: list[LogEntry]
     count: int
+    next: str | None = Field(description="pass as `before` for the next (older) page; null on the last page")
 
 
 class ProgramTotals(BaseModel):

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import DateTimeField, F, Value
+from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce, Greatest
 
 from apikeys.context import current_caller
@@ -323,9 +323,14 @@ def _bucket_start(ts: float, period_s: int) -> datetime:
     return datetime.fromtimestamp(seconds - seconds % period_s, tz=UTC)
 
 
-def _add_program_stats(program: str, period_s: int, start: datetime, counters: ProgramCounters) -> None:
-    from telemetry.models import ModelStats
+def _add_program_stats(
+    program: str, period_s: int, start: datetime, counters: ProgramCounters, write_row: Any = None
+) -> None:
+    """Add a bucket's counters to its rows; ``write_row`` (default :func:`_write_row`) writes each
+    (the seeder collects them instead, to insert the new rows in bulk: ``telemetry.seeding``)."""
+    from telemetry.models import ModelStats, ProgramStats
 
+    write_row = write_row or _write_row
     deltas: dict[str, float] = {
         "call_count": counters.call_count,
         "success_count": counters.success_count,
@@ -338,7 +343,7 @@ def _add_program_stats(program: str, period_s: int, start: datetime, counters: P
     }
     last = datetime.fromtimestamp(counters.last_call_ts or 0, tz=UTC)
     keys = {"period_s": period_s, "period_start": start, "program": program}
-    _merge_program_stats(keys, deltas, counters.latency, last)
+    write_row(ProgramStats, keys, deltas, last, counters.latency)
     for model, usage in sorted(counters.models.items()):
         model_deltas = {
             "call_count": usage.call_count,
@@ -347,11 +352,26 @@ def _add_program_stats(program: str, period_s: int, start: datetime, counters: P
             "cost_usd": usage.cost_usd,
             "attempt_count": usage.attempt_count,
         }
-        _increment(ModelStats, {**keys, "model": model[:200]}, model_deltas)
+        write_row(ModelStats, {**keys, "model": model[:200]}, model_deltas)
+
+
+def _write_row(
+    model: Any,
+    keys: dict[str, Any],
+    deltas: dict[str, float],
+    last_call_at: datetime | None = None,
+    latency: LatencySketch | None = None,
+) -> None:
+    """The writer's way to add to an aggregate row: a program's row (it has a latency sketch)
+    merges under the row lock, a model's is incremented."""
+    if latency is not None:
+        _merge_program_stats(keys, deltas, latency, last_call_at)
+    else:
+        _increment(model, keys, deltas)
 
 
 def _merge_program_stats(
-    keys: dict[str, Any], deltas: dict[str, float], latency: LatencySketch, last_call_at: datetime
+    keys: dict[str, Any], deltas: dict[str, float], latency: LatencySketch, last_call_at: datetime | None
 ) -> None:
     """Add a batch to a ``ProgramStats`` row: counts by ``F()``, the sketch merged under the row lock.
 
@@ -413,17 +433,29 @@ def inference_logs_prune(
 ) -> dict[str, int]:
     """Delete log rows older than ``older_than`` (and dashboard buckets past their window).
 
-    Rows go in chunks, each its own short transaction, so the writer is never blocked for long
-    (SQLite has one writer at a time). Totals and hourly buckets are kept: the metrics and the
-    week view read them, and they are small (one row per program per hour).
+    Rows go in chunks of ``chunk``, each its own short transaction: the writer is never blocked for
+    long (SQLite has one writer at a time; PostgreSQL locks only the rows being deleted). Each chunk
+    is the next ``chunk`` rows below the previous one in (created_at, id) order, a range of the
+    created_at index that starts where the last one ended, so a chunk never re-reads the index
+    entries its predecessors left dead (which, until a vacuum, would make every chunk slower than
+    the one before). Totals and hourly buckets are kept: the metrics and the week view read them,
+    and they are small (one row per program per hour). Returns the rows deleted, the chunks and
+    the longest chunk in ms.
     """
     from telemetry.models import InferenceLog, ModelStats, ProgramStats
 
     now = now or datetime.now(tz=UTC)
-    deleted = {"logs": 0, "buckets": 0}
-    old = InferenceLog.objects.filter(created_at__lt=now - older_than)
-    while ids := list(old.values_list("pk", flat=True)[:chunk]):
-        deleted["logs"] += InferenceLog.objects.filter(pk__in=ids).delete()[0]
+    deleted = {"logs": 0, "buckets": 0, "chunks": 0, "longest_chunk_ms": 0}
+    old = InferenceLog.objects.filter(created_at__lt=now - older_than).order_by("-created_at", "-id")
+    below = old
+    while keys := list(below.values_list("created_at", "pk")[:chunk]):
+        started = time.perf_counter()
+        deleted["logs"] += InferenceLog.objects.filter(pk__in=[pk for _, pk in keys]).delete()[0]
+        elapsed_ms = round((time.perf_counter() - started) * 1000)
+        deleted["chunks"] += 1
+        deleted["longest_chunk_ms"] = max(deleted["longest_chunk_ms"], elapsed_ms)
+        created, pk = keys[-1]
+        below = old.filter(created_at__lte=created).filter(Q(created_at__lt=created) | Q(pk__lt=pk))
     for period_s, keep in BUCKET_RETENTION.items():
         for stats in (ProgramStats, ModelStats):
             deleted["buckets"] += stats.objects.filter(

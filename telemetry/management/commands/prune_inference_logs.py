@@ -29,11 +29,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--older-than", required=True, help="age such as 30d, 12h, 2w")
+        parser.add_argument(
+            "--chunk", type=int, default=10_000, help="rows deleted per transaction (10000): shorter locks"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         age = parse_age(options["older_than"])
-        deleted = inference_logs_prune(age)
+        if options["chunk"] < 1:
+            raise CommandError("--chunk must be at least 1")
+        deleted = inference_logs_prune(age, chunk=options["chunk"])
         self.stdout.write(
             f"Deleted {deleted['logs']} inference log row(s) older than {options['older_than']} "
+            f"in {deleted['chunks']} chunk(s) (longest {deleted['longest_chunk_ms']} ms) "
             f"and {deleted['buckets']} expired dashboard bucket(s)."
         )
