@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from django.core.exceptions import MiddlewareNotUsed
 from mcp import Client
 from opentelemetry import trace
@@ -48,9 +49,14 @@ def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def config(tmp: Path, mock: Running) -> Path:
     # MultiStep admits one call at a time and queues the next for up to 30 s (server.max_queue_ms).
-    return project_config(
+    path = project_config(
         FIXTURE, tmp, mock.url, programs={"MultiStep": {"max_concurrent": 1}}, server={"max_queue_ms": 30_000}
     )
+    written = yaml.safe_load(path.read_text())
+    for entry in written["models"]["registry"].values():
+        entry["num_retries"] = 1  # one retry after an upstream failure: a span event
+    path.write_text(yaml.safe_dump(written))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +256,27 @@ def test_an_upstream_error_is_on_the_lm_span_the_program_span_and_the_server_spa
     assert http.status == "ERROR"
     assert http.attributes["http.response.status_code"] == 502
     assert http.attributes["error.type"] == "502"
+
+
+def test_an_upstream_retry_is_an_event_on_the_lm_span(
+    server: Running, receiver: OtlpReceiver, mock: Running
+) -> None:
+    """The provider's 429 is retried (issue 14): the LM span shows the failed attempt."""
+    script = {"model": "mock-model", "sequence": ["429"], "retry_after": 0}
+    assert httpx.post(f"{mock.url}/faults", json=script).status_code == 200
+    try:
+        response = post(server, "AsyncPredict", "answered on the second attempt")
+    finally:
+        httpx.delete(f"{mock.url}/faults")
+    assert response.status_code == 200, response.text
+    spans = trace_of(receiver, response.headers["X-Request-ID"], 3)
+
+    lm = only(spans, "chat mock-model")
+    (retry,) = [event for event in lm.events if event.name == "dspy.lm.retry"]
+    assert retry.attributes["dspy.attempt"] == 1
+    assert retry.attributes["dspy.status"] == 429
+    assert retry.attributes["dspy.retrying"] is True
+    assert lm.status != "ERROR"  # the call itself succeeded
 
 
 def test_the_trace_id_is_on_the_log_row_and_in_api_logs(
