@@ -38,11 +38,23 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir() / "prometheus_m
 
 
 def on_starting(server: object) -> None:
-    """Start from an empty metrics directory: files left by an earlier run would be summed in."""
+    """Start from an empty metrics directory: files left by an earlier run would be summed in.
+
+    Without Redis, API-key quotas, model budgets and circuit breakers are counted in each worker
+    process: said once, so nobody finds out from a provider's 429s that N workers send N budgets.
+    """
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):  # only prometheus-client's files: the directory may be shared
         stale.unlink()
+    count = server.cfg.workers  # type: ignore[attr-defined]
+    if count > 1 and not os.environ.get("REDIS_URL"):
+        server.log.warning(  # type: ignore[attr-defined]
+            "REDIS_URL is not set: API-key quotas, model budgets (rpm/tpm) and circuit breakers are "
+            "counted per worker process, so %d workers allow %d times each limit (docs/DEPLOYMENT.md)",
+            count,
+            count,
+        )
 
 
 def child_exit(server: object, worker: object) -> None:

@@ -1,5 +1,6 @@
 """Several worker processes (gunicorn, as in production): totals add up across them."""
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ def test_api_metrics_add_up_across_two_worker_processes(
     requests = [("/EchoAsync", f"w{i}", {"question": f"w{i} [usage=3,2] [delay=30]"}) for i in range(120)]
     with start_server(database, command=GUNICORN, **env) as server:
         wait_for(lambda: server.log().count("Application startup complete") == 2, 60, "both workers")
+        # Without Redis the limits are per worker: the master says so once (not with REDIS_URL).
+        warnings = server.log().count("REDIS_URL is not set: API-key quotas")
+        assert warnings == (0 if os.environ.get("REDIS_URL") else 1), server.log()
         # Each worker accepts on a socket of its own (REUSE_PORT), so the kernel balances them.
         worker_pids = sorted(child.pid for child in psutil.Process(server.process.pid).children())
         assert _listening_pids(server) == worker_pids
