@@ -64,41 +64,55 @@ async def drive(call: Call, questions: list[str], concurrency: int) -> int:
     return errors
 
 
-async def measure(door: str, url: str, server: psutil.Process, args: argparse.Namespace) -> tuple[float, int]:
-    """One round of ``door``: (server CPU seconds, wrong answers) for ``args.calls`` calls."""
+async def timed_round(
+    label: str, call: Call, server: psutil.Process, args: argparse.Namespace
+) -> tuple[float, int]:
+    """``args.warmup`` calls, then ``args.calls`` measured: (server CPU seconds, wrong answers).
+
+    Shared by the kit's cost scripts (trace_cost, model_limits_cost): each question is new.
+    """
     counter = itertools.count()
 
     def questions(count: int) -> list[str]:
-        return [f"{door} question {next(counter)}: what is the answer?" for _ in range(count)]
+        return [f"{label} question {next(counter)}: what is the answer?" for _ in range(count)]
 
-    async def run(call: Call) -> tuple[float, int]:
-        await drive(call, questions(args.warmup), args.concurrency)
-        cpu = cpu_seconds(server)
-        errors = await drive(call, questions(args.calls), args.concurrency)
-        return cpu_seconds(server) - cpu, errors
+    await drive(call, questions(args.warmup), args.concurrency)
+    cpu = cpu_seconds(server)
+    errors = await drive(call, questions(args.calls), args.concurrency)
+    return cpu_seconds(server) - cpu, errors
 
+
+async def http_round(
+    label: str, url: str, server: psutil.Process, args: argparse.Namespace
+) -> tuple[float, int]:
+    """:func:`timed_round` through ``POST /{args.program}`` (aiohttp, keep-alive)."""
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    async with aiohttp.ClientSession(url, connector=connector) as session:
+
+        async def post(question: str) -> str:
+            async with session.post(f"/{args.program}", json={"question": question}) as response:
+                return str((await response.json()).get("answer"))
+
+        return await timed_round(label, post, server, args)
+
+
+async def measure(door: str, url: str, server: psutil.Process, args: argparse.Namespace) -> tuple[float, int]:
+    """One round of ``door``: (server CPU seconds, wrong answers) for ``args.calls`` calls."""
     if door == "http":
-        connector = aiohttp.TCPConnector(limit=args.concurrency)
-        async with aiohttp.ClientSession(url, connector=connector) as session:
-
-            async def post(question: str) -> str:
-                async with session.post(f"/{args.program}", json={"question": question}) as response:
-                    return str((await response.json()).get("answer"))
-
-            return await run(post)
+        return await http_round(door, url, server, args)
     async with Client(f"{url}/mcp", mode=door.removeprefix("mcp-")) as client:
 
         async def call_tool(question: str) -> str:
             result = await client.call_tool(args.program, {"question": question})
             return "" if result.is_error else str(result.structured_content["answer"])
 
-        return await run(call_tool)
+        return await timed_round(door, call_tool, server, args)
 
 
-def summary(door: str, rounds: list[tuple[float, int]], calls: int) -> dict[str, Any]:
+def summary(rounds: list[tuple[float, int]], calls: int) -> dict[str, Any]:
+    """Rounds of (server CPU seconds, wrong answers) as calls, errors and ms of CPU per call."""
     per_call = [cpu * 1000 / calls for cpu, _ in rounds]
     return {
-        "door": door,
         "calls": calls * len(rounds),
         "errors": sum(errors for _, errors in rounds),
         "server_cpu_ms_per_call": round(sum(per_call) / len(per_call), 3),
@@ -154,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             if started is not None:
                 stop(started)
         shutil.rmtree(work, ignore_errors=True)
-    results = [summary(door, rounds[door], args.calls) for door in DOORS]
+    results = [{"door": door, **summary(rounds[door], args.calls)} for door in DOORS]
     print(table(results))
     if args.json:
         point = {"program": args.program, "concurrency": args.concurrency, "delay_ms": args.delay_ms}

@@ -29,7 +29,6 @@ random ``RATELIMIT_KEY_PREFIX``), and expire by themselves.
 
 import argparse
 import asyncio
-import itertools
 import json
 import secrets
 import shutil
@@ -39,11 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import psutil
 import yaml
 
-from loadtest.mcp_cost import cpu_seconds, drive
+from loadtest.mcp_cost import http_round, summary
 from loadtest.servers import service_env, start_mock, start_server, stop
 
 ALL_LIMITS = {
@@ -74,41 +72,10 @@ def start_variant(variant: str, work: Path, mock_url: str, redis_url: str) -> tu
     return start_server(here, env)
 
 
-async def measure(
-    variant: str, url: str, server: psutil.Process, args: argparse.Namespace
-) -> tuple[float, int]:
-    """One round: (server CPU seconds, wrong answers) for ``args.calls`` calls."""
-    counter = itertools.count()
-
-    def questions(count: int) -> list[str]:
-        return [f"{variant} question {next(counter)}: what is the answer?" for _ in range(count)]
-
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
-    async with aiohttp.ClientSession(url, connector=connector) as session:
-
-        async def post(question: str) -> str:
-            async with session.post(f"/{args.program}", json={"question": question}) as response:
-                return str((await response.json()).get("answer"))
-
-        await drive(post, questions(args.warmup), args.concurrency)
-        cpu = cpu_seconds(server)
-        errors = await drive(post, questions(args.calls), args.concurrency)
-        return cpu_seconds(server) - cpu, errors
-
-
 def table(rounds: dict[str, list[tuple[float, int]]], calls: int) -> tuple[str, list[dict[str, Any]]]:
     results = []
     for variant, measured in rounds.items():
-        per_call = [cpu * 1000 / calls for cpu, _ in measured]
-        results.append(
-            {
-                "variant": variant,
-                "calls": calls * len(measured),
-                "errors": sum(errors for _, errors in measured),
-                "server_cpu_ms_per_call": round(sum(per_call) / len(per_call), 3),
-                "rounds_ms_per_call": [round(value, 3) for value in per_call],
-            }
-        )
+        results.append({"variant": variant, **summary(measured, calls)})
     plain = results[0]["server_cpu_ms_per_call"]
     lines = [
         "| variant | calls | errors | server CPU ms / call (rounds) | vs plain |",
@@ -195,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             servers[variant] = (url, psutil.Process(process.pid))
         for number in range(1, args.rounds + 1):
             for variant, (url, process) in servers.items():
-                cpu, errors = asyncio.run(measure(variant, url, process, args))
+                cpu, errors = asyncio.run(http_round(variant, url, process, args))
                 rounds[variant].append((cpu, errors))
                 print(f"round {number} {variant}: {cpu * 1000 / args.calls:.3f} ms per call, {errors} errors")
     finally:

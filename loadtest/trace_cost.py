@@ -23,7 +23,6 @@ Processes are started here and stopped by their PID; nothing else is touched.
 
 import argparse
 import asyncio
-import itertools
 import json
 import shutil
 import sys
@@ -31,10 +30,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import psutil
 
-from loadtest.mcp_cost import cpu_seconds, drive
+from loadtest.mcp_cost import http_round
 from loadtest.otlp_receiver import OtlpReceiver
 from loadtest.servers import service_env, start_mock, start_server, stop
 
@@ -49,25 +47,6 @@ def mode_env(mode: str, receiver: OtlpReceiver) -> dict[str, str]:
 
 
 MODES = ("off", "on", "unsampled")
-
-
-async def measure(mode: str, url: str, server: psutil.Process, args: argparse.Namespace) -> tuple[float, int]:
-    """One turn of ``mode``: (server CPU seconds, wrong answers) for ``args.calls`` requests."""
-    counter = itertools.count()
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
-    async with aiohttp.ClientSession(url, connector=connector) as session:
-
-        async def post(question: str) -> str:
-            async with session.post(f"/{args.program}", json={"question": question}) as response:
-                return str((await response.json()).get("answer"))
-
-        def questions(count: int) -> list[str]:
-            return [f"{mode} question {next(counter)}: what is the answer?" for _ in range(count)]
-
-        await drive(post, questions(args.warmup), args.concurrency)
-        cpu = cpu_seconds(server)
-        errors = await drive(post, questions(args.calls), args.concurrency)
-        return cpu_seconds(server) - cpu, errors
 
 
 def table(results: dict[str, list[tuple[float, int]]], calls: int) -> str:
@@ -124,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trace_cost: {args.rounds} rounds of {args.calls} {args.program} requests per mode")
             for number in range(1, args.rounds + 1):
                 for mode, (process, url) in servers.items():
-                    cpu, errors = asyncio.run(measure(mode, url, process, args))
+                    cpu, errors = asyncio.run(http_round(mode, url, process, args))
                     results[mode].append((cpu, errors))
                     print(f"round {number} {mode}: {cpu * 1000 / args.calls:.3f} ms/request, {errors} errors")
             for process in reversed(started):  # the "on" server flushes its last spans as it stops
