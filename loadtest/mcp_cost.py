@@ -109,6 +109,18 @@ async def measure(door: str, url: str, server: psutil.Process, args: argparse.Na
         return await timed_round(door, call_tool, server, args)
 
 
+def round_options(doc: str | None, per: str, calls: int, warmup: int) -> argparse.ArgumentParser:
+    """The options every cost script's rounds take (``per``: "calls per door", ...)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=calls, help=f"measured {per} and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"unmeasured {per} and round")
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--program", default="AsyncPredict", help="AsyncPredict, SimplePredict or MultiStep")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser
+
+
 def summary(rounds: list[tuple[float, int]], calls: int) -> dict[str, Any]:
     """Rounds of (server CPU seconds, wrong answers) as calls, errors and ms of CPU per call."""
     per_call = [cpu * 1000 / calls for cpu, _ in rounds]
@@ -137,14 +149,8 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=1_000, help="measured calls per door and round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=50, help="unmeasured calls per door and round")
-    parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--program", default="AsyncPredict", help="AsyncPredict, SimplePredict or MultiStep")
+    parser = round_options(__doc__, "calls per door", calls=1_000, warmup=50)
     parser.add_argument("--delay-ms", type=int, default=0, help="the mock's answer delay")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="mcp-cost-"))

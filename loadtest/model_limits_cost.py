@@ -27,7 +27,6 @@ Processes are started here and stopped by their PID; the Redis keys are this run
 random ``RATELIMIT_KEY_PREFIX``), and expire by themselves.
 """
 
-import argparse
 import asyncio
 import json
 import secrets
@@ -41,7 +40,7 @@ from typing import Any
 import psutil
 import yaml
 
-from loadtest.mcp_cost import http_round, summary
+from loadtest.mcp_cost import http_round, round_options, summary
 from loadtest.servers import service_env, start_mock, start_server, stop
 
 ALL_LIMITS = {
@@ -135,14 +134,8 @@ async def direct(redis_url: str, calls: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=1_000, help="measured calls per variant and round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--program", default="AsyncPredict", help="AsyncPredict or SimplePredict")
+    parser = round_options(__doc__, "calls per variant", calls=1_000, warmup=50)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/2")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--direct", action="store_true", help="time the checks alone (no server)")
     args = parser.parse_args(argv)
     if args.direct:

@@ -21,7 +21,6 @@ their CPU is not counted.
 Processes are started here and stopped by their PID; nothing else is touched.
 """
 
-import argparse
 import asyncio
 import json
 import shutil
@@ -32,7 +31,7 @@ from typing import Any
 
 import psutil
 
-from loadtest.mcp_cost import http_round
+from loadtest.mcp_cost import http_round, round_options
 from loadtest.otlp_receiver import OtlpReceiver
 from loadtest.servers import service_env, start_mock, start_server, stop
 
@@ -82,14 +81,8 @@ def start_servers(work: Path, mock_url: str, receiver: OtlpReceiver, started: li
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=2_000, help="measured requests per mode and round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=100, help="unmeasured requests per mode and round")
-    parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--program", default="AsyncPredict", help="AsyncPredict, SimplePredict or MultiStep")
+    parser = round_options(__doc__, "requests per mode", calls=2_000, warmup=100)
     parser.add_argument("--delay-ms", type=int, default=0, help="the mock's answer delay")
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="trace-cost-"))
