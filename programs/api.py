@@ -22,7 +22,7 @@ from programs.context import request_id_from
 from programs.execution import CallFailed
 from programs.gateways import APIGateway, CronGateway, maybe_await
 from programs.responses import Alive, ErrorBody, NotReady, ProgramListing, Ready, call_headers, call_responses
-from programs.routes import GatewayRoute, has_plain_route
+from programs.routes import GatewayRoute
 from programs.runtime import Program, Runtime
 from programs.schemas import with_body_model
 
@@ -43,7 +43,7 @@ def route_auth() -> Any:
 
 
 def program_listing(runtime: Runtime) -> list[dict[str, Any]]:
-    plain = {route.program.name: route.path for route in runtime.routes if route.plain}
+    plain = {route.program.name: route.path for route in runtime.routes.gateway_routes if route.plain}
     return [
         {
             "name": program.name,
@@ -63,7 +63,9 @@ def _gateway_entry(runtime: Runtime, program: Program, gateway: Any) -> dict[str
     entry: dict[str, Any] = {"name": type(gateway).__name__}
     if isinstance(gateway, CronGateway):
         entry.update(type="cron", schedule=getattr(gateway, "schedule", None))
-    route = next((r for r in runtime.routes if r.program is program and r.gateway is gateway), None)
+    route = next(
+        (r for r in runtime.routes.gateway_routes if r.program is program and r.gateway is gateway), None
+    )
     if route is not None:
         entry.update(type="api", method=route.method, path=route.path, requires_auth=gateway.requires_auth)
     return entry
@@ -112,16 +114,18 @@ def build_router(runtime: Runtime) -> Router:
             return JsonResponse({"status": "not ready", "failed": failed}, status=503)
         return JsonResponse({"status": "ready", "programs": len(runtime.programs)})
 
-    for route in runtime.routes:
-        _add_gateway_route(router, route, None if not route.gateway.requires_auth else auth)
-    # Beside each plain route: POST /{Program}/batch and POST /{Program}/stream (docs/DEVELOPING.md).
+    # Every door of the route table: gateway routes, and beside each plain route POST
+    # /{Program}/batch and POST /{Program}/stream (docs/DEVELOPING.md).
     from programs.batch import add_batch_route
     from programs.streaming import add_stream_route
 
-    for program in runtime.programs.values():
-        if has_plain_route(program):
-            add_batch_route(router, runtime, program, auth=auth)
-            add_stream_route(router, runtime, program, auth=auth)
+    for door in runtime.routes:
+        if door.route is not None:
+            _add_gateway_route(router, door.route, None if not door.route.gateway.requires_auth else auth)
+        elif door.kind == "batch":
+            add_batch_route(router, runtime, door.program, auth=auth)
+        else:
+            add_stream_route(router, runtime, door.program, auth=auth)
     return router
 
 

@@ -1,12 +1,19 @@
-"""Which HTTP routes the programs get: one per ``APIGateway`` a module declares (dspy-cli's rules).
+"""The route table: every HTTP door to a program, built once; the routes are built from it.
 
 A module without a ``gateway`` has the identity gateway, ``POST /{Module}``; ``gateway = G`` or a
-list replaces it with the routes of those gateways (a ``CronGateway`` has none). Two gateways on
+list replaces it with the routes of those gateways (a ``CronGateway`` has none), dspy-cli's rules.
+Beside the plain route: ``POST /{Module}/batch`` and ``POST /{Module}/stream``. Two gateways on
 one route, or a gateway on one of the service's own routes, stop start-up with one line naming both.
+
+:class:`RouteTable` is the only answer to "which program does this method and path call, through
+which door": ``programs.api`` registers the ninja operations from it, and the API keys (quotas,
+scopes) and telemetry (rows for refused requests) ask it. A new HTTP door is a new :class:`Door`
+kind here and a view in ``programs.api``; nothing else maps paths.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from programs.discovery import DiscoveryError
 from programs.gateways import APIGateway, Gateway, IdentityGateway, route_path
@@ -91,3 +98,49 @@ def _normalised(path: str) -> str:
     if "{" in path:
         raise DiscoveryError(f"gateway path {path}: path parameters are not supported")
     return path
+
+
+DoorKind = Literal["route", "batch", "stream"]
+
+
+@dataclass(frozen=True, slots=True)
+class Door:
+    """One HTTP door to a program: a gateway route (the plain one included), or a plain route's
+    ``/batch`` or ``/stream``."""
+
+    method: str
+    path: str
+    program: "Program"
+    kind: DoorKind
+    route: GatewayRoute | None = None  # the gateway route (kind "route")
+
+    @property
+    def batch(self) -> bool:
+        """The body is a batch of items (``{"inputs": [...]}``)."""
+        return self.kind == "batch"
+
+
+class RouteTable:
+    """Every HTTP door of the served programs by method and path (one dict lookup)."""
+
+    def __init__(self, programs: "list[Program]") -> None:
+        self.gateway_routes = api_routes(programs)
+        doors = [
+            Door(route.method, route.path, route.program, "route", route) for route in self.gateway_routes
+        ]
+        for program in programs:
+            if has_plain_route(program):
+                doors.append(Door("POST", f"/{program.name}/batch", program, "batch"))
+                doors.append(Door("POST", f"/{program.name}/stream", program, "stream"))
+        self._doors = {(door.method, door.path): door for door in doors}
+
+    def __iter__(self) -> Iterator[Door]:
+        return iter(self._doors.values())
+
+    def door(self, method: str, path: str) -> Door | None:
+        """The door ``method path`` opens, or None (``/programs``, ``/api/...``, an unknown path)."""
+        return self._doors.get((method, path))
+
+    def gateway_route(self, method: str, path: str) -> GatewayRoute | None:
+        door = self._doors.get((method, path))
+        return door.route if door is not None else None

@@ -75,8 +75,8 @@ class Runtime:
     # Admission to the executor: a sync call is refused rather than queued behind busy threads.
     pool_limiter: Limiter
     lms: dict[str, dspy.LM] = field(default_factory=dict)
-    # Every APIGateway route (programs.routes.GatewayRoute), checked for clashes at build time.
-    routes: list[Any] = field(default_factory=list)
+    # The route table (programs.routes.RouteTable): every HTTP door, checked for clashes at build time.
+    routes: Any = None
     # Set on SIGTERM: new program calls get 503 and readiness fails while in-flight calls finish.
     draining: bool = False
 
@@ -147,9 +147,9 @@ def build_runtime(config: LoadedConfig, discovery: Discovery) -> Runtime:
             logger.exception("Program %s failed to load", spec.name)
             error = f"{type(exc).__name__}: {exc}"
             runtime.failures.append(LoadFailure(spec.module_file.name, (spec.name,), error))
-    from programs.routes import api_routes  # programs.routes types its arguments with Program
+    from programs.routes import RouteTable  # programs.routes types its arguments with Program
 
-    runtime.routes = api_routes(list(runtime.programs.values()))
+    runtime.routes = RouteTable(list(runtime.programs.values()))
     return runtime
 
 

@@ -159,7 +159,7 @@ def record_refused_requests(api: NinjaAPI) -> None:
 
     def on_exception(request: HttpRequest, exc: Exception) -> HttpResponse:
         response = handle(request, exc)
-        route = _program_route(request.method or "", request.path_info)
+        route = get_runtime().routes.gateway_route(request.method or "", request.path_info)
         if route is not None:
             from programs.api import REQUEST_ID_HEADER, request_id
 
@@ -182,11 +182,6 @@ def record_refused_requests(api: NinjaAPI) -> None:
     api.on_exception = on_exception  # type: ignore[method-assign]
 
 
-def _program_route(method: str, path: str) -> Any:
-    """The gateway route (``programs.routes.GatewayRoute``) a request was for, if any."""
-    return next((r for r in get_runtime().routes if r.path == path and r.method == method), None)
-
-
 def _body(request: HttpRequest) -> bytes | None:
     try:
         return request.body
@@ -196,7 +191,7 @@ def _body(request: HttpRequest) -> bytes | None:
 
 def record_body_too_large(scope: dict[str, Any], detail: str) -> None:
     """For ``dspysite.lifespan.BodyLimitMiddleware``: a 413 sent before Django saw the request."""
-    route = _program_route(str(scope.get("method", "")), str(scope.get("path", "")))
+    route = get_runtime().routes.gateway_route(str(scope.get("method", "")), str(scope.get("path", "")))
     if route is None:
         return
     headers = dict(scope.get("headers", ()))

@@ -102,5 +102,5 @@ def program_page(request: HttpRequest, name: str) -> HttpResponse:
 
 def _playground_route(runtime: Runtime, program: Program) -> GatewayRoute | None:
     """The route the page's form calls: the plain one, else the first POST gateway route."""
-    routes = [r for r in runtime.routes if r.program is program and r.method == "POST"]
+    routes = [r for r in runtime.routes.gateway_routes if r.program is program and r.method == "POST"]
     return next((r for r in routes if r.plain), routes[0] if routes else None)
