@@ -26,6 +26,7 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -40,10 +41,14 @@ from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 
 from apikeys import quotas
-from apikeys.context import Caller, Quota, current_admission, current_caller
-from apikeys.doors import program_door
+from apikeys.context import Caller, Quota, current_caller
 from dspysite.env import env_float
-from dspysite.middleware import RESPONSE_HOOK
+from dspysite.middleware import request_lifetime
+from programs.reservations import Demand, QuotaRefused, quota_reserved
+
+if TYPE_CHECKING:
+    from programs.routes import Door
+    from programs.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +154,9 @@ class ApiKeyAuth(HttpBearer):
         if caller is not None:
             current_caller.set(caller)
             if caller.quota is not None:
-                await admit_request(request, caller)
+                door = get_runtime().routes.door(request.method, request.path)
+                if door is not None:  # /programs, /api/metrics...: not a program call, no quota
+                    await reserve_quota(request, caller, door)
         return caller
 
     async def authenticate(self, request: HttpRequest, token: str) -> Caller | None:
@@ -157,18 +164,15 @@ class ApiKeyAuth(HttpBearer):
         return await KEYS.lookup(token)
 
 
-async def admit_request(request: HttpRequest, caller: Caller) -> None:
-    """A program route's quotas (raises QuotaRefused); the middleware settles them after the answer."""
-    door = program_door(request.path)
-    if door is None:  # /programs, /api/metrics...: not a program call, no quota
-        return
-    program, batch = door
+async def reserve_quota(request: HttpRequest, caller: Caller, door: "Door") -> None:
+    """The HTTP doors' quota reservation (raises QuotaRefused), held until the answer is sent."""
     has_body = request.method in BODY_METHODS
     size = len(request.body) if has_body else len(request.META.get("QUERY_STRING", ""))
-    items = quotas.batch_items(request.body) if batch and has_body else 1
-    admission = await quotas.admit(caller, quotas.estimate(program, size, items))
-    current_admission.set(admission)
-    setattr(request, RESPONSE_HOOK, admission)
+    items = quotas.batch_items(request.body) if door.batch and has_body else 1
+    lifetime = request_lifetime(request)
+    reservation = await lifetime.enter(quota_reserved(caller, Demand(door.program, size, items)))
+    if reservation is not None:
+        lifetime.headers.update(reservation.headers)
 
 
 async def bearer_caller(authorization: str) -> Caller | None:
@@ -203,9 +207,14 @@ def _unused_get_response(request: HttpRequest) -> HttpResponse:
 
 
 def auth_enabled() -> bool:
-    from programs.runtime import get_runtime
-
     return get_runtime().config.config.server.auth
+
+
+def get_runtime() -> "Runtime":
+    """The loaded service (imported late: loading DSPy is not needed to check a key)."""
+    from programs.runtime import get_runtime as runtime
+
+    return runtime()
 
 
 def api_key_auth() -> ApiKeyAuth | None:
@@ -222,8 +231,6 @@ def install(api: NinjaAPI) -> None:
         response["WWW-Authenticate"] = WWW_AUTHENTICATE
         return response
 
-    @api.exception_handler(quotas.QuotaRefused)
-    def over_quota(request: HttpRequest, exc: quotas.QuotaRefused) -> HttpResponse:
-        return JsonResponse(
-            {"detail": exc.detail, "error_type": "quota_exceeded"}, status=exc.status, headers=exc.headers
-        )
+    @api.exception_handler(QuotaRefused)
+    def over_quota(request: HttpRequest, exc: QuotaRefused) -> HttpResponse:
+        return JsonResponse(exc.body(), status=exc.status, headers=exc.headers)

@@ -5,10 +5,6 @@ Kept apart from :mod:`apikeys.auth` so readers (telemetry) import nothing heavy.
 
 import contextvars
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from apikeys.quotas import Admission
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +38,3 @@ class Caller:
 
 # Set by a successful authentication, for the rest of that request (its tasks included).
 current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("api_caller", default=None)
-
-# Set when a request with quotas is admitted (apikeys.quotas): its calls' usage settles the reservation.
-current_admission: "contextvars.ContextVar[Admission | None]" = contextvars.ContextVar(
-    "api_admission", default=None
-)

@@ -6,7 +6,8 @@ An API key may carry four limits (``manage.py apikey create NAME --rpm N --token
 (:mod:`ratelimit`: Redis with ``REDIS_URL``, so every worker and machine counts against the same
 numbers; in-process otherwise).
 
-A program request with a quota goes through :func:`admit` before anything runs:
+A program request with a quota is reserved by :func:`reserve` before anything runs, at every door
+(the seam: :func:`programs.reservations.quota_reserved`, which this module plugs into):
 
 1. In one atomic script (one round trip, all or nothing): ``max_in_flight``, a leased slot (a
    crashed worker's slot comes back when its lease expires); and
@@ -17,30 +18,29 @@ A program request with a quota goes through :func:`admit` before anything runs:
    one request's reservation error.
 3. When the request is over (its response sent, failed, timed out or cut off by the client), the
    reservations are **settled** with the real usage that ``request_finished`` reported for it
-   (found again through :data:`current_admission`) and the slot is released (one round trip).
+   (found again through ``programs.reservations.current_reservation``) and the slot is released
+   (one round trip).
 
 Over a quota: 429 with ``Retry-After`` (when capacity comes back), ``RateLimit-Policy`` and
-``RateLimit`` (:mod:`apikeys.ratelimit_headers`); every answer of a key with quotas carries both.
+``RateLimit`` (serialized by ``http_sf``, below); every answer of a key with quotas carries both.
 Store unreachable: ``server.limits_on_redis_error.keys`` (fail_closed by default: 503 with
 ``Retry-After``; fail_open: the request goes on unlimited, without RateLimit headers).
 """
 
-import asyncio
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
-from django.http.response import HttpResponseBase, StreamingHttpResponse
+import http_sf
 from prometheus_client import Counter
 
-from apikeys.context import Caller, Quota, current_admission
-from apikeys.ratelimit_headers import Policy, Remaining, policy_field, ratelimit_field
+from apikeys.context import Caller, Quota
 from dspysite.env import env_float, env_int
-from programs import events
+from programs import events, reservations
+from programs.reservations import Demand, QuotaRefused, current_reservation
 from ratelimit import failures
 from ratelimit.store import SlotClaim, Store, StoreUnavailable, get_store
 from ratelimit.windows import Charge, Decision, Reservation
@@ -68,24 +68,14 @@ REFUSALS = Counter(
 _refused = {name: REFUSALS.labels(name) for name in ("rpm", "tokens", "usd", "in_flight", "unavailable")}
 
 
-class QuotaRefused(Exception):
-    """Answered as ``status`` with ``{"detail": ...}`` and ``headers`` (apikeys.auth.install)."""
-
-    def __init__(self, status: int, detail: str, headers: dict[str, str]) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.headers = headers
-
-
 @dataclass(frozen=True, slots=True)
 class Estimate:
     tokens: int
     cost_usd: float
 
 
-class Admission:
-    """One admitted request: its reservations and slot, until :meth:`finish` settles and frees them."""
+class KeyQuotaReservation:
+    """An API key's quotas taken for one request: its reservations and slot, until :meth:`settle`."""
 
     __slots__ = (
         "_done",
@@ -122,7 +112,7 @@ class Admission:
         self.tokens += finished.prompt_tokens + finished.completion_tokens
         self.cost_usd += finished.cost_usd or 0.0
 
-    async def finish(self) -> None:
+    async def settle(self) -> None:
         """Settle the reservations with the real usage and free the slot. Idempotent, never raises."""
         if self._done:
             return
@@ -137,51 +127,29 @@ class Admission:
         except StoreUnavailable:  # logged by the store; the slot's lease expires by itself
             failures.limit_failed("keys", fail_mode())
 
-    def finish_soon(self) -> None:
-        """:meth:`finish` in a task of its own, for a request that is being cancelled."""
-        task = asyncio.get_running_loop().create_task(self.finish())
-        _finishing.add(task)
-        task.add_done_callback(_finishing.discard)
 
-    # The middleware hook (dspysite.middleware.response_hook_middleware).
-
-    async def on_response(self, response: HttpResponseBase) -> None:
-        for name, value in self.headers.items():
-            response[name] = value
-        if isinstance(response, StreamingHttpResponse):
-            response.streaming_content = self._finish_after(response.streaming_content)
-        else:
-            await self.finish()
-
-    def on_abort(self) -> None:
-        self.finish_soon()
-
-    async def _finish_after(self, content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in content:
-                yield chunk
-        finally:
-            self.finish_soon()
+async def reserve_for(caller: Caller, demand: Demand) -> KeyQuotaReservation | None:
+    """The seam's :class:`programs.reservations.Quotas` (installed by ApiKeysConfig.ready)."""
+    if caller.quota is None:
+        return None
+    return await reserve(caller, estimate(demand.program, demand.body_size, demand.items))
 
 
-_finishing: set[asyncio.Task[None]] = set()  # strong references: the loop holds tasks weakly
-
-
-async def admit(caller: Caller, estimate: Estimate) -> Admission:
+async def reserve(caller: Caller, estimate: Estimate) -> KeyQuotaReservation:
     """Reserve the caller's quotas for one request, or raise :class:`QuotaRefused` (429 or 503)."""
     quota = caller.quota or Quota()
     store = get_store()
     try:
-        return await _admit(store, caller, quota, estimate)
+        return await _reserve(store, caller, quota, estimate)
     except StoreUnavailable as exc:
         if failures.limit_failed("keys", fail_mode()):
-            return Admission(store, caller, None, {}, {})
+            return KeyQuotaReservation(store, caller, None, {}, {})
         _refused["unavailable"].inc()
         detail = "API key quotas cannot be checked right now (the shared limit store is unavailable)"
         raise QuotaRefused(503, detail, {"Retry-After": str(UNAVAILABLE_RETRY_S)}) from exc
 
 
-async def _admit(store: Store, caller: Caller, quota: Quota, estimate: Estimate) -> Admission:
+async def _reserve(store: Store, caller: Caller, quota: Quota, estimate: Estimate) -> KeyQuotaReservation:
     """One round trip: the budgets (requests, tokens, dollars) and the in-flight slot, all or none."""
     kinds, charges = _charges(caller.key_id, quota, estimate)
     slot = None
@@ -192,7 +160,7 @@ async def _admit(store: Store, caller: Caller, quota: Quota, estimate: Estimate)
         decisions = await store.atake_all(charges) if charges else []
     states = [_remaining(kind, decision) for kind, decision in zip(kinds, decisions, strict=True)]
     if slot is not None:
-        states.append(Remaining("in-flight", slot.remaining))
+        states.append(remaining("in-flight", slot.remaining))
     if slot is not None and not slot.acquired and slot.remaining == 0:
         _refused["in_flight"].inc()
         detail = f"API key quota exceeded: {quota.max_in_flight} requests in flight at most"
@@ -212,7 +180,7 @@ async def _admit(store: Store, caller: Caller, quota: Quota, estimate: Estimate)
         if kind != "rpm" and decision.reservation is not None
     }
     lease = slot.lease_id if slot is not None else None
-    return Admission(store, caller, lease, reservations, _headers(quota, states))
+    return KeyQuotaReservation(store, caller, lease, reservations, _headers(quota, states))
 
 
 def _charges(key_id: int | None, quota: Quota, estimate: Estimate) -> tuple[list[str], list[Charge]]:
@@ -241,13 +209,44 @@ def _key(key_id: int | None, kind: str) -> str:
     return f"key:{key_id}:{kind}"
 
 
-def _remaining(kind: str, decision: Decision) -> Remaining:
+# -- the IETF RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers-09) -----
+#
+# Both are Structured Field Lists (RFC 9651, serialized by http_sf) of policy names with parameters:
+#     RateLimit-Policy: "rpm";q=30;w=60, "tokens-per-day";q=100000;qu="tokens";w=86400
+#     RateLimit: "rpm";r=29;t=58, "tokens-per-day";r=99200;t=86341
+# ``q`` is the quota, ``w`` the window in seconds, ``qu`` the quota unit (the draft registers
+# ``requests``, the default, and ``concurrent-requests``; ``tokens`` and ``usd-micros`` are this
+# server's), ``r`` what remains and ``t`` the seconds until some of it comes back. Every number is
+# an SF Integer: a dollar budget is stated in millionths of a dollar.
+
+Member = tuple[str, dict[str, int | str]]
+
+
+def remaining(name: str, left: float, reset_s: float | None = None) -> Member:
+    """One ``RateLimit`` member: what is left (never negative), seconds to reset rounded up."""
+    params: dict[str, int | str] = {"r": max(math.floor(left), 0)}
+    if reset_s is not None:  # None: not time-based (concurrency)
+        params["t"] = max(math.ceil(reset_s), 0)
+    return name, params
+
+
+def policy(name: str, quota: int, window_s: int | None = None, unit: str | None = None) -> Member:
+    """One ``RateLimit-Policy`` member (``unit`` None: requests)."""
+    params: dict[str, int | str] = {"q": max(quota, 0)}
+    if unit is not None:
+        params["qu"] = unit
+    if window_s is not None:
+        params["w"] = window_s
+    return name, params
+
+
+def _remaining(kind: str, decision: Decision) -> Member:
     value = decision.remaining * USD_MICROS if kind == "usd" else decision.remaining
-    return Remaining(_POLICY_NAMES[kind], math.floor(value), decision.reset_s)
+    return remaining(_POLICY_NAMES[kind], value, decision.reset_s)
 
 
-def _headers(quota: Quota, states: list[Remaining], retry_after_s: float | None = None) -> dict[str, str]:
-    headers = {"RateLimit-Policy": policy_header(quota), "RateLimit": ratelimit_field(states)}
+def _headers(quota: Quota, states: list[Member], retry_after_s: float | None = None) -> dict[str, str]:
+    headers = {"RateLimit-Policy": policy_header(quota), "RateLimit": http_sf.ser(states)}
     if retry_after_s is not None:
         headers["Retry-After"] = str(max(math.ceil(retry_after_s), 1))
     return headers
@@ -258,16 +257,16 @@ def policy_header(quota: Quota) -> str:
     """A key's ``RateLimit-Policy`` (the same on every answer: computed once per quota)."""
     policies = []
     if quota.rpm is not None:
-        policies.append(Policy("rpm", quota.rpm, MINUTE_S))
+        policies.append(policy("rpm", quota.rpm, MINUTE_S))
     if quota.tokens_per_day is not None:
-        policies.append(Policy("tokens-per-day", quota.tokens_per_day, DAY_S, "tokens"))
+        policies.append(policy("tokens-per-day", quota.tokens_per_day, DAY_S, "tokens"))
     if quota.budget_usd is not None:
         policies.append(
-            Policy("budget", math.floor(quota.budget_usd * USD_MICROS), BUDGET_WINDOW_S, "usd-micros")
+            policy("budget", math.floor(quota.budget_usd * USD_MICROS), BUDGET_WINDOW_S, "usd-micros")
         )
     if quota.max_in_flight is not None:
-        policies.append(Policy("in-flight", quota.max_in_flight, unit="concurrent-requests"))
-    return policy_field(policies)
+        policies.append(policy("in-flight", quota.max_in_flight, unit="concurrent-requests"))
+    return http_sf.ser(policies)
 
 
 # -- estimates -----------------------------------------------------------------------------------
@@ -344,14 +343,15 @@ def lease_s() -> float:
 
 
 def on_request_finished(finished: events.RequestFinished) -> None:
-    """``request_finished``: the usage of a call made under an admission, for its settlement."""
-    admission = current_admission.get()
-    if admission is not None:
-        admission.record(finished)
+    """``request_finished``: the usage of a call made under a reservation, for its settlement."""
+    reservation = current_reservation.get()
+    if reservation is not None:
+        reservation.record(finished)
 
 
 def install() -> None:
-    """Subscribe to ``request_finished`` (from ApiKeysConfig.ready)."""
+    """Plug the keys' quotas into every door and subscribe to ``request_finished`` (ApiKeysConfig.ready)."""
+    reservations.install(reserve_for)
     events.request_finished.subscribe(on_request_finished)
 
 

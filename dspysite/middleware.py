@@ -5,16 +5,19 @@ thread hops per request. They are still needed by the admin and the HTML pages, 
 :class:`BrowserMiddleware` builds that stack once and applies it only to browser paths.
 """
 
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import TypeVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
-from django.http.response import HttpResponseBase
+from django.http.response import HttpResponseBase, StreamingHttpResponse
 from django.utils.decorators import async_only_middleware
 from django.utils.module_loading import import_string
 
+T = TypeVar("T")
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
 
@@ -47,39 +50,84 @@ class BrowserMiddleware:
         return await self.get_response(request)
 
 
-# The attribute a view's code (an auth, for instance) sets on the request to see its response.
-RESPONSE_HOOK = "dspy_response_hook"
+class RequestLifetime:
+    """What a request's code holds until its answer is sent: async contexts, and headers for it.
+
+    How app code holds something for a request's whole answer without the serving core knowing
+    it: the API-key check enters the key's quota reservation here (``programs.reservations``).
+    """
+
+    __slots__ = ("_closing", "headers", "stack")
+
+    def __init__(self) -> None:
+        self.stack = AsyncExitStack()
+        self.headers: dict[str, str] = {}
+        self._closing: asyncio.Task[None] | None = None
+
+    async def enter(self, context: AbstractAsyncContextManager[T]) -> T:
+        """Enter ``context`` now; it is left when the answer has been sent or the request ended."""
+        return await self.stack.enter_async_context(context)
+
+    async def close(self) -> None:
+        await self.stack.aclose()
+
+    def close_soon(self) -> None:
+        """:meth:`close` in a task of its own (the request is being cancelled, or its body closed)."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self.close())
+            _closing.add(self._closing)
+            self._closing.add_done_callback(_closing.discard)
+
+    async def closing_after(self, content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """A streamed body that closes the lifetime after its last chunk (or when it is cut off)."""
+        try:
+            async for chunk in content:
+                yield chunk
+        except BaseException:
+            self.close_soon()
+            raise
+        await self.close()
 
 
-class ResponseHook(Protocol):
-    """Told about the request's end: the API keys' quotas add their headers and settle there."""
+_closing: set[asyncio.Task[None]] = set()  # strong references: the loop holds tasks weakly
+_LIFETIME = "dspy_request_lifetime"
 
-    async def on_response(self, response: HttpResponseBase) -> None:
-        """The response, before it is sent: may add headers (and wrap a streaming body)."""
 
-    def on_abort(self) -> None:
-        """No response: the request was cancelled (client gone) or failed before Django answered."""
+def request_lifetime(request: HttpRequest) -> RequestLifetime:
+    """The request's :class:`RequestLifetime` (made on first use: most requests never need one)."""
+    lifetime: RequestLifetime | None = getattr(request, _LIFETIME, None)
+    if lifetime is None:
+        lifetime = RequestLifetime()
+        setattr(request, _LIFETIME, lifetime)
+    return lifetime
 
 
 @async_only_middleware
-def response_hook_middleware(get_response: GetResponse) -> GetResponse:
-    """Run the request's :class:`ResponseHook`, if its code set one: headers onto the response.
+def request_lifetime_middleware(get_response: GetResponse) -> GetResponse:
+    """Close the request's :class:`RequestLifetime`, if its code made one, when the answer is sent.
 
-    How app code reaches the response without the serving core (``programs/``) knowing it: the
-    API-key check stores its quota admission under :data:`RESPONSE_HOOK`.
+    Its headers go onto the response first. A plain response: closed before it is returned (so the
+    next request of the same client sees what it settled); a streamed one: after its last chunk;
+    no response (the request was cancelled or failed): in a task of its own.
     """
 
     async def middleware(request: HttpRequest) -> HttpResponseBase:
         try:
             response = await get_response(request)
         except BaseException:
-            hook: ResponseHook | None = getattr(request, RESPONSE_HOOK, None)
-            if hook is not None:
-                hook.on_abort()
+            lifetime: RequestLifetime | None = getattr(request, _LIFETIME, None)
+            if lifetime is not None:
+                lifetime.close_soon()
             raise
-        hook = getattr(request, RESPONSE_HOOK, None)
-        if hook is not None:
-            await hook.on_response(response)
+        lifetime = getattr(request, _LIFETIME, None)
+        if lifetime is None:
+            return response
+        for name, value in lifetime.headers.items():
+            response[name] = value
+        if isinstance(response, StreamingHttpResponse):
+            response.streaming_content = lifetime.closing_after(response.streaming_content)
+        else:
+            await lifetime.close()
         return response
 
     return middleware

@@ -58,8 +58,9 @@ MIDDLEWARE = [
     # Async-only; removes itself when no CORS origin is configured (docs/DEVELOPING.md).
     "dspysite.cors.CorsMiddleware",
     "dspysite.middleware.json_errors_middleware",
-    # Async-only: lets the API-key quotas put RateLimit headers on the answer and settle after it.
-    "dspysite.middleware.response_hook_middleware",
+    # Async-only: holds what a request's code entered (the API key's quota reservation) until its
+    # answer is sent, streamed body included, and puts its headers (RateLimit) on the answer.
+    "dspysite.middleware.request_lifetime_middleware",
     "dspysite.middleware.BrowserMiddleware",
 ]
 BROWSER_MIDDLEWARE = [

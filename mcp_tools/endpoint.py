@@ -17,7 +17,8 @@ Before the SDK sees a request, this layer checks, answering in JSON like every o
   server has none to send (the SDK would hold such a stream open, empty, until the client leaves).
 * The API key, when keys are on (``server.auth``): ``Authorization: Bearer <key>`` or 401 with
   ``WWW-Authenticate``. The caller is left in the scope's state for the tool call's log row.
-* The key's quotas (:mod:`apikeys.quotas`): each POST is one request against ``rpm`` and
+* The key's quotas, through the doors' one reservation (``programs.reservations.quota_reserved``,
+  which :mod:`apikeys.quotas` plugs into): each POST is one request against ``rpm`` and
   ``max_in_flight``; its tokens and cost are reserved (the tool is not known yet: the largest
   program's reservation) and settled with the tool calls' usage when the answer is sent. Over a
   quota: 429 with ``Retry-After`` and the ``RateLimit`` headers, which every answer carries.
@@ -33,11 +34,10 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.requests import Request
 
-from apikeys import quotas
 from apikeys.auth import UNAUTHORIZED, WWW_AUTHENTICATE, bearer_caller
-from apikeys.context import Caller
 from dspysite.lifespan import ASGIApp, Message, Receive, Scope, Send, send_json
-from mcp_tools.server import ADMISSION_STATE, CALLER_STATE, build_server
+from mcp_tools.server import CALLER_STATE, RESERVATION_STATE, build_server
+from programs.reservations import Demand, QuotaRefused, QuotaReservation, quota_reserved
 from programs.runtime import Runtime
 
 PATHS = frozenset({"/mcp", "/mcp/"})
@@ -76,38 +76,15 @@ class McpEndpoint:
                 )
                 return
             scope.setdefault("state", {})[CALLER_STATE] = caller
-            if caller.quota is not None:
-                await self._with_quota(caller, scope, receive, send)
-                return
-        await self.manager.handle_request(scope, receive, send)
-
-    async def _with_quota(self, caller: Caller, scope: Scope, receive: Receive, send: Send) -> None:
-        """The request under the key's quotas: admitted or refused, settled when answered."""
-        size = int(_header(scope, b"content-length") or 0)
-        try:
-            admission = await quotas.admit(caller, quotas.estimate(None, size))
-        except quotas.QuotaRefused as refused:
-            headers = [(name.lower().encode(), value.encode()) for name, value in refused.headers.items()]
-            await send_json(
-                send, refused.status, {"detail": refused.detail, "error_type": "quota_exceeded"}, headers
-            )
+            size = int(_header(scope, b"content-length") or 0)
+            try:
+                async with quota_reserved(caller, Demand(None, size)) as reservation:
+                    await self.manager.handle_request(scope, receive, _answering(scope, send, reservation))
+            except QuotaRefused as refused:
+                headers = [(name.lower().encode(), value.encode()) for name, value in refused.headers.items()]
+                await send_json(send, refused.status, refused.body(), headers)
             return
-        scope["state"][ADMISSION_STATE] = admission
-        extra = [(name.lower().encode(), value.encode()) for name, value in admission.headers.items()]
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                await admission.finish()  # settled before the client has the whole answer
-            await send(message)
-
-        try:
-            await self.manager.handle_request(scope, receive, send_with_headers)
-        except BaseException:
-            admission.on_abort()
-            raise
-        await admission.finish()
+        await self.manager.handle_request(scope, receive, send)
 
     def running(self) -> AbstractAsyncContextManager[None]:
         """The session manager's task group, for the lifespan: open from start-up to shutdown."""
@@ -137,6 +114,24 @@ def transport_security() -> TransportSecuritySettings:
         allowed_hosts=[*hosts, *settings.MCP_ALLOWED_HOSTS],
         allowed_origins=[*origins, *settings.MCP_ALLOWED_ORIGINS],
     )
+
+
+def _answering(scope: Scope, send: Send, reservation: QuotaReservation | None) -> Send:
+    """``send``, with the reservation's headers on the answer, settled before its last byte is sent
+    (so the client's next request sees it settled)."""
+    if reservation is None:
+        return send
+    scope["state"][RESERVATION_STATE] = reservation  # for the tool calls' usage (mcp_tools.server)
+    extra = [(name.lower().encode(), value.encode()) for name, value in reservation.headers.items()]
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        elif message["type"] == "http.response.body" and not message.get("more_body"):
+            await reservation.settle()
+        await send(message)
+
+    return send_with_headers
 
 
 def _header(scope: Scope, name: bytes) -> str:

@@ -12,17 +12,18 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
-from apikeys.context import Caller, current_admission, current_caller
+from apikeys.context import Caller, current_caller
 from mcp_tools.resources import ProgramResources
 from mcp_tools.tools import ToolCatalog
+from programs.reservations import current_reservation
 from programs.runtime import Runtime
 
 R = TypeVar("R")
 
 # Where the HTTP layer (mcp_tools.endpoint) leaves the caller its API key names, in the scope's state.
 CALLER_STATE = "api_caller"
-# ... and the key's quota admission, which the tool calls' usage settles (apikeys.quotas).
-ADMISSION_STATE = "api_admission"
+# ... and the key's quota reservation, which the tool calls' usage settles (programs.reservations).
+RESERVATION_STATE = "quota_reservation"
 
 INSTRUCTIONS = (
     "Each tool runs one DSPy program: its arguments are the program's inputs, its structured result "
@@ -39,11 +40,11 @@ def build_server(runtime: Runtime) -> Server[Any]:
     ) -> types.CallToolResult:
         # The key is recorded on the call's log row (telemetry reads the contextvar).
         scope = current_caller.set(_caller(ctx))
-        admission = current_admission.set(_state(ctx).get(ADMISSION_STATE))
+        reservation = current_reservation.set(_state(ctx).get(RESERVATION_STATE))
         try:
             return await tools.call(params.name, params.arguments, dict(params.meta or {}))
         finally:
-            current_admission.reset(admission)
+            current_reservation.reset(reservation)
             current_caller.reset(scope)
 
     async def read_resource(
