@@ -1,6 +1,7 @@
 """API keys in the Django admin: create (the key is shown once, on the page that follows), revoke,
-set their quotas (apikeys/quotas.py; servers apply a change within the key cache's TTL) and see
-their spend today and this month (telemetry's per-key daily aggregates, one query per page)."""
+set their scopes (``invoke,read`` by default; ``admin`` reads every key's calls and spend) and
+quotas (apikeys/quotas.py; servers apply a change within the key cache's TTL) and see their spend
+today and this month (telemetry's per-key daily aggregates, one query per page)."""
 
 from typing import Any
 
@@ -9,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from apikeys.models import ApiKey
+from apikeys.models import ApiKey, normalized_scopes
 from apikeys.services import api_key_issue, api_key_revoke
 from telemetry.selectors import Spend, key_spend
 
@@ -27,6 +28,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "name",
         "display_prefix",
         "key_status",
+        "scopes",
         "created_at",
         "expires_at",
         "revoked_at",
@@ -52,11 +54,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
         if obj is None:
-            return ["name", "expires_at", *QUOTA_FIELDS]
+            return ["name", "scopes", "expires_at", *QUOTA_FIELDS]
         return [
             "name",
             "display_prefix",
             "key_status",
+            "scopes",
             "expires_at",
             *QUOTA_FIELDS,
             "spend_today",
@@ -97,6 +100,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return obj.status()
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        obj.scopes = normalized_scopes(obj.scopes)
         if not change:
             request._new_api_key = api_key_issue(obj)  # type: ignore[attr-defined]
             obj.created_by = request.user

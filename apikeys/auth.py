@@ -15,7 +15,9 @@ no auth at all. On (``server.auth: true`` in dspy.config.yaml, or ``DSPY_AUTH=tr
 * Anything else is 401 ``{"detail": ...}`` with ``WWW-Authenticate: Bearer`` (see :func:`install`).
 
 The caller is kept in :data:`apikeys.context.current_caller` for the call's telemetry record.
-A key's quotas (:mod:`apikeys.quotas`) are checked right after it is found, on program routes.
+Then its scopes (docs/DEPLOYMENT.md, "Who can read what"): ``invoke`` at a program door, ``read``
+on telemetry's routes (``admin`` may do all), else 403 JSON naming the scope; staff sessions are
+``admin``. A key's quotas (:mod:`apikeys.quotas`) are taken right after, at program doors.
 """
 
 import asyncio
@@ -25,6 +27,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -41,7 +44,7 @@ from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 
 from apikeys import quotas
-from apikeys.context import Caller, Quota, current_caller
+from apikeys.context import ALL_SCOPES, INVOKE, Caller, Quota, current_caller
 from dspysite.env import env_float
 from dspysite.middleware import request_lifetime
 from programs.reservations import Demand, QuotaRefused, quota_reserved
@@ -67,10 +70,16 @@ def active_keys() -> dict[str, Caller]:
         rows = ApiKey.objects.filter(revoked_at__isnull=True).filter(
             Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
         )
-        fields = ("id", "name", "prefix", "key_hash", "expires_at", *QUOTA_FIELDS)
+        fields = ("id", "name", "prefix", "key_hash", "expires_at", "scopes", *QUOTA_FIELDS)
         return {
-            key_hash: Caller(key_id, f"{name} (dsk_{prefix})", _timestamp(expires_at), _quota(*limits))
-            for key_id, name, prefix, key_hash, expires_at, *limits in rows.values_list(*fields)
+            key_hash: Caller(
+                key_id,
+                f"{name} (dsk_{prefix})",
+                _timestamp(expires_at),
+                _quota(*limits),
+                _scopes(scopes),
+            )
+            for key_id, name, prefix, key_hash, expires_at, scopes, *limits in rows.values_list(*fields)
         }
     finally:
         connections.close_all()  # no request cycle will close a connection opened in this thread
@@ -84,6 +93,11 @@ def _quota(
 ) -> Quota | None:
     quota = Quota(rpm, tokens, float(budget) if budget is not None else None, in_flight)
     return quota or None
+
+
+@cache
+def _scopes(text: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in text.split(",") if part.strip())
 
 
 def _timestamp(value: datetime | None) -> float | None:
@@ -144,19 +158,28 @@ KEYS = KeyCache()
 class ApiKeyAuth(HttpBearer):
     """ninja auth: a Bearer API key, or the playground's staff session with its CSRF token.
 
-    A key with quotas is admitted here too (:mod:`apikeys.quotas`): over a quota, QuotaRefused
-    becomes the 429 (or, Redis down and failing closed, the 503).
+    Then the key's scope: ``invoke`` on a program door (the route table's), ``scope`` on every
+    other route of this auth (``read`` for telemetry; None: any valid key); without it, 403. A
+    key with quotas is admitted at a program door too (:mod:`apikeys.quotas`): over a quota,
+    QuotaRefused becomes the 429 (or, Redis down and failing closed, the 503).
     """
+
+    def __init__(self, scope: str | None = None) -> None:
+        super().__init__()
+        self.scope = scope
 
     async def __call__(self, request: HttpRequest) -> Caller | None:  # type: ignore[override]
         header = request.headers.get("Authorization")
         caller = await bearer_caller(header) if header else await session_caller(request)
-        if caller is not None:
-            current_caller.set(caller)
-            if caller.quota is not None:
-                door = get_runtime().routes.door(request.method, request.path)
-                if door is not None:  # /programs, /api/metrics...: not a program call, no quota
-                    await reserve_quota(request, caller, door)
+        if caller is None:
+            return None
+        current_caller.set(caller)
+        door = get_runtime().routes.door(request.method, request.path)
+        required = INVOKE if door is not None else self.scope
+        if required is not None and not caller.may(required):
+            raise ScopeMissing(required, caller)
+        if door is not None and caller.quota is not None:
+            await reserve_quota(request, caller, door)
         return caller
 
     async def authenticate(self, request: HttpRequest, token: str) -> Caller | None:
@@ -193,7 +216,7 @@ async def session_caller(request: HttpRequest) -> Caller | None:
     user = await aget_user(request)
     if not (user.is_active and user.is_staff):
         return None
-    return Caller(None, f"user {user.get_username()}")
+    return Caller(None, f"user {user.get_username()}", scopes=ALL_SCOPES)  # staff: admin
 
 
 def _csrf_ok(request: HttpRequest) -> bool:
@@ -217,19 +240,34 @@ def get_runtime() -> "Runtime":
     return runtime()
 
 
-def api_key_auth() -> ApiKeyAuth | None:
-    """The auth for protected routes: None (no check at all) unless API keys are on."""
-    return ApiKeyAuth() if auth_enabled() else None
+def api_key_auth(scope: str | None = None) -> ApiKeyAuth | None:
+    """The auth for protected routes: None (no check at all) unless API keys are on.
+
+    ``scope``: what a key needs on these routes besides a program door's ``invoke`` (None: any key).
+    """
+    return ApiKeyAuth(scope) if auth_enabled() else None
+
+
+class ScopeMissing(Exception):
+    """A valid key without the scope a route needs: 403 (apikeys.auth.install)."""
+
+    def __init__(self, scope: str, caller: Caller) -> None:
+        has = ", ".join(sorted(caller.scopes)) or "none"
+        super().__init__(f"This API key lacks the `{scope}` scope (it has: {has})")
 
 
 def install(api: NinjaAPI) -> None:
-    """401 answers carry ``WWW-Authenticate: Bearer`` and say what to send."""
+    """401 answers carry ``WWW-Authenticate: Bearer`` and say what to send; 403 names the scope."""
 
     @api.exception_handler(AuthenticationError)
     def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
         response = JsonResponse({"detail": UNAUTHORIZED}, status=401)
         response["WWW-Authenticate"] = WWW_AUTHENTICATE
         return response
+
+    @api.exception_handler(ScopeMissing)
+    def forbidden(request: HttpRequest, exc: ScopeMissing) -> HttpResponse:
+        return JsonResponse({"detail": str(exc)}, status=403)
 
     @api.exception_handler(QuotaRefused)
     def over_quota(request: HttpRequest, exc: QuotaRefused) -> HttpResponse:

@@ -23,17 +23,32 @@ class Quota:
         )
 
 
+INVOKE, READ, ADMIN = "invoke", "read", "admin"
+DEFAULT_SCOPES = frozenset({INVOKE, READ})  # a new key's (apikeys.models.DEFAULT_SCOPES)
+ALL_SCOPES = frozenset({INVOKE, READ, ADMIN})  # staff sessions'
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """An API key, or a staff user of the playground (``key_id`` None)."""
+    """An API key, or a staff user of the playground (``key_id`` None, every scope)."""
 
     key_id: int | None
     name: str
     expires_at: float | None = None  # Unix time
     quota: Quota | None = None  # None: no limit at all
+    scopes: frozenset[str] = DEFAULT_SCOPES
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
+
+    def may(self, scope: str) -> bool:
+        """``admin`` may do everything."""
+        return scope in self.scopes or ADMIN in self.scopes
+
+    @property
+    def own_key_id(self) -> int | None:
+        """Whose calls and spend this caller may read: its key's, or None for every key's (admin)."""
+        return None if ADMIN in self.scopes else self.key_id
 
 
 # Set by a successful authentication, for the rest of that request (its tasks included).

@@ -9,11 +9,39 @@ import hashlib
 from datetime import datetime
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django_prometheus.models import ExportModelOperationsMixin
 
 KEY_PREFIX = "dsk_"
+
+# What a key may do (docs/DEPLOYMENT.md, "Who can read what"): ``invoke`` runs programs through
+# every door; ``read`` reads its own calls (``/api/logs``) and totals (``/api/metrics``);
+# ``admin`` everything, every key's calls and spend included.
+SCOPES = ("invoke", "read", "admin")
+DEFAULT_SCOPES = "invoke,read"
+
+
+def parse_scopes(text: str) -> frozenset[str]:
+    """``"invoke,read"`` as a set; raises ValidationError naming an unknown scope or an empty list."""
+    scopes = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(scopes.difference(SCOPES))
+    if unknown:
+        raise ValidationError(f"unknown scope(s) {', '.join(unknown)}: choose from {', '.join(SCOPES)}")
+    if not scopes:
+        raise ValidationError(f"at least one scope: {', '.join(SCOPES)}")
+    return scopes
+
+
+def normalized_scopes(text: str) -> str:
+    """``text`` checked, in canonical order (``"read, invoke"``: ``"invoke,read"``); empty: the default."""
+    scopes = parse_scopes(text or DEFAULT_SCOPES)
+    return ",".join(scope for scope in SCOPES if scope in scopes)
+
+
+def validate_scopes(text: str) -> None:
+    parse_scopes(text)
 
 
 def key_hash(key: str) -> str:
@@ -30,6 +58,15 @@ class ApiKey(ExportModelOperationsMixin("apikey"), models.Model):
     )
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never expires")
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    scopes = models.CharField(
+        max_length=40,
+        default=DEFAULT_SCOPES,
+        db_default=DEFAULT_SCOPES,  # rows inserted without the ORM (scripts, tests) too
+        blank=True,  # empty in a form: the default
+        validators=[validate_scopes],
+        help_text="Comma-separated: invoke (run programs), read (its own logs and spend), "
+        "admin (every key's logs and spend). Empty: invoke,read",
+    )
     # Quotas (apikeys/quotas.py), shared by every server through Redis; empty: no limit.
     rpm = models.PositiveIntegerField(
         null=True, blank=True, verbose_name="requests per minute", help_text="Empty: no limit"

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from apikeys.models import KEY_PREFIX, ApiKey, key_hash
+from apikeys.models import DEFAULT_SCOPES, KEY_PREFIX, ApiKey, key_hash, normalized_scopes
 
 
 def api_key_issue(key: ApiKey) -> str:
@@ -20,10 +20,16 @@ def api_key_issue(key: ApiKey) -> str:
 
 
 def api_key_create(
-    name: str, expires_at: datetime | None = None, created_by: Any = None, **quotas: Any
+    name: str,
+    expires_at: datetime | None = None,
+    created_by: Any = None,
+    scopes: str = DEFAULT_SCOPES,
+    **quotas: Any,
 ) -> tuple[ApiKey, str]:
-    """``quotas``: ``rpm``, ``tokens_per_day``, ``budget_usd``, ``max_in_flight`` (None: no limit)."""
-    key = ApiKey(name=name, expires_at=expires_at, created_by=created_by, **quotas)
+    """``scopes``: comma-separated ``invoke``, ``read``, ``admin``. ``quotas``: ``rpm``,
+    ``tokens_per_day``, ``budget_usd``, ``max_in_flight`` (None: no limit)."""
+    scopes = normalized_scopes(scopes)  # raises ValidationError naming a bad scope
+    key = ApiKey(name=name, expires_at=expires_at, created_by=created_by, scopes=scopes, **quotas)
     key.full_clean(exclude=["prefix", "key_hash"])
     token = api_key_issue(key)
     key.save()

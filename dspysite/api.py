@@ -7,6 +7,7 @@ from ninja import NinjaAPI
 
 from apikeys.auth import api_key_auth
 from apikeys.auth import install as install_api_key_errors
+from apikeys.context import READ
 from dspysite.openapi import ServiceAPI
 from programs.api import build_router
 from programs.runtime import get_runtime_or_exit
@@ -28,9 +29,10 @@ def build_api() -> NinjaAPI:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return JsonResponse({"detail": f"Request body is larger than {limit} bytes"}, status=413)
 
-    install_api_key_errors(api)  # 401 with WWW-Authenticate: Bearer
+    install_api_key_errors(api)  # 401 with WWW-Authenticate: Bearer, 403 naming the scope, 429
     api.add_router("", build_router(runtime))
-    api.add_router("", telemetry_api.router, auth=api_key_auth())  # None unless server.auth is on
+    # None unless server.auth is on; a key needs `read` (its own calls and spend) or `admin` there.
+    api.add_router("", telemetry_api.router, auth=api_key_auth(READ))
     telemetry_api.record_refused_requests(api)  # 400/413/422 on program routes get a log row too
     return api
 

@@ -3,7 +3,8 @@
 * Hand-written response schemas (``programs.responses.sse_content``) carry their own ``$defs``;
   they move into ``components.schemas``, where their references point.
 * An operation with API keys on (it has ``security``) can answer 401: declared with its body and
-  ``WWW-Authenticate`` header, on exactly those operations.
+  ``WWW-Authenticate`` header, on exactly those operations; and 403 where a scope is needed
+  (``invoke`` on a program operation, ``read`` on telemetry's).
 * A program operation with API keys on is under the keys' quotas (apikeys/quotas.py): its 429
   (over a quota) and every answer may carry ``RateLimit`` and ``RateLimit-Policy``, and its 503
   (quotas not checkable while Redis is down, failing closed) carries ``Retry-After``.
@@ -34,6 +35,13 @@ RATELIMIT_HEADERS = {
 OVER_QUOTA = "Over capacity, or over an API key quota (`error_type` quota_exceeded)"
 RETRY_AFTER_HEADER = {"Retry-After": {"required": True, "schema": {"type": "integer"}}}
 
+# The scope an operation needs (apikeys/auth.py), by tag: program doors `invoke`, telemetry `read`.
+TELEMETRY_TAG = "telemetry"
+FORBIDDEN = {
+    "description": "The API key lacks the scope this operation needs: `{scope}` (or `admin`)",
+    "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=ErrorBody.__name__)}}},
+}
+
 UNAUTHORIZED = {
     "description": "Missing or invalid API key",
     "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
@@ -63,8 +71,16 @@ def finish(document: dict[str, Any]) -> None:
                 components.setdefault(
                     ErrorBody.__name__, ErrorBody.model_json_schema(ref_template=REF_TEMPLATE)
                 )
-                if PROGRAM_TAGS.intersection(operation.get("tags", ())):
+                tags = set(operation.get("tags", ()))
+                if PROGRAM_TAGS & tags:
+                    _forbidden(operation["responses"], "invoke")
                     _quota_answers(operation["responses"])
+                elif TELEMETRY_TAG in tags:
+                    _forbidden(operation["responses"], "read")
+
+
+def _forbidden(responses: dict[Any, Any], scope: str) -> None:
+    responses.setdefault(403, {**FORBIDDEN, "description": FORBIDDEN["description"].format(scope=scope)})
 
 
 def _quota_answers(responses: dict[Any, Any]) -> None:

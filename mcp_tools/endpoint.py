@@ -16,7 +16,8 @@ Before the SDK sees a request, this layer checks, answering in JSON like every o
 * GET, the request for an event stream of server-initiated messages: 405, since a stateless
   server has none to send (the SDK would hold such a stream open, empty, until the client leaves).
 * The API key, when keys are on (``server.auth``): ``Authorization: Bearer <key>`` or 401 with
-  ``WWW-Authenticate``. The caller is left in the scope's state for the tool call's log row.
+  ``WWW-Authenticate``; a key without the ``invoke`` scope: 403. The caller is left in the
+  scope's state for the tool call's log row.
 * The key's quotas, through the doors' one reservation (``programs.reservations.quota_reserved``,
   which :mod:`apikeys.quotas` plugs into): each POST is one request against ``rpm`` and
   ``max_in_flight``; its tokens and cost are reserved (the tool is not known yet: the largest
@@ -34,7 +35,8 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.requests import Request
 
-from apikeys.auth import UNAUTHORIZED, WWW_AUTHENTICATE, bearer_caller
+from apikeys.auth import UNAUTHORIZED, WWW_AUTHENTICATE, ScopeMissing, bearer_caller
+from apikeys.context import INVOKE
 from dspysite.lifespan import ASGIApp, Message, Receive, Scope, Send, send_json
 from mcp_tools.server import CALLER_STATE, RESERVATION_STATE, build_server
 from programs.reservations import Demand, QuotaRefused, QuotaReservation, quota_reserved
@@ -74,6 +76,9 @@ class McpEndpoint:
                 await send_json(
                     send, 401, {"detail": UNAUTHORIZED}, [(b"www-authenticate", WWW_AUTHENTICATE.encode())]
                 )
+                return
+            if not caller.may(INVOKE):  # every tool runs a program
+                await send_json(send, 403, {"detail": str(ScopeMissing(INVOKE, caller))})
                 return
             scope.setdefault("state", {})[CALLER_STATE] = caller
             size = int(_header(scope, b"content-length") or 0)

@@ -53,6 +53,8 @@ def writer_status() -> dict[str, Any]:
     "/api/metrics",
     response={200: MetricsListing, 422: ValidationErrorBody},
     summary="Per-program stats, all workers (dspy-cli field names)",
+    description="`api_keys`: every key's spend for a key with the `admin` scope (or a staff session), "
+    "else the calling key's own.",
 )
 async def metrics_list(
     request: HttpRequest,
@@ -66,16 +68,23 @@ async def metrics_list(
         live = [PROCESS_COUNTERS.programs.get(name) or ProgramCounters(name) for name in names]
         listing = selectors.sort_counters(live, sort_by, order)
     else:
-        listing, keys = await sync_to_async(_stored_metrics)(names, sort_by, order)
+        listing, keys = await sync_to_async(_stored_metrics)(names, sort_by, order, _own_key_id(request))
     body = {"programs": [counters.as_dict() for counters in listing], "scope": scope, "api_keys": keys}
     return JsonResponse({**body, "telemetry": writer_status()})
 
 
 def _stored_metrics(
-    names: list[str], sort_by: selectors.SortBy, order: selectors.Order
+    names: list[str], sort_by: selectors.SortBy, order: selectors.Order, api_key_id: int | None
 ) -> tuple[list[ProgramCounters], list[dict[str, Any]]]:
-    """The database's program stats and spend per key, in one thread hop."""
-    return selectors.program_stats_list(names, sort_by, order), selectors.key_spend_list()
+    """The database's program stats and spend per key (``api_key_id``'s only, if set), in one hop."""
+    return selectors.program_stats_list(names, sort_by, order), selectors.key_spend_list(api_key_id)
+
+
+def _own_key_id(request: HttpRequest) -> int | None:
+    """The key whose calls and spend the caller may read: its own, unless it is ``admin`` (a staff
+    session is) or keys are off (no caller at all); None: every key's."""
+    caller = getattr(request, "auth", None)
+    return caller.own_key_id if caller is not None else None
 
 
 @router.get(
@@ -97,6 +106,8 @@ async def metrics_detail(request: HttpRequest, program: str, scope: Scope = "all
     "/api/logs/{program}",
     response={200: LogListing, 404: ErrorBody, 422: ValidationErrorBody},
     summary="A program's newest inference records",
+    description="A key without the `admin` scope reads only the calls it made itself; "
+    "a staff session, or an `admin` key, reads every caller's.",
 )
 async def logs_list(
     request: HttpRequest,
@@ -108,7 +119,7 @@ async def logs_list(
 ) -> JsonResponse:
     if program not in get_runtime().programs:
         return _unknown(program)
-    page = await sync_to_async(selectors.inference_log_page)(program, limit, before)
+    page = await sync_to_async(selectors.inference_log_page)(program, limit, before, _own_key_id(request))
     return JsonResponse({"logs": page.logs, "count": len(page.logs), "next": page.next})
 
 

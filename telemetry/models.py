@@ -63,6 +63,12 @@ class InferenceLog(models.Model):
         indexes = [
             models.Index(fields=["program", "-created_at", "-id"], name="telemetry_log_program_recent"),
             models.Index(fields=["request_id"], name="telemetry_log_request_id"),
+            # A key's own calls (``/api/logs`` for a key without the admin scope), newest first.
+            models.Index(
+                fields=["api_key_id", "program", "-created_at", "-id"],
+                condition=models.Q(api_key_id__isnull=False),
+                name="telemetry_log_key_recent",
+            ),
             models.Index(fields=["created_at"], name="telemetry_log_created_at"),
             models.Index(
                 fields=["trace_id"], name="telemetry_log_trace_id", condition=models.Q(trace_id__isnull=False)

@@ -143,14 +143,20 @@ def parse_log_cursor(cursor: str) -> tuple[datetime, int]:
     return EPOCH + timedelta(microseconds=int(micros)), int(pk)
 
 
-def inference_log_page(program: str, limit: int = 50, before: str | None = None) -> LogPage:
+def inference_log_page(
+    program: str, limit: int = 50, before: str | None = None, api_key_id: int | None = None
+) -> LogPage:
     """A program's records newest first, ``limit`` at a time: keyset pagination, never an OFFSET.
 
     ``before`` (the previous page's ``next``) starts the page right after that page's last row:
     one range scan of the (program, created_at, id) index however deep the page, where an OFFSET
     would walk every newer row. Rows written meanwhile neither shift nor repeat a page.
+    ``api_key_id``: that key's calls only (a key without the ``admin`` scope reads nothing else;
+    the (api_key_id, program, created_at, id) index gives them in order); None: every caller's.
     """
     rows = InferenceLog.objects.filter(program=program)
+    if api_key_id is not None:
+        rows = rows.filter(api_key_id=api_key_id)
     if before is not None:
         created, pk = parse_log_cursor(before)
         rows = rows.filter(created_at__lte=created).filter(Q(created_at__lt=created) | Q(pk__lt=pk))
@@ -304,11 +310,14 @@ def key_spend(
     return spend
 
 
-def key_spend_list() -> list[dict[str, Any]]:
-    """Every key with use this month: its id, name, and spend today and this month (two queries)."""
+def key_spend_list(api_key_id: int | None = None) -> list[dict[str, Any]]:
+    """Every key with use this month: its id, name, and spend today and this month (two queries).
+
+    ``api_key_id``: that key's entry only (what a key without the ``admin`` scope may see).
+    """
     from apikeys.models import ApiKey
 
-    spend = key_spend()
+    spend = key_spend(None if api_key_id is None else [api_key_id])
     names = dict(ApiKey.objects.filter(id__in=list(spend)).values_list("id", "name"))
     return [
         {

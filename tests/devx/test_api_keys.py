@@ -156,6 +156,74 @@ def test_each_log_row_records_the_key_that_called(keyed: tuple[Running, ServerDa
     assert rows == [(f"{name} (dsk_{prefix})",)]
 
 
+def test_a_key_reads_only_its_own_calls_and_spend_and_scopes_gate_each_route(
+    keyed: tuple[Running, ServerDatabase],
+) -> None:
+    """Issue 21, finding 1: key A read key B's inputs (an SSN, verbatim) in /api/logs and every key's
+    name and spend in /api/metrics. Now a key reads its own; admin keys and staff read everything."""
+    server, database = keyed
+    tag = uuid.uuid4().hex[:6]
+    a, b, admin, reader, invoker = (
+        manage(database, "apikey", "create", f"{role}-{tag}", *scopes)
+        for role, scopes in (
+            ("a", ()),
+            ("b", ()),
+            ("admin", ("--scopes", "invoke,read,admin")),
+            ("reader", ("--scopes", "read")),
+            ("invoker", ("--scopes", "invoke")),
+        )
+    )
+    rids = {}
+    for name, key, question in (("a", a, "mine"), ("b", b, "my SSN is 078-05-1120")):
+        rids[name] = f"scoped-{name}-{tag}"
+        wait_for_status(server, key, 200, timeout_s=5)
+        answered = call(
+            server, "POST", "/EchoSync", {"question": question}, key, **{"X-Request-ID": rids[name]}
+        )
+        assert answered.status_code == 200
+
+    def logged(key: str) -> set[str]:
+        response = call(server, "GET", "/api/logs/EchoSync?limit=1000", None, key)
+        assert response.status_code == 200, response.text
+        return {entry["request_id"] for entry in response.json()["logs"]}
+
+    deadline = time.monotonic() + 15
+    while not set(rids.values()) <= logged(admin):  # written, and admin reads every key's
+        assert time.monotonic() < deadline, "the calls were never written"
+        time.sleep(0.05)
+    assert rids["a"] in logged(a) and rids["b"] not in logged(a)  # before: B's SSN came back to A
+    assert rids["b"] in logged(b) and rids["a"] not in logged(b)
+    assert "078-05-1120" not in call(server, "GET", "/api/logs/EchoSync?limit=1000", None, a).text
+
+    def spend_names(key: str) -> set[str]:
+        response = call(server, "GET", "/api/metrics", None, key)
+        assert response.status_code == 200, response.text
+        return {entry["name"] for entry in response.json()["api_keys"]}
+
+    deadline = time.monotonic() + 15
+    while not {f"a-{tag}", f"b-{tag}"} <= spend_names(admin):
+        assert time.monotonic() < deadline, "the spend never reached /api/metrics"
+        time.sleep(0.05)
+    assert spend_names(a) == {f"a-{tag}"}  # before: every key's name and spend
+    assert spend_names(b) == {f"b-{tag}"}
+    with admin_client(server) as staff:  # a staff session counts as admin
+        listing = staff.get("/api/logs/EchoSync", params={"limit": 1000}).json()["logs"]
+        assert set(rids.values()) <= {entry["request_id"] for entry in listing}
+
+    # read without invoke: 403 at every program door, its (empty) logs readable
+    wait_for_status(server, reader, 403, timeout_s=5)
+    for method, path, body in PROTECTED[:3]:
+        refused = call(server, method, path, body, reader)
+        assert refused.status_code == 403 and "`invoke` scope" in refused.json()["detail"], refused.text
+    assert logged(reader) == set()
+    # invoke without read: programs run, telemetry is 403; /programs needs any valid key
+    wait_for_status(server, invoker, 200, timeout_s=5)
+    for path in ("/api/logs/EchoSync", "/api/metrics", "/api/metrics/EchoSync", "/metrics"):
+        refused = call(server, "GET", path, None, invoker)
+        assert refused.status_code == 403 and "`read` scope" in refused.json()["detail"], refused.text
+    assert call(server, "GET", "/programs", None, invoker).status_code == 200
+
+
 @contextmanager
 def admin_client(server: Running) -> Iterator[httpx.Client]:
     """A client logged in to the admin as the superuser (a session cookie and a CSRF cookie)."""

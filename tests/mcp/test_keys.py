@@ -12,7 +12,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from tests.databases import ServerDatabase
-from tests.mcp.conftest import ERAS, MCP_HOST, connect, wait_for_rows
+from tests.mcp.conftest import ERAS, MCP_HOST, connect, manage, wait_for_rows
 from tests.support import Running
 
 pytestmark = pytest.mark.integration
@@ -48,6 +48,24 @@ def test_without_a_valid_key_it_is_401_with_www_authenticate(keyed: Keyed) -> No
         with pytest.raises(ExceptionGroup) as refused:
             asyncio.run(without_key(era))
         assert refused.group_contains(MCPError, match="error response")
+
+
+def test_a_key_without_the_invoke_scope_is_403(keyed: Keyed) -> None:
+    server, database, _ = keyed
+    reader = manage(database, "apikey", "create", f"reader-{uuid.uuid4().hex[:6]}", "--scopes", "read")
+    deadline = time.monotonic() + 10
+    while (response := post(server, {"Authorization": f"Bearer {reader}"})).status_code == 401:
+        assert time.monotonic() < deadline, "the new key was never loaded"  # API_KEY_MISS_RELOAD_S 0.2
+        time.sleep(0.05)
+    assert response.status_code == 403, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert "`invoke` scope" in response.json()["detail"]
+    admin = manage(database, "apikey", "create", f"admin-{uuid.uuid4().hex[:6]}", "--scopes", "admin")
+    deadline = time.monotonic() + 10
+    while (response := post(server, {"Authorization": f"Bearer {admin}"})).status_code == 401:
+        assert time.monotonic() < deadline, "the new key was never loaded"
+        time.sleep(0.05)
+    assert response.status_code == 200, response.text  # admin may do everything
 
 
 @pytest.mark.parametrize("era", ERAS)

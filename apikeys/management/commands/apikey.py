@@ -1,4 +1,8 @@
-"""``manage.py apikey create NAME [--expires-in-days N] [quotas]`` / ``revoke NAME_OR_PREFIX`` / ``list``.
+"""``manage.py apikey create NAME [--expires-in-days N] [--scopes S] [quotas]``, ``revoke NAME_OR_PREFIX``,
+``list``.
+
+Scopes (docs/DEPLOYMENT.md, "Who can read what"): ``--scopes invoke,read,admin``, comma-separated;
+default ``invoke,read`` (run programs, read its own calls and spend); ``admin`` reads every key's.
 
 Quotas (apikeys/quotas.py; none: no limit): ``--rpm N`` requests per minute, ``--tokens-per-day N``
 (rolling 24 hours), ``--budget-usd X`` (estimated LM cost per rolling 30 days), ``--max-in-flight
@@ -17,7 +21,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 from django.utils import timezone
 
-from apikeys.models import ApiKey
+from apikeys.models import DEFAULT_SCOPES, SCOPES, ApiKey
 from apikeys.services import api_key_create, api_key_revoke
 
 
@@ -30,6 +34,11 @@ class Command(BaseCommand):
         create = actions.add_parser("create", help="Create a key and print it (only its hash is stored)")
         create.add_argument("name")
         create.add_argument("--expires-in-days", type=float, help="Expiry, in days from now (default: never)")
+        create.add_argument(
+            "--scopes",
+            default=DEFAULT_SCOPES,
+            help=f"Comma-separated, of {', '.join(SCOPES)} (default: {DEFAULT_SCOPES})",
+        )
         create.add_argument("--rpm", type=_positive_int, help="Requests per minute (default: no limit)")
         create.add_argument("--tokens-per-day", type=_positive_int, help="Tokens per rolling 24 hours")
         create.add_argument("--budget-usd", type=_budget, help="Estimated LM cost (USD) per rolling 30 days")
@@ -45,8 +54,10 @@ class Command(BaseCommand):
             expires_at = timezone.now() + timedelta(days=days) if days is not None else None
             quotas = {name: options[name] for name in QUOTA_OPTIONS}
             try:
-                _, token = api_key_create(options["name"], expires_at, **quotas)
+                _, token = api_key_create(options["name"], expires_at, scopes=options["scopes"], **quotas)
             except ValidationError as exc:
+                if not hasattr(exc, "error_dict"):  # the scopes, checked before the model
+                    raise CommandError(f"scopes: {' '.join(exc.messages)}") from None
                 raise CommandError(
                     "; ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items())
                 ) from None
@@ -66,7 +77,8 @@ class Command(BaseCommand):
                     if getattr(key, name) is not None
                 )
                 self.stdout.write(
-                    f"{key.display_prefix}  {key.status():8}  expires {expires}  {key.name}{limits}"
+                    f"{key.display_prefix}  {key.status():8}  expires {expires}  {key.name}"
+                    f"  scopes={key.scopes}{limits}"
                 )
 
 
