@@ -91,6 +91,9 @@ QUOTA_FIELDS = ("rpm", "tokens_per_day", "budget_usd", "max_in_flight")
 def _quota(
     rpm: int | None, tokens: int | None, budget: Decimal | None, in_flight: int | None
 ) -> Quota | None:
+    """The key's quotas; ``max_in_flight`` unset: ``API_KEY_DEFAULT_MAX_IN_FLIGHT`` (0: none)."""
+    if in_flight is None:
+        in_flight = settings.API_KEY_DEFAULT_MAX_IN_FLIGHT or None
     quota = Quota(rpm, tokens, float(budget) if budget is not None else None, in_flight)
     return quota or None
 

@@ -169,6 +169,10 @@ DSPY_PROJECT_DIR = env_str("DSPY_PROJECT_DIR", "")
 # Factory of the auth on protected program routes (None: no check); API keys plug in here, so the
 # serving core does not import them. The factory itself returns None unless server.auth is on.
 DSPY_ROUTE_AUTH = "apikeys.auth.api_key_auth"
+# Requests an API key may have in flight at once, across every server, when the key sets no
+# max_in_flight of its own (apikeys/quotas.py): one client cannot take every slot of a program.
+# 0: no default cap (keys without quotas then cost no limit-store round trip).
+API_KEY_DEFAULT_MAX_IN_FLIGHT = env_int("API_KEY_DEFAULT_MAX_IN_FLIGHT", 64)
 
 # Cron jobs (dspy-cli CronGateways, docs/DSPY_CLI.md): each fire time runs once across every process
 # on the database. DSPY_SCHEDULER=off keeps this process out (jobs run on the others).

@@ -2,6 +2,7 @@
 keys; 200 for a valid one on every protected route; health stays open; keys created and shown once
 in the admin; the playground uses Django's login; CORS for configured origins."""
 
+import asyncio
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 PASSWORD = "api-keys-test-password"  # a throwaway superuser in a throwaway database
 CACHE_TTL_S = 1.0
+DEFAULT_IN_FLIGHT = 3  # API_KEY_DEFAULT_MAX_IN_FLIGHT of the module's server
 ORIGIN = "https://app.example.com"
 PROTECTED = [
     ("POST", "/EchoAsync", {"question": "hi"}),
@@ -45,6 +47,7 @@ def keyed(devx_tmp: Path, llm: Running) -> Iterator[tuple[Running, ServerDatabas
             "API_KEY_CACHE_TTL_S": str(CACHE_TTL_S),
             "API_KEY_MISS_RELOAD_S": "0.2",
             "CORS_ALLOWED_ORIGINS": f"{ORIGIN},https://other.example.com",
+            "API_KEY_DEFAULT_MAX_IN_FLIGHT": str(DEFAULT_IN_FLIGHT),
             "TELEMETRY_FLUSH_INTERVAL_S": "0.1",
         }
         with service(devx_tmp, SERVICE_PROJECT, config, **database.env(), **settings) as running:
@@ -224,6 +227,29 @@ def test_a_key_reads_only_its_own_calls_and_spend_and_scopes_gate_each_route(
     assert call(server, "GET", "/programs", None, invoker).status_code == 200
 
 
+def test_a_key_without_its_own_max_in_flight_gets_the_default(keyed: tuple[Running, ServerDatabase]) -> None:
+    """Issue 21: one client could take all 256 slots of a program. API_KEY_DEFAULT_MAX_IN_FLIGHT=3."""
+    server, database = keyed
+    plain = manage(database, "apikey", "create", f"plain-{uuid.uuid4().hex[:6]}")
+    wider = manage(database, "apikey", "create", f"wider-{uuid.uuid4().hex[:6]}", "--max-in-flight", "5")
+    for key in (plain, wider):
+        wait_for_status(server, key, 200, timeout_s=5)
+
+    async def burst(key: str) -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as client:
+            bodies = [{"question": f"slow {i} [delay=1500]"} for i in range(DEFAULT_IN_FLIGHT + 1)]
+            return await asyncio.gather(*(client.post("/EchoAsync", json=body) for body in bodies))
+
+    statuses = sorted(r.status_code for r in asyncio.run(burst(plain)))
+    assert statuses == [200] * DEFAULT_IN_FLIGHT + [429]  # before: no cap, all 4 ran
+    answered = asyncio.run(burst(plain))[0]
+    assert (
+        answered.headers["RateLimit-Policy"] == f'"in-flight";q={DEFAULT_IN_FLIGHT};qu="concurrent-requests"'
+    )
+    assert [r.status_code for r in asyncio.run(burst(wider))] == [200] * (DEFAULT_IN_FLIGHT + 1)
+
+
 @contextmanager
 def admin_client(server: Running) -> Iterator[httpx.Client]:
     """A client logged in to the admin as the superuser (a session cookie and a CSRF cookie)."""
@@ -373,7 +399,9 @@ def test_quotas_are_set_and_edited_in_the_admin_and_spend_is_listed(
         assert call(server, "POST", "/EchoAsync", {"question": "second"}, key).status_code == 200
         refused = call(server, "POST", "/EchoAsync", {"question": "third"}, key)
         assert refused.status_code == 429, refused.text
-        assert refused.headers["RateLimit-Policy"] == '"rpm";q=2;w=60'
+        assert refused.headers["RateLimit-Policy"] == (
+            f'"rpm";q=2;w=60, "in-flight";q={DEFAULT_IN_FLIGHT};qu="concurrent-requests"'
+        )
         assert refused.headers["RateLimit"].startswith('"rpm";r=0;t=')
         assert int(refused.headers["Retry-After"]) >= 1
 

@@ -30,6 +30,7 @@ from tests.telemetry.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 MAX_TOKENS = 50
+IN_FLIGHT_DEFAULT = {"q": 64, "qu": "concurrent-requests"}  # API_KEY_DEFAULT_MAX_IN_FLIGHT
 PROMPT_PRICE, COMPLETION_PRICE = 0.15e-6, 0.6e-6  # openai/gpt-4o-mini in DSPy's bundled prices
 
 
@@ -114,14 +115,14 @@ def test_rpm_30_admits_exactly_30_of_60_requests_over_both_servers(nodes: Cluste
     assert {r.url.port for r in admitted} == {int(url.rsplit(":", 1)[1]) for url in nodes.urls}
     # Each admitted request saw its own count: the remaining values are 29, 28, ... 0, once each.
     assert sorted(_ratelimit(r)["rpm"]["r"] for r in admitted) == list(range(30))
-    for response in admitted:
-        assert _policy(response) == {"rpm": {"q": 30, "w": 60}}
+    for response in admitted:  # and API_KEY_DEFAULT_MAX_IN_FLIGHT (64) for a key without its own
+        assert _policy(response) == {"rpm": {"q": 30, "w": 60}, "in-flight": IN_FLIGHT_DEFAULT}
     for response in (r for r in responses if r.status_code == 429):
         assert response.json()["error_type"] == "quota_exceeded"
         assert "30 requests per minute" in response.json()["detail"]
         assert 1 <= int(response.headers["Retry-After"]) <= 62
         assert _ratelimit(response)["rpm"]["r"] == 0
-        assert _policy(response) == {"rpm": {"q": 30, "w": 60}}
+        assert _policy(response) == {"rpm": {"q": 30, "w": 60}, "in-flight": IN_FLIGHT_DEFAULT}
 
 
 def test_a_20_way_burst_overshoots_a_token_quota_by_at_most_one_reservation(nodes: Cluster) -> None:
