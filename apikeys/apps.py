@@ -5,8 +5,3 @@ class ApiKeysConfig(AppConfig):
     name = "apikeys"
     verbose_name = "API keys"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from apikeys import quotas
-
-        quotas.install()  # request_finished: the real usage that settles quota reservations

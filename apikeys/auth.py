@@ -39,7 +39,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 
-from apikeys import quotas
+from apikeys import quotas, token_reservations
 from apikeys.context import Caller, Quota, current_admission, current_caller
 from apikeys.doors import program_door
 from dspysite.env import env_float
@@ -47,7 +47,6 @@ from dspysite.middleware import RESPONSE_HOOK
 
 logger = logging.getLogger(__name__)
 
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CACHE_TTL_S = env_float("API_KEY_CACHE_TTL_S", 5.0)
 MISS_RELOAD_S = env_float("API_KEY_MISS_RELOAD_S", 1.0)
 UNAUTHORIZED = "Missing or invalid API key: send `Authorization: Bearer <key>`"
@@ -159,15 +158,11 @@ class ApiKeyAuth(HttpBearer):
 
 async def admit_request(request: HttpRequest, caller: Caller) -> None:
     """A program route's quotas (raises QuotaRefused); the middleware settles them after the answer."""
-    door = program_door(request.path)
-    if door is None:  # /programs, /api/metrics...: not a program call, no quota
+    if program_door(request.path) is None:  # /programs, /api/metrics...: not a program call, no quota
         return
-    program, batch = door
-    has_body = request.method in BODY_METHODS
-    size = len(request.body) if has_body else len(request.META.get("QUERY_STRING", ""))
-    items = quotas.batch_items(request.body) if batch and has_body else 1
-    admission = await quotas.admit(caller, quotas.estimate(program, size, items))
+    admission = await quotas.admit(caller)
     current_admission.set(admission)
+    token_reservations.bind(caller)  # each LM call of the request reserves the key's tokens and dollars
     setattr(request, RESPONSE_HOOK, admission)
 
 

@@ -83,9 +83,8 @@ class McpEndpoint:
 
     async def _with_quota(self, caller: Caller, scope: Scope, receive: Receive, send: Send) -> None:
         """The request under the key's quotas: admitted or refused, settled when answered."""
-        size = int(_header(scope, b"content-length") or 0)
         try:
-            admission = await quotas.admit(caller, quotas.estimate(None, size))
+            admission = await quotas.admit(caller)
         except quotas.QuotaRefused as refused:
             headers = [(name.lower().encode(), value.encode()) for name, value in refused.headers.items()]
             await send_json(

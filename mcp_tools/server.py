@@ -12,9 +12,11 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
+from apikeys import token_reservations
 from apikeys.context import Caller, current_admission, current_caller
 from mcp_tools.resources import ProgramResources
 from mcp_tools.tools import ToolCatalog
+from programs.lm_gates import current_lm_gate
 from programs.runtime import Runtime
 
 R = TypeVar("R")
@@ -38,11 +40,14 @@ def build_server(runtime: Runtime) -> Server[Any]:
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         # The key is recorded on the call's log row (telemetry reads the contextvar).
-        scope = current_caller.set(_caller(ctx))
+        caller = _caller(ctx)
+        scope = current_caller.set(caller)
         admission = current_admission.set(_state(ctx).get(ADMISSION_STATE))
+        gate = token_reservations.bind(caller)  # the key's tokens and dollars, per LM call
         try:
             return await tools.call(params.name, params.arguments, dict(params.meta or {}))
         finally:
+            current_lm_gate.reset(gate)
             current_admission.reset(admission)
             current_caller.reset(scope)
 
