@@ -36,8 +36,7 @@ from prometheus_client import Counter
 from apikeys.context import Caller, Quota
 from apikeys.ratelimit_headers import Policy, Remaining, policy_field, ratelimit_field
 from dspysite.env import env_float
-from ratelimit import failures
-from ratelimit.store import SlotClaim, Store, StoreUnavailable, get_store
+from ratelimit import SlotClaim, Store, StoreUnavailable, failures, get_store
 from ratelimit.windows import Charge, Decision, Reservation
 
 if TYPE_CHECKING:

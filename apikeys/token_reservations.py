@@ -21,8 +21,7 @@ import math
 from apikeys import quotas
 from apikeys.context import Caller
 from programs.lm_gates import CallBound, LMCallGate, LMCallRefused, current_lm_gate
-from ratelimit import failures
-from ratelimit.store import Store, StoreUnavailable, get_store
+from ratelimit import Store, StoreUnavailable, failures, get_store
 from ratelimit.windows import Charge, Decision, Reservation
 
 Ticket = list[Reservation]  # what a reserve took; empty when the store failed open

@@ -10,8 +10,8 @@ from programs.config import ModelEntry
 from programs.model_limits import StoreBudget, StoreCircuit
 from programs.pricing import model_prices
 from programs.upstream import ModelPolicy
+from ratelimit import get_store
 from ratelimit.failures import FailMode
-from ratelimit.store import get_store
 
 
 def build_policy(
