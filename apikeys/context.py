@@ -43,7 +43,8 @@ class Caller:
 # Set by a successful authentication, for the rest of that request (its tasks included).
 current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("api_caller", default=None)
 
-# Set when a request with quotas is admitted (apikeys.quotas): its calls' usage settles the reservation.
+# Set when a request with quotas is admitted (apikeys.quotas): its slot is freed when the request ends.
+# (Its LM calls' tokens and dollars are reserved through programs.lm_gates: apikeys.token_reservations.)
 current_admission: "contextvars.ContextVar[Admission | None]" = contextvars.ContextVar(
     "api_admission", default=None
 )

@@ -23,7 +23,8 @@ R = TypeVar("R")
 
 # Where the HTTP layer (mcp_tools.endpoint) leaves the caller its API key names, in the scope's state.
 CALLER_STATE = "api_caller"
-# ... and the key's quota admission, which the tool calls' usage settles (apikeys.quotas).
+# ... and the key's quota admission (apikeys.quotas); the tool call's LM calls reserve the key's
+# tokens and dollars through the gate bound below (apikeys.token_reservations).
 ADMISSION_STATE = "api_admission"
 
 INSTRUCTIONS = (
