@@ -34,7 +34,7 @@ def build_policy(
         alias=alias,
         lm=lm,
         num_retries=entry.num_retries,
-        prices=model_prices(entry.model, entry.input_cost_per_1m_tokens, entry.output_cost_per_1m_tokens),
+        prices=model_prices(lm.model, entry.input_cost_per_1m_tokens, entry.output_cost_per_1m_tokens),
         circuit=circuit,
         budget=budget,
         fallbacks=fallbacks,

@@ -54,7 +54,11 @@ class Prices:
 
 
 def model_prices(model: str, input_per_1m: float | None, output_per_1m: float | None) -> Prices | None:
-    """A model's price: the registry's when it states one, else DSPy's metadata, else None."""
+    """A model's price: the registry's when it states one, else DSPy's metadata, else None.
+
+    ``model``: the LM's model string as DSPy sees it (a declared endpoint's ``served-<alias>/...``
+    has no metadata, so DSPy prices none of its calls, and neither does this).
+    """
     if input_per_1m is not None or output_per_1m is not None:
         return Prices((input_per_1m or 0.0) / 1e6, (output_per_1m or 0.0) / 1e6)
     from dspy.clients.model_metadata import model_info
