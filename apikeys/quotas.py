@@ -37,7 +37,7 @@ from apikeys.context import Caller, Quota
 from apikeys.ratelimit_headers import Policy, Remaining, policy_field, ratelimit_field
 from dspysite.env import env_float
 from ratelimit import SlotClaim, Store, StoreUnavailable, failures, get_store
-from ratelimit.windows import Charge, Decision, Reservation
+from ratelimit.windows import Charge, Decision
 
 if TYPE_CHECKING:
     from programs.runtime import Runtime
@@ -70,7 +70,7 @@ class QuotaRefused(Exception):
 
 
 class Admission:
-    """One admitted request: its reservations and slot, until :meth:`finish` settles and frees them."""
+    """One admitted request: its slot, until :meth:`finish` frees it, and its RateLimit headers."""
 
     __slots__ = (
         "_done",
@@ -78,7 +78,6 @@ class Admission:
         "key_id",
         "lease",
         "quota",
-        "reservations",
         "store",
     )
 
@@ -87,14 +86,12 @@ class Admission:
         store: Store,
         caller: Caller,
         lease: str | None,
-        reservations: dict[str, Reservation],
         headers: dict[str, str],
     ) -> None:
         self.store = store
         self.key_id = caller.key_id
         self.quota: Quota = caller.quota or Quota()
         self.lease = lease
-        self.reservations = reservations
         self.headers = headers
         self._done = False
 
@@ -103,14 +100,10 @@ class Admission:
         if self._done:
             return
         self._done = True
-        settlements = [(reservation, 0.0) for reservation in self.reservations.values()]
+        if self.lease is None:
+            return
         try:  # one round trip
-            if self.lease is not None:
-                await self.store.asettle_and_release(
-                    settlements, quota_key(self.key_id, "inflight"), self.lease
-                )
-            elif settlements:
-                await self.store.asettle_all(settlements)
+            await self.store.arelease(quota_key(self.key_id, "inflight"), self.lease)
         except StoreUnavailable:  # logged by the store; the slot's lease expires by itself
             failures.limit_failed("keys", fail_mode())
 
@@ -152,7 +145,7 @@ async def admit(caller: Caller) -> Admission:
         return await _admit(store, caller, quota)
     except StoreUnavailable as exc:
         if failures.limit_failed("keys", fail_mode()):
-            return Admission(store, caller, None, {}, {})
+            return Admission(store, caller, None, {})
         _refused["unavailable"].inc()
         detail = "API key quotas cannot be checked right now (the shared limit store is unavailable)"
         raise QuotaRefused(503, detail, {"Retry-After": str(UNAVAILABLE_RETRY_S)}) from exc
@@ -183,9 +176,8 @@ async def _admit(store: Store, caller: Caller, quota: Quota) -> Admission:
         retry_after_s = max(decision.retry_after_s for decision in decisions)
         detail = f"API key quota exceeded: {', '.join(_DESCRIPTIONS[kind](quota) for kind in refused)}"
         raise QuotaRefused(429, detail, _headers(quota, states, retry_after_s))
-    reservations: dict[str, Reservation] = {}  # tokens and dollars: per LM call (token_reservations)
     lease = slot.lease_id if slot is not None else None
-    return Admission(store, caller, lease, reservations, _headers(quota, states))
+    return Admission(store, caller, lease, _headers(quota, states))
 
 
 def _charges(key_id: int | None, quota: Quota) -> tuple[list[str], list[Charge]]:
