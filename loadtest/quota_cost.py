@@ -65,7 +65,7 @@ async def store_round(store: Any, calls: int) -> None:
         decisions = await store.atake_all(call)
         settlements = [(decisions[0].reservation, 1500.0 + i % 7), (decisions[1].reservation, 0.0002)]
         await store.asettle_all(settlements)
-        await store.asettle_and_release([], claim.key, slot.lease_id)
+        await store.arelease(claim.key, slot.lease_id)
 
 
 def six_demo_call() -> Any:
