@@ -9,4 +9,4 @@ class ApiKeysConfig(AppConfig):
     def ready(self) -> None:
         from apikeys import quotas
 
-        quotas.install()  # request_finished: the real usage that settles quota reservations
+        quotas.install()  # every door's quota reservation (programs.reservations)

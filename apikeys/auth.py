@@ -43,19 +43,16 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
 
-from apikeys import quotas
 from apikeys.context import ALL_SCOPES, INVOKE, Caller, Quota, current_caller
 from dspysite.env import env_float
 from dspysite.middleware import request_lifetime
-from programs.reservations import Demand, QuotaRefused, quota_reserved
+from programs.reservations import QuotaRefused, quota_reserved
 
 if TYPE_CHECKING:
-    from programs.routes import Door
     from programs.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CACHE_TTL_S = env_float("API_KEY_CACHE_TTL_S", 5.0)
 MISS_RELOAD_S = env_float("API_KEY_MISS_RELOAD_S", 1.0)
 UNAUTHORIZED = "Missing or invalid API key: send `Authorization: Bearer <key>`"
@@ -182,7 +179,7 @@ class ApiKeyAuth(HttpBearer):
         if required is not None and not caller.may(required):
             raise ScopeMissing(required, caller)
         if door is not None and caller.quota is not None:
-            await reserve_quota(request, caller, door)
+            await reserve_quota(request, caller)
         return caller
 
     async def authenticate(self, request: HttpRequest, token: str) -> Caller | None:
@@ -190,13 +187,10 @@ class ApiKeyAuth(HttpBearer):
         return await KEYS.lookup(token)
 
 
-async def reserve_quota(request: HttpRequest, caller: Caller, door: "Door") -> None:
+async def reserve_quota(request: HttpRequest, caller: Caller) -> None:
     """The HTTP doors' quota reservation (raises QuotaRefused), held until the answer is sent."""
-    has_body = request.method in BODY_METHODS
-    size = len(request.body) if has_body else len(request.META.get("QUERY_STRING", ""))
-    items = quotas.batch_items(request.body) if door.batch and has_body else 1
     lifetime = request_lifetime(request)
-    reservation = await lifetime.enter(quota_reserved(caller, Demand(door.program, size, items)))
+    reservation = await lifetime.enter(quota_reserved(caller))
     if reservation is not None:
         lifetime.headers.update(reservation.headers)
 

@@ -11,15 +11,12 @@ A program request with a quota is reserved by :func:`reserve` before anything ru
 
 1. In one atomic script (one round trip, all or nothing): ``max_in_flight``, a leased slot (a
    crashed worker's slot comes back when its lease expires); and
-2. ``rpm``, ``tokens_per_day``, ``budget_usd``: one request; an
-   **estimate** of its tokens (the body's size at ~4 characters per token, plus the model's
-   ``max_tokens`` per item); its cost at the model's price. Estimates are *reserved*, so
-   concurrent requests see each other's reservations and cannot overshoot the quota by more than
-   one request's reservation error.
+2. ``rpm``: one request; ``tokens_per_day``, ``budget_usd``: checked, not reserved (a key with
+   nothing left is refused here). What a request spends is only known per LM call: the
+   reservation's ``lm_gate`` (:mod:`apikeys.token_reservations`), which the seam binds for the
+   request's calls, reserves and settles each one.
 3. When the request is over (its response sent, failed, timed out or cut off by the client), the
-   reservations are **settled** with the real usage that ``request_finished`` reported for it
-   (found again through ``programs.reservations.current_reservation``) and the slot is released
-   (one round trip).
+   slot is released (one round trip).
 
 Over a quota: 429 with ``Retry-After`` (when capacity comes back), ``RateLimit-Policy`` and
 ``RateLimit`` (serialized by ``http_sf``, below); every answer of a key with quotas carries both.
@@ -27,32 +24,28 @@ Store unreachable: ``server.limits_on_redis_error.keys`` (fail_closed by default
 ``Retry-After``; fail_open: the request goes on unlimited, without RateLimit headers).
 """
 
-import json
 import logging
 import math
-from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
 import http_sf
 from prometheus_client import Counter
 
+from apikeys import token_reservations
 from apikeys.context import Caller, Quota
-from dspysite.env import env_float, env_int
-from programs import events, reservations
-from programs.reservations import Demand, QuotaRefused, current_reservation
-from ratelimit import failures
-from ratelimit.store import SlotClaim, Store, StoreUnavailable, get_store
-from ratelimit.windows import Charge, Decision, Reservation
+from dspysite.env import env_float
+from programs import reservations
+from programs.lm_gates import LMCallGate
+from programs.reservations import QuotaRefused
+from ratelimit import SlotClaim, Store, StoreUnavailable, failures, get_store
+from ratelimit.windows import Charge, Decision
 
 if TYPE_CHECKING:
-    from programs.runtime import Program, Runtime
+    from programs.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-CHARS_PER_TOKEN = 4
-# The completion part of a reservation when the model entry sets no max_tokens.
-DEFAULT_MAX_TOKENS = env_int("API_KEY_DEFAULT_MAX_TOKENS", 1024)
 MINUTE_S, DAY_S = 60, 86400
 BUDGET_WINDOW_S = 30 * DAY_S
 USD_MICROS = 1_000_000  # the headers' unit for dollars (SF Integers only)
@@ -68,93 +61,61 @@ REFUSALS = Counter(
 _refused = {name: REFUSALS.labels(name) for name in ("rpm", "tokens", "usd", "in_flight", "unavailable")}
 
 
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    tokens: int
-    cost_usd: float
-
-
 class KeyQuotaReservation:
-    """An API key's quotas taken for one request: its reservations and slot, until :meth:`settle`."""
+    """An API key's quotas taken for one request: its slot until :meth:`settle` frees it, its
+    RateLimit headers, and the gate its LM calls reserve tokens and dollars through."""
 
-    __slots__ = (
-        "_done",
-        "cost_usd",
-        "headers",
-        "key_id",
-        "lease",
-        "quota",
-        "reservations",
-        "store",
-        "tokens",
-    )
+    __slots__ = ("_done", "headers", "key_id", "lease", "lm_gate", "quota", "store")
 
-    def __init__(
-        self,
-        store: Store,
-        caller: Caller,
-        lease: str | None,
-        reservations: dict[str, Reservation],
-        headers: dict[str, str],
-    ) -> None:
+    def __init__(self, store: Store, caller: Caller, lease: str | None, headers: dict[str, str]) -> None:
         self.store = store
         self.key_id = caller.key_id
         self.quota: Quota = caller.quota or Quota()
         self.lease = lease
-        self.reservations = reservations
         self.headers = headers
-        self.tokens = 0
-        self.cost_usd = 0.0
+        self.lm_gate: LMCallGate | None = token_reservations.gate_for(caller)
         self._done = False
 
-    def record(self, finished: events.RequestFinished) -> None:
-        """Add a finished call's usage (a batch reports one per item)."""
-        self.tokens += finished.prompt_tokens + finished.completion_tokens
-        self.cost_usd += finished.cost_usd or 0.0
-
     async def settle(self) -> None:
-        """Settle the reservations with the real usage and free the slot. Idempotent, never raises."""
+        """Free the slot. Idempotent, never raises."""
         if self._done:
             return
         self._done = True
-        actual = {"tokens": float(self.tokens), "usd": self.cost_usd}
-        settlements = [(reservation, actual[kind]) for kind, reservation in self.reservations.items()]
+        if self.lease is None:
+            return
         try:  # one round trip
-            if self.lease is not None:
-                await self.store.asettle_and_release(settlements, _key(self.key_id, "inflight"), self.lease)
-            elif settlements:
-                await self.store.asettle_all(settlements)
+            await self.store.arelease(quota_key(self.key_id, "inflight"), self.lease)
         except StoreUnavailable:  # logged by the store; the slot's lease expires by itself
             failures.limit_failed("keys", fail_mode())
 
 
-async def reserve_for(caller: Caller, demand: Demand) -> KeyQuotaReservation | None:
+async def reserve_for(caller: Caller) -> KeyQuotaReservation | None:
     """The seam's :class:`programs.reservations.Quotas` (installed by ApiKeysConfig.ready)."""
     if caller.quota is None:
         return None
-    return await reserve(caller, estimate(demand.program, demand.body_size, demand.items))
+    return await reserve(caller)
 
 
-async def reserve(caller: Caller, estimate: Estimate) -> KeyQuotaReservation:
+async def reserve(caller: Caller) -> KeyQuotaReservation:
     """Reserve the caller's quotas for one request, or raise :class:`QuotaRefused` (429 or 503)."""
     quota = caller.quota or Quota()
     store = get_store()
     try:
-        return await _reserve(store, caller, quota, estimate)
+        return await _reserve(store, caller, quota)
     except StoreUnavailable as exc:
         if failures.limit_failed("keys", fail_mode()):
-            return KeyQuotaReservation(store, caller, None, {}, {})
+            return KeyQuotaReservation(store, caller, None, {})
         _refused["unavailable"].inc()
         detail = "API key quotas cannot be checked right now (the shared limit store is unavailable)"
         raise QuotaRefused(503, detail, {"Retry-After": str(UNAVAILABLE_RETRY_S)}) from exc
 
 
-async def _reserve(store: Store, caller: Caller, quota: Quota, estimate: Estimate) -> KeyQuotaReservation:
-    """One round trip: the budgets (requests, tokens, dollars) and the in-flight slot, all or none."""
-    kinds, charges = _charges(caller.key_id, quota, estimate)
+async def _reserve(store: Store, caller: Caller, quota: Quota) -> KeyQuotaReservation:
+    """One round trip: the budgets (requests; tokens and dollars left) and the in-flight slot, all or none."""
+    kinds, charges = _charges(caller.key_id, quota)
     slot = None
     if quota.max_in_flight is not None:
-        claim = SlotClaim(_key(caller.key_id, "inflight"), quota.max_in_flight, lease_s())
+        claim = SlotClaim(quota_key(caller.key_id, "inflight"), quota.max_in_flight, lease_s())
         decisions, slot = await store.atake_with_slot(charges, claim)
     else:
         decisions = await store.atake_all(charges) if charges else []
@@ -174,26 +135,22 @@ async def _reserve(store: Store, caller: Caller, quota: Quota, estimate: Estimat
         retry_after_s = max(decision.retry_after_s for decision in decisions)
         detail = f"API key quota exceeded: {', '.join(_DESCRIPTIONS[kind](quota) for kind in refused)}"
         raise QuotaRefused(429, detail, _headers(quota, states, retry_after_s))
-    reservations = {
-        kind: decision.reservation
-        for kind, decision in zip(kinds, decisions, strict=True)
-        if kind != "rpm" and decision.reservation is not None
-    }
     lease = slot.lease_id if slot is not None else None
-    return KeyQuotaReservation(store, caller, lease, reservations, _headers(quota, states))
+    return KeyQuotaReservation(store, caller, lease, _headers(quota, states))
 
 
-def _charges(key_id: int | None, quota: Quota, estimate: Estimate) -> tuple[list[str], list[Charge]]:
+def _charges(key_id: int | None, quota: Quota) -> tuple[list[str], list[Charge]]:
+    """Tokens and dollars are charged 0 here: checked (and reported in the headers), not reserved."""
     kinds, charges = [], []
     if quota.rpm is not None:
         kinds.append("rpm")
-        charges.append(Charge(_key(key_id, "rpm"), 1, quota.rpm, MINUTE_S))
+        charges.append(Charge(quota_key(key_id, "rpm"), 1, quota.rpm, MINUTE_S))
     if quota.tokens_per_day is not None:
         kinds.append("tokens")
-        charges.append(Charge(_key(key_id, "tokens"), estimate.tokens, quota.tokens_per_day, DAY_S))
+        charges.append(Charge(quota_key(key_id, "tokens"), 0, quota.tokens_per_day, DAY_S))
     if quota.budget_usd is not None:
         kinds.append("usd")
-        charges.append(Charge(_key(key_id, "usd"), estimate.cost_usd, quota.budget_usd, BUDGET_WINDOW_S))
+        charges.append(Charge(quota_key(key_id, "usd"), 0, quota.budget_usd, BUDGET_WINDOW_S))
     return kinds, charges
 
 
@@ -205,7 +162,7 @@ _DESCRIPTIONS = {
 _POLICY_NAMES = {"rpm": "rpm", "tokens": "tokens-per-day", "usd": "budget"}
 
 
-def _key(key_id: int | None, kind: str) -> str:
+def quota_key(key_id: int | None, kind: str) -> str:
     return f"key:{key_id}:{kind}"
 
 
@@ -269,63 +226,7 @@ def policy_header(quota: Quota) -> str:
     return http_sf.ser(policies)
 
 
-# -- estimates -----------------------------------------------------------------------------------
-
-
-def estimate(program: "Program | None", body_size: int, items: int = 1) -> Estimate:
-    """Tokens and cost to reserve: the body at ~4 characters a token, plus ``max_tokens`` per item.
-
-    ``program`` None (``/mcp``, where the tool is not known before the body is parsed): the
-    largest reservation any served program would need.
-    """
-    prompt = math.ceil(body_size / CHARS_PER_TOKEN)
-    if program is not None:
-        return _estimate(program, prompt, items)
-    candidates = [_estimate(each, prompt, items) for each in get_runtime().programs.values()]
-    return Estimate(
-        max((each.tokens for each in candidates), default=prompt + DEFAULT_MAX_TOKENS),
-        max((each.cost_usd for each in candidates), default=0.0),
-    )
-
-
-def _estimate(program: "Program", prompt: int, items: int) -> Estimate:
-    completion, (input_price, output_price) = _model_costs(program.model_alias)
-    return Estimate(prompt + completion * items, prompt * input_price + completion * items * output_price)
-
-
-@cache
-def _model_costs(alias: str) -> tuple[int, tuple[float, float]]:
-    """A model's ``max_tokens`` (or the default) and its price per token (input, output; 0 unknown)."""
-    entry = get_runtime().config.config.models.registry[alias]
-    return entry.max_tokens or DEFAULT_MAX_TOKENS, _price(entry.model, entry)
-
-
-def _price(model: str, entry: object) -> tuple[float, float]:
-    """The registry's ``input/output_cost_per_1m_tokens`` when stated, else DSPy's model metadata."""
-    extra = getattr(entry, "model_extra", None) or {}
-    per_million = [getattr(entry, name, None) or extra.get(name) for name in _PRICE_FIELDS]
-    if all(value is not None for value in per_million):
-        return float(per_million[0]) / 1e6, float(per_million[1]) / 1e6
-    from dspy.clients.model_metadata import model_info
-
-    provider, _, name = model.partition("/")
-    info = model_info(provider, name) if name else {}
-    return float(info.get("input_cost_per_token") or 0.0), float(info.get("output_cost_per_token") or 0.0)
-
-
-_PRICE_FIELDS = ("input_cost_per_1m_tokens", "output_cost_per_1m_tokens")
-
-
-def batch_items(body: bytes) -> int:
-    """How many items a ``/batch`` body holds (1 when it is not a batch body; ninja answers that)."""
-    try:
-        inputs = json.loads(body).get("inputs")
-    except (ValueError, AttributeError):
-        return 1
-    return len(inputs) if isinstance(inputs, list) and inputs else 1
-
-
-# -- configuration and events --------------------------------------------------------------------
+# -- configuration ---------------------------------------------------------------------------------
 
 
 @cache
@@ -342,17 +243,9 @@ def lease_s() -> float:
     return max(timeouts) + LEASE_MARGIN_S
 
 
-def on_request_finished(finished: events.RequestFinished) -> None:
-    """``request_finished``: the usage of a call made under a reservation, for its settlement."""
-    reservation = current_reservation.get()
-    if reservation is not None:
-        reservation.record(finished)
-
-
 def install() -> None:
-    """Plug the keys' quotas into every door and subscribe to ``request_finished`` (ApiKeysConfig.ready)."""
+    """Plug the keys' quotas into every door (ApiKeysConfig.ready)."""
     reservations.install(reserve_for)
-    events.request_finished.subscribe(on_request_finished)
 
 
 def get_runtime() -> "Runtime":

@@ -31,7 +31,9 @@ Fault scripts, switched at runtime (``POST /faults``), steer every request to on
 ``model``, or ``"*"`` for any model) without a marker: ``{"model": "m", "sequence": ["429", "429"],
 "then": null, "retry_after": 0.5}`` answers the next two requests 429 (``Retry-After: 0.5``), then
 normally; ``{"sequence": [], "then": "500"}`` fails every request until ``DELETE /faults`` (or
-another script for that model). A marker still wins. ``GET /stats/models`` counts requests per model.
+another script for that model). A marker still wins. ``GET /stats/models`` counts requests per
+model; ``GET /stats/tokens`` the tokens billed per model (every answer's ``usage``, as a provider
+bills them).
 
 Environment: ``MOCK_HOST``/``MOCK_PORT`` (CLI defaults), ``MOCK_DELAY_MS`` (default 0), ``MOCK_FAULT`` with
 ``MOCK_ERROR_RATE`` (probability of the global fault, default 1.0), ``MOCK_STALL_S`` (default 300).
@@ -624,6 +626,7 @@ class MockLLM:
         self._ids = itertools.count(1)
         self.scripts: dict[str, FaultScript] = {}
         self.model_requests: dict[str, int] = {}
+        self.model_tokens: dict[str, int] = {}  # billed: prompt + completion of every answer sent
         self._groups: dict[int, Gathering] = {}  # [gather=N]: the group still filling up, per N
 
     async def _gather(self, size: int) -> None:
@@ -724,6 +727,7 @@ class MockLLM:
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
+        self.model_tokens[model] = self.model_tokens.get(model, 0) + usage["total_tokens"]
         well_formed = fault is None or fault == "stall"
         base = {
             "id": f"chatcmpl-mock-{next(self._ids)}",
@@ -827,11 +831,16 @@ class MockLLM:
         self.stats.reset()
         self.recorded.clear()
         self.model_requests.clear()
+        self.model_tokens.clear()
         return _json_response(asdict(self.stats))
 
     async def model_stats(self, request: web.Request) -> web.Response:
         """``GET /stats/models``: chat requests received per model (the body's ``model``)."""
         return _json_response(self.model_requests)
+
+    async def token_stats(self, request: web.Request) -> web.Response:
+        """``GET /stats/tokens``: tokens billed per model (every answer's ``usage``, faulted or not)."""
+        return _json_response(self.model_tokens)
 
     async def set_faults(self, request: web.Request) -> web.Response:
         """``POST /faults``: a model's fault script (module docstring), replacing its previous one."""
@@ -890,6 +899,7 @@ def build_app(config: MockConfig | None = None) -> web.Application:
             web.get("/stats", mock.get_stats),
             web.post("/stats/reset", mock.reset_stats),
             web.get("/stats/models", mock.model_stats),
+            web.get("/stats/tokens", mock.token_stats),
             web.post("/faults", mock.set_faults),
             web.delete("/faults", mock.clear_faults),
             web.get("/requests", mock.get_requests),

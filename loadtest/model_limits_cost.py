@@ -94,7 +94,7 @@ async def direct(redis_url: str, calls: int) -> str:
     """CPU and wall microseconds per check, the async forms, on this loop (one round trip each)."""
     from programs.circuits import ALLOWED
     from programs.model_limits import StoreBudget, StoreCircuit
-    from ratelimit.redis_store import RedisStore
+    from ratelimit.backends.redis import RedisStore
 
     store = RedisStore(redis_url)
     alias = f"bench-{secrets.token_hex(4)}"

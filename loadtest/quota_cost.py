@@ -1,10 +1,13 @@
 """What the API-key quotas cost per request, with Redis on loopback: the store alone, then the server.
 
-1. ``store``: the two store calls a request with every quota makes (admission: one all-or-nothing
-   script taking a leased slot and the requests, tokens and dollars; the end: one script settling
-   tokens and dollars and releasing the slot), ``--calls`` times one after the other on the event loop, as
-   the server makes them. Reported per request: wall time (microseconds), this process's CPU,
-   and Redis's own CPU (``INFO cpu``). Then the in-process store, for comparison.
+1. ``store``: the store calls a request with every quota and one LM call makes (admission: one
+   all-or-nothing script taking a leased slot and a request, checking tokens and dollars; the LM
+   call: one script reserving its bound's tokens and dollars, one settling them; the end: one
+   script releasing the slot), then the LM call's two alone (``apikeys.token_reservations``, with
+   the bound of a six-demo prompt computed each time), ``--calls`` times one after the other on
+   the event loop, as the server makes them. Reported per request (or LM call): wall time
+   (microseconds), this process's CPU, and Redis's own CPU (``INFO cpu``). Then the in-process
+   store, for comparison.
 2. ``server``: one uvicorn process (``loadtest/servers.py``) with API keys on and ``REDIS_URL``,
    serving ``AsyncPredict`` from the mock; ``--calls`` requests with a key without quotas, then
    with a key with all four (limits too high to refuse), ``--concurrency`` at a time, in
@@ -46,28 +49,61 @@ def redis_cpu(client: redis.Redis) -> float:
 
 
 async def store_round(store: Any, calls: int) -> None:
-    """What a request with all four quotas does: one take (slot + budgets), one settle (+ release)."""
-    from ratelimit.store import SlotClaim
+    """A request with all four quotas and one LM call: admission, the call's reserve and settle, release."""
+    from ratelimit import SlotClaim
     from ratelimit.windows import Charge
 
     claim = SlotClaim("bench:inflight", 1_000_000, 120)
-    charges = [
+    admission = [
         Charge("bench:rpm", 1, 1e12, 60),
-        Charge("bench:tokens", 600, 1e15, 86400),
-        Charge("bench:usd", 0.0004, 1e9, 30 * 86400),
+        Charge("bench:tokens", 0, 1e15, 86400),
+        Charge("bench:usd", 0, 1e9, 30 * 86400),
     ]
+    call = [Charge("bench:tokens", 7000, 1e15, 86400), Charge("bench:usd", 0.004, 1e9, 30 * 86400)]
     for i in range(calls):
-        decisions, slot = await store.atake_with_slot(charges, claim)
-        settlements = [(decisions[1].reservation, 300.0 + i % 7), (decisions[2].reservation, 0.0002)]
-        await store.asettle_and_release(settlements, claim.key, slot.lease_id)
+        _, slot = await store.atake_with_slot(admission, claim)
+        decisions = await store.atake_all(call)
+        settlements = [(decisions[0].reservation, 1500.0 + i % 7), (decisions[1].reservation, 0.0002)]
+        await store.asettle_all(settlements)
+        await store.arelease(claim.key, slot.lease_id)
+
+
+def six_demo_call() -> Any:
+    """A prepared DSPy call shaped like an optimized program's: a system message, six ~1 KB demos."""
+    from types import SimpleNamespace
+
+    demo = "why is the sky blue? " * 24
+    messages = [{"role": "system", "content": "Your input fields are: question. " * 10}]
+    for i in range(6):
+        messages += [{"role": "user", "content": f"[[ ## question ## ]]\n{i} {demo}"}]
+        messages += [{"role": "assistant", "content": f"[[ ## answer ## ]]\n{i} {demo}"}]
+    messages.append({"role": "user", "content": "[[ ## question ## ]]\nthe question"})
+    legacy = {"model": "openai/m", "messages": messages, "max_tokens": 50, "temperature": 0.0}
+    return SimpleNamespace(request=None, legacy=legacy, prompt=None)
+
+
+async def lm_call_round(store: Any, calls: int) -> None:
+    """An LM call's part alone: its bound computed, priced, reserved, settled (the key's gate)."""
+    from types import SimpleNamespace
+
+    from apikeys.token_reservations import KeyQuotaGate
+    from programs.lm_gates import CallBound
+    from programs.pricing import Prices, call_token_bound
+
+    gate = KeyQuotaGate(store, 0, 10**15, 1e9)
+    call, lm, prices = six_demo_call(), SimpleNamespace(kwargs={}), Prices(0.15e-6, 0.6e-6)
+    for i in range(calls):
+        prompt, completion = call_token_bound(lm, call)
+        ticket = await gate.areserve(CallBound(prompt + completion, prices.cost(prompt, completion)))
+        await gate.asettle(ticket, 1500 + i % 7, 0.0002)
 
 
 def measure_store(redis_url: str, calls: int) -> list[dict[str, Any]]:
     import django
 
     django.setup()
-    from ratelimit.memory import MemoryStore
-    from ratelimit.redis_store import RedisStore
+    from ratelimit.backends.memory import MemoryStore
+    from ratelimit.backends.redis import RedisStore
 
     client = redis.Redis.from_url(redis_url)
     results = []
@@ -75,19 +111,20 @@ def measure_store(redis_url: str, calls: int) -> list[dict[str, Any]]:
         ("redis", RedisStore(redis_url, prefix=f"qcost-{uuid.uuid4().hex[:6]}:")),
         ("memory", MemoryStore()),
     ):
-        asyncio.run(store_round(store, 100))  # warm-up: connections, scripts loaded
-        server_cpu, cpu, wall = redis_cpu(client), time.process_time(), time.perf_counter()
-        asyncio.run(store_round(store, calls))
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        row = {
-            "store": name,
-            "requests": calls,
-            "wall_us": wall / calls * 1e6,
-            "client_cpu_us": cpu / calls * 1e6,
-        }
-        if name == "redis":
-            row["redis_cpu_us"] = (redis_cpu(client) - server_cpu) / calls * 1e6
-        results.append(row)
+        for what, round_ in (("request, 1 LM call", store_round), ("LM call's gate", lm_call_round)):
+            asyncio.run(round_(store, 100))  # warm-up: connections, scripts loaded
+            server_cpu, cpu, wall = redis_cpu(client), time.process_time(), time.perf_counter()
+            asyncio.run(round_(store, calls))
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            row = {
+                "store": f"{name}: {what}",
+                "requests": calls,
+                "wall_us": wall / calls * 1e6,
+                "client_cpu_us": cpu / calls * 1e6,
+            }
+            if name == "redis":
+                row["redis_cpu_us"] = (redis_cpu(client) - server_cpu) / calls * 1e6
+            results.append(row)
     return results
 
 

@@ -20,9 +20,10 @@ Before the SDK sees a request, this layer checks, answering in JSON like every o
   scope's state for the tool call's log row.
 * The key's quotas, through the doors' one reservation (``programs.reservations.quota_reserved``,
   which :mod:`apikeys.quotas` plugs into): each POST is one request against ``rpm`` and
-  ``max_in_flight``; its tokens and cost are reserved (the tool is not known yet: the largest
-  program's reservation) and settled with the tool calls' usage when the answer is sent. Over a
-  quota: 429 with ``Retry-After`` and the ``RateLimit`` headers, which every answer carries.
+  ``max_in_flight``, its slot freed when the answer is sent; the tool call's LM calls reserve the
+  key's tokens and dollars one by one (the reservation's LM-call gate, bound in the tool call's
+  task by :mod:`mcp_tools.server`). Over a quota: 429 with ``Retry-After`` and the ``RateLimit``
+  headers, which every answer carries.
 
 The session manager's task group is opened by the server's lifespan (:meth:`McpEndpoint.running`
 in ``dspysite/asgi.py``) and closed at shutdown, after uvicorn has let in-flight requests finish.
@@ -39,7 +40,7 @@ from apikeys.auth import UNAUTHORIZED, WWW_AUTHENTICATE, ScopeMissing, bearer_ca
 from apikeys.context import INVOKE
 from dspysite.lifespan import ASGIApp, Message, Receive, Scope, Send, send_json
 from mcp_tools.server import CALLER_STATE, RESERVATION_STATE, build_server
-from programs.reservations import Demand, QuotaRefused, QuotaReservation, quota_reserved
+from programs.reservations import QuotaRefused, QuotaReservation, quota_reserved
 from programs.runtime import Runtime
 
 PATHS = frozenset({"/mcp", "/mcp/"})
@@ -81,9 +82,8 @@ class McpEndpoint:
                 await send_json(send, 403, {"detail": str(ScopeMissing(INVOKE, caller))})
                 return
             scope.setdefault("state", {})[CALLER_STATE] = caller
-            size = int(_header(scope, b"content-length") or 0)
             try:
-                async with quota_reserved(caller, Demand(None, size)) as reservation:
+                async with quota_reserved(caller) as reservation:
                     await self.manager.handle_request(scope, receive, _answering(scope, send, reservation))
             except QuotaRefused as refused:
                 headers = [(name.lower().encode(), value.encode()) for name, value in refused.headers.items()]
@@ -126,7 +126,7 @@ def _answering(scope: Scope, send: Send, reservation: QuotaReservation | None) -
     (so the client's next request sees it settled)."""
     if reservation is None:
         return send
-    scope["state"][RESERVATION_STATE] = reservation  # for the tool calls' usage (mcp_tools.server)
+    scope["state"][RESERVATION_STATE] = reservation  # its LM-call gate, for the tool calls (mcp_tools.server)
     extra = [(name.lower().encode(), value.encode()) for name, value in reservation.headers.items()]
 
     async def send_with_headers(message: Message) -> None:

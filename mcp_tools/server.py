@@ -15,14 +15,15 @@ from mcp.server.lowlevel import Server
 from apikeys.context import Caller, current_caller
 from mcp_tools.resources import ProgramResources
 from mcp_tools.tools import ToolCatalog
-from programs.reservations import current_reservation
+from programs.lm_gates import current_lm_gate
+from programs.reservations import bind_lm_gate
 from programs.runtime import Runtime
 
 R = TypeVar("R")
 
 # Where the HTTP layer (mcp_tools.endpoint) leaves the caller its API key names, in the scope's state.
 CALLER_STATE = "api_caller"
-# ... and the key's quota reservation, which the tool calls' usage settles (programs.reservations).
+# ... and the key's quota reservation, whose LM-call gate the tool calls run under (programs.reservations).
 RESERVATION_STATE = "quota_reservation"
 
 INSTRUCTIONS = (
@@ -40,11 +41,11 @@ def build_server(runtime: Runtime) -> Server[Any]:
     ) -> types.CallToolResult:
         # The key is recorded on the call's log row (telemetry reads the contextvar).
         scope = current_caller.set(_caller(ctx))
-        reservation = current_reservation.set(_state(ctx).get(RESERVATION_STATE))
+        gate = bind_lm_gate(_state(ctx).get(RESERVATION_STATE))  # tool calls run in the SDK's task
         try:
             return await tools.call(params.name, params.arguments, dict(params.meta or {}))
         finally:
-            current_reservation.reset(reservation)
+            current_lm_gate.reset(gate)
             current_caller.reset(scope)
 
     async def read_resource(

@@ -76,7 +76,8 @@ class ModelEntry(BaseModel):
     circuit_breaker: CircuitBreaker | None = None
     # Aliases tried in order when this model fails, is over its budget or its circuit is open.
     fallbacks: list[str] = Field(default_factory=list)
-    # USD per million tokens, for cost and budgets when DSPy has no price for the model.
+    # USD per million tokens: the price of every call to this model, DSPy's own price list ignored
+    # (programs/pricing.py says why).
     input_cost_per_1m_tokens: float | None = Field(default=None, ge=0)
     output_cost_per_1m_tokens: float | None = Field(default=None, ge=0)
 

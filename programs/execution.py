@@ -23,6 +23,7 @@ from dspy.utils.usage_tracker import UsageTracker
 
 from programs.dspy_speedups import inline_lm_steps
 from programs.limits import Limiter
+from programs.lm_gates import LMCallRefused
 from programs.outputs import OutputMismatch, to_response_body
 from programs.runtime import Program, Runtime
 from programs.upstream import CircuitOpen, LimitsUnavailable, ModelBudgetExceeded
@@ -161,7 +162,9 @@ def _no_instance(program: Program) -> CallFailed:
 
 
 def classify(program: Program, exc: BaseException) -> CallFailed:
-    if isinstance(exc, CircuitOpen | ModelBudgetExceeded | LimitsUnavailable | LMRateLimitError):
+    if isinstance(
+        exc, CircuitOpen | ModelBudgetExceeded | LimitsUnavailable | LMRateLimitError | LMCallRefused
+    ):
         return _try_later(program, exc)
     name, status = type(exc).__name__, None
     if isinstance(exc, TimeoutError | LMTimeoutError):
@@ -184,6 +187,10 @@ def _try_later(program: Program, exc: LMError) -> CallFailed:
     """Capacity, not a fault: the model's budget (429), its open circuit or the provider's own
     rate limit after the retries (503), each with the ``Retry-After`` the limit gave."""
     retry_after = max(1, math.ceil(exc.retry_after or RETRY_AFTER_S))
+    if isinstance(exc, LMCallRefused):  # the caller's own quota, as the door's quota refusal answers
+        return CallFailed(
+            exc.status or 429, exc.message, "quota_exceeded", program.name, retry_after=retry_after
+        )
     if isinstance(exc, ModelBudgetExceeded):
         return CallFailed(429, exc.message, "ModelBudget", program.name, retry_after=retry_after)
     if isinstance(exc, CircuitOpen | LimitsUnavailable):

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 from programs.circuits import ALLOWED, Admission
 from programs.upstream import Grant, LimitsUnavailable
+from ratelimit import Store, StoreUnavailable
 from ratelimit.circuit import CircuitCheck
 from ratelimit.failures import FailMode, limit_failed
-from ratelimit.store import Store, StoreUnavailable
 from ratelimit.windows import Charge, Decision
 
 WINDOW_S = 60.0  # rpm and tpm are per minute

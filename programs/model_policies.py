@@ -8,9 +8,10 @@ from typing import Any
 
 from programs.config import ModelEntry
 from programs.model_limits import StoreBudget, StoreCircuit
-from programs.upstream import ModelPolicy, Prices
+from programs.pricing import model_prices
+from programs.upstream import ModelPolicy
+from ratelimit import get_store
 from ratelimit.failures import FailMode
-from ratelimit.store import get_store
 
 
 def build_policy(
@@ -33,17 +34,8 @@ def build_policy(
         alias=alias,
         lm=lm,
         num_retries=entry.num_retries,
-        prices=_prices(entry),
+        prices=model_prices(lm.model, entry.input_cost_per_1m_tokens, entry.output_cost_per_1m_tokens),
         circuit=circuit,
         budget=budget,
         fallbacks=fallbacks,
-    )
-
-
-def _prices(entry: ModelEntry) -> Prices | None:
-    if entry.input_cost_per_1m_tokens is None and entry.output_cost_per_1m_tokens is None:
-        return None
-    return Prices(
-        input_per_token=(entry.input_cost_per_1m_tokens or 0.0) / 1_000_000,
-        output_per_token=(entry.output_cost_per_1m_tokens or 0.0) / 1_000_000,
     )

@@ -11,31 +11,21 @@ door that lets a caller in goes through :func:`quota_reserved`:
 * (later) a job or a background run: around its items.
 
 Entering takes the quota (or raises :class:`QuotaRefused`: 429, or 503 when it cannot be checked);
-the reservation's ``headers`` (``RateLimit-Policy``, ``RateLimit``) go on the door's answer; the
-calls made meanwhile report their usage to :data:`current_reservation`; leaving settles it with
-that usage, whatever ended the request (answered, failed, cancelled: the settlement then runs in
-a task of its own, so a second cancellation cannot lose it).
+the reservation's ``headers`` (``RateLimit-Policy``, ``RateLimit``) go on the door's answer; its
+``lm_gate`` is bound for the calls made meanwhile, so each LM call reserves the tokens and dollars
+it can bill and settles them with what it billed (:mod:`programs.lm_gates`: what a request spends
+is only known per LM call); leaving frees what the request held (its in-flight slot), whatever
+ended the request (answered, failed, cancelled: the settlement then runs in a task of its own, so a
+second cancellation cannot lose it).
 """
 
 import asyncio
 import contextvars
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from programs.events import RequestFinished
-    from programs.runtime import Program
-
-
-@dataclass(frozen=True, slots=True)
-class Demand:
-    """What one request asks of its caller's quotas, for the reservation's estimate."""
-
-    program: "Program | None"  # None: not known before the body is read (/mcp): the largest
-    body_size: int
-    items: int = 1  # a batch's items
+from programs.lm_gates import LMCallGate, current_lm_gate
 
 
 class QuotaRefused(Exception):
@@ -58,22 +48,18 @@ class QuotaReservation(Protocol):
     def headers(self) -> Mapping[str, str]:
         """For the door's answer: ``RateLimit-Policy`` and ``RateLimit``."""
 
-    def record(self, finished: "RequestFinished") -> None:
-        """The usage of one call made under the reservation (a batch reports one per item)."""
+    @property
+    def lm_gate(self) -> LMCallGate | None:
+        """What each LM call of the request reserves and settles (tokens, dollars), or None."""
 
     async def settle(self) -> None:
-        """Settle with the usage recorded and free what was held. Idempotent, never raises."""
+        """Free what was held for the request. Idempotent, never raises."""
 
 
 class Quotas(Protocol):
-    async def __call__(self, caller: Any, demand: Demand) -> QuotaReservation | None:
-        """Take ``caller``'s quota for ``demand`` (None: the caller has none), or raise QuotaRefused."""
+    async def __call__(self, caller: Any) -> QuotaReservation | None:
+        """Take ``caller``'s quota for one request (None: the caller has none), or raise QuotaRefused."""
 
-
-# The reservation of the request being served: the calls' usage settles it (apikeys' subscriber).
-current_reservation: contextvars.ContextVar[QuotaReservation | None] = contextvars.ContextVar(
-    "quota_reservation", default=None
-)
 
 _quotas: Quotas | None = None
 _settling: set[asyncio.Task[None]] = set()  # strong references: the loop holds tasks weakly
@@ -86,19 +72,27 @@ def install(quotas: Quotas | None) -> None:
 
 
 @asynccontextmanager
-async def quota_reserved(caller: Any, demand: Demand) -> AsyncIterator[QuotaReservation | None]:
-    """Take ``caller``'s quota for one request (None when nothing is installed or it has none);
-    settle it on leaving. Raises :class:`QuotaRefused` on entering."""
+async def quota_reserved(caller: Any) -> AsyncIterator[QuotaReservation | None]:
+    """Take ``caller``'s quota for one request (None when nothing is installed or it has none),
+    bind its LM-call gate for the calls made meanwhile, settle it on leaving. Raises
+    :class:`QuotaRefused` on entering."""
     quotas = _quotas
-    reservation = await quotas(caller, demand) if quotas is not None and caller is not None else None
+    reservation = await quotas(caller) if quotas is not None and caller is not None else None
     if reservation is None:
         yield None
         return
-    current_reservation.set(reservation)  # not reset: the HTTP door leaves in another context
+    bind_lm_gate(reservation)  # not reset: the HTTP door leaves in another context
     try:
         yield reservation
     finally:
         await settle(reservation)
+
+
+def bind_lm_gate(reservation: QuotaReservation | None) -> contextvars.Token[LMCallGate | None]:
+    """Make the reservation's LM-call gate the one every LM call of this context asks
+    (:mod:`programs.lm_gates`). A door whose calls run in another task (``/mcp``'s tool calls)
+    binds it there and resets it with the token."""
+    return current_lm_gate.set(reservation.lm_gate if reservation is not None else None)
 
 
 async def settle(reservation: QuotaReservation) -> None:

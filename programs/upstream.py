@@ -10,18 +10,23 @@ Per LM call, for the model and then each fallback in turn (:class:`ModelPolicy`)
 
 1. the circuit (:mod:`programs.circuits`): open → :class:`CircuitOpen` without an upstream call;
 2. the budget (``rpm``/``tpm``): waits up to ``server.max_queue_ms`` for capacity, then
-   :class:`ModelBudgetExceeded`; tokens are reserved (prompt estimate + ``max_tokens``) and
-   settled with the real usage after the call;
-3. the request; a 429, 5xx, timeout or connection failure is retried up to ``num_retries``
+   :class:`ModelBudgetExceeded`; tokens are reserved (the call's bound: its rendered prompt's
+   bytes + ``max_tokens``, :func:`programs.pricing.call_token_bound`) and settled with the billed
+   usage after the call;
+3. the request's gate (:mod:`programs.lm_gates`, an API key's token and dollar quotas), when the
+   request was admitted with one: the same bound, reserved, settled with the billed tokens and cost;
+4. the request; a 429, 5xx, timeout or connection failure is retried up to ``num_retries``
    times, after the provider's ``Retry-After`` or an exponential backoff, never past the
    request's deadline. Each failed attempt emits ``events.lm_retry``.
+
+Each answer is priced once, by :func:`programs.pricing.call_cost` (the registry's price, else DSPy's).
 
 What is left when every model failed reaches :func:`programs.execution.classify`: a provider
 429 → 503 with ``Retry-After``, an open circuit → 503, the budget → 429, others as before.
 
-Fast path: an LM with no budget, no circuit and no fallbacks, outside a stream, costs an
-attribute read, DSPy's ``send_stream`` setting and a ``try`` on success: 1.5 µs per call on a
-worker thread, 2.9 µs on the event loop (docs/DEPLOYMENT.md).
+Fast path: an LM with no budget, no circuit and no fallbacks, outside a stream and without a
+gate, costs an attribute read, DSPy's ``send_stream`` setting, a ``ContextVar.get`` and a ``try``
+on success: 1.5 µs per call on a worker thread, 2.9 µs on the event loop (docs/DEPLOYMENT.md).
 """
 
 import asyncio
@@ -47,14 +52,14 @@ from dspy.utils.exceptions import (
 from programs import events
 from programs.circuits import ALLOWED, Admission, CircuitState
 from programs.context import current_request_id
+from programs.lm_gates import CallBound, LMCallGate, LMCallRefused, current_lm_gate
+from programs.pricing import Prices, billed_tokens, call_cost, call_token_bound
 from programs.usage import current_usage
 
 POLICY_ATTR = "served_policy"
 # Backoff for faults without a Retry-After: BACKOFF_BASE_S * 2**(attempt-1), with jitter, capped.
 BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 8.0
-# Completion tokens reserved against ``tpm`` when the call states no max_tokens.
-DEFAULT_COMPLETION_TOKENS = 1024
 # Faults of the upstream itself: they count towards its circuit breaker.
 CIRCUIT_FAULTS = (LMServerError, LMTimeoutError, LMTransportError)
 
@@ -72,7 +77,7 @@ class LimitsUnavailable(LMError):
 
 
 # Answers of the server's own guards: no request was sent, nothing to retry on this model.
-REFUSALS = (CircuitOpen, ModelBudgetExceeded, LimitsUnavailable)
+REFUSALS = (CircuitOpen, ModelBudgetExceeded, LimitsUnavailable, LMCallRefused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,19 +102,6 @@ class ModelBudget(Protocol):
     async def asettle(self, grant: Grant, tokens: int) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Prices:
-    """``input/output_cost_per_1m_tokens`` of a registry entry, per token."""
-
-    input_per_token: float
-    output_per_token: float
-
-    def cost(self, usage: dict[str, Any]) -> float:
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
-        return prompt * self.input_per_token + completion * self.output_per_token
-
-
 @dataclass(eq=False)
 class ModelPolicy:
     """How calls to one registry alias are made; built at start-up (programs/runtime.py)."""
@@ -117,7 +109,7 @@ class ModelPolicy:
     alias: str
     lm: Any
     num_retries: int
-    prices: Prices | None = None
+    prices: Prices | None = None  # programs.pricing.model_prices: the registry's, else DSPy's
     circuit: CircuitState | None = None
     budget: ModelBudget | None = None
     fallbacks: tuple["ModelPolicy", ...] = field(default=())
@@ -152,10 +144,11 @@ def policy_of(lm: Any) -> ModelPolicy:
 class _Call:
     """One LM call's progress over its models: attempts, the stream guard, the deadline."""
 
-    __slots__ = ("attempts", "call", "deadline", "streaming")
+    __slots__ = ("attempts", "call", "deadline", "gate", "streaming")
 
-    def __init__(self, call: Any, failure: BaseException | None) -> None:
+    def __init__(self, call: Any, failure: BaseException | None, gate: LMCallGate | None) -> None:
         self.call = call
+        self.gate = gate
         self.attempts = 0 if failure is None else 1  # the fast path's failed first attempt
         usage = current_usage()
         self.deadline = usage.deadline if usage is not None else None
@@ -168,8 +161,14 @@ class _Call:
                                  asynchronous=asynchronous)  # fmt: skip
 
     def can_fall_back(self, exc: BaseException) -> bool:
-        # A typed Request names its model; a stream that already reached the client cannot restart.
-        return isinstance(exc, LMError) and self.call.request is None and not getattr(exc, "_emitted", False)
+        # A typed Request names its model; a stream that already reached the client cannot restart;
+        # the caller's own quota refuses every model alike.
+        return (
+            isinstance(exc, LMError)
+            and not isinstance(exc, LMCallRefused)
+            and self.call.request is None
+            and not getattr(exc, "_emitted", False)
+        )
 
     def retry_wait(self, policy: ModelPolicy, exc: BaseException, attempt: int) -> float | None:
         """Seconds to wait before retrying on the same model, or None: no retry."""
@@ -222,26 +221,27 @@ def _over_budget(policy: ModelPolicy, grant: Grant) -> ModelBudgetExceeded:
     return ModelBudgetExceeded(message, model=policy.lm.model, retry_after=grant.retry_after_s)
 
 
-def _estimate_tokens(policy: ModelPolicy, call: Any) -> int:
-    """Prompt (~4 characters a token) plus the completion's ``max_tokens``, for ``tpm``."""
-    legacy = call.legacy or {}
-    chars = len(str(legacy.get("messages") or call.prompt or ""))
-    completion = legacy.get("max_tokens") or policy.lm.kwargs.get("max_tokens") or DEFAULT_COMPLETION_TOKENS
-    return chars // 4 + int(completion)
+def _bound(policy: ModelPolicy, call: Any) -> CallBound:
+    """What this request can bill at most (programs/pricing.py), for ``tpm`` and the gate."""
+    prompt, completion = call_token_bound(policy.lm, call)
+    cost = policy.prices.cost(prompt, completion) if policy.prices is not None else 0.0
+    return CallBound(prompt + completion, cost)
 
 
 def _used_tokens(result: Any) -> int:
-    usage = getattr(result, "usage", None) or {}
-    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+    return sum(billed_tokens(result))
 
 
 def _price(policy: ModelPolicy, result: Any) -> Any:
-    """The registry's price when DSPy has none for the model (DSPy's own wins)."""
-    if policy.prices is None or getattr(result, "cache_hit", False):
-        return result
-    if getattr(result, "cost", 0) is None:
-        result.cost = policy.prices.cost(result.usage or {})
+    """The call's one price (programs/pricing.py): the registry's when it states one, else DSPy's."""
+    if policy.prices is not None and policy.prices.stated:
+        result.cost = call_cost(policy.prices, result)
     return result
+
+
+def _settlement(result: Any) -> tuple[int, float]:
+    """What an answered request billed: its tokens and cost (unpriced: 0.0)."""
+    return _used_tokens(result), getattr(result, "cost", None) or 0.0
 
 
 def _circuit_changed(policy: ModelPolicy, change: str | None) -> None:
@@ -267,12 +267,13 @@ def _execute(lm: Any, call: Any) -> Any:
     if policy is None:
         return _original_execute(lm, call)
     failure = None
-    if not policy.guarded and dspy_settings.send_stream is None:
+    gate = current_lm_gate.get()
+    if not policy.guarded and dspy_settings.send_stream is None and gate is None:
         try:
             return _price(policy, _original_execute(lm, call))
         except LMError as exc:
             failure = exc  # retried from here on
-    return _run(policy, _Call(call, failure), failure)
+    return _run(policy, _Call(call, failure, gate), failure)
 
 
 def _run(policy: ModelPolicy, run: _Call, failure: BaseException | None) -> Any:
@@ -318,12 +319,29 @@ def _on_model(policy: ModelPolicy, call: Any, run: _Call, failure: BaseException
 
 
 def _once(policy: ModelPolicy, call: Any, run: _Call) -> Any:
-    """One request to the model, if its circuit and budget let it through."""
+    """One request to the model, if the request's gate, its circuit and its budget let it through."""
+    gate = run.gate
+    if gate is None:
+        return _guarded(policy, call, run)
+    bound = _bound(policy, call)
+    ticket = gate.reserve(bound)
+    try:
+        result = _guarded(policy, call, run, bound)
+    except Exception:
+        gate.settle(ticket, 0, 0.0)  # refused here, or failed upstream: nothing billed
+        raise
+    gate.settle(ticket, *_settlement(result))
+    return result
+
+
+def _guarded(policy: ModelPolicy, call: Any, run: _Call, bound: CallBound | None = None) -> Any:
     circuit, budget = policy.circuit, policy.budget
     admission = circuit.check() if circuit is not None else ALLOWED
     if not admission.allowed:
         raise _refused(policy, admission)
-    grant = budget.reserve(_estimate_tokens(policy, call)) if budget is not None else None
+    if budget is not None and bound is None:
+        bound = _bound(policy, call)
+    grant = budget.reserve(bound.tokens) if budget is not None else None  # type: ignore[union-attr]
     if grant is not None and not grant.allowed:
         raise _over_budget(policy, grant)
     run.attempts += 1
@@ -361,12 +379,13 @@ async def _aexecute(lm: Any, call: Any) -> Any:
     if policy is None:
         return await _original_aexecute(lm, call)
     failure = None
-    if not policy.guarded and dspy_settings.send_stream is None:
+    gate = current_lm_gate.get()
+    if not policy.guarded and dspy_settings.send_stream is None and gate is None:
         try:
             return _price(policy, await _original_aexecute(lm, call))
         except LMError as exc:
             failure = exc  # retried from here on
-    return await _arun(policy, _Call(call, failure), failure)
+    return await _arun(policy, _Call(call, failure, gate), failure)
 
 
 async def _arun(policy: ModelPolicy, run: _Call, failure: BaseException | None) -> Any:
@@ -408,11 +427,28 @@ async def _aon_model(policy: ModelPolicy, call: Any, run: _Call, failure: BaseEx
 
 
 async def _aonce(policy: ModelPolicy, call: Any, run: _Call) -> Any:
+    gate = run.gate
+    if gate is None:
+        return await _aguarded(policy, call, run)
+    bound = _bound(policy, call)
+    ticket = await gate.areserve(bound)
+    try:
+        result = await _aguarded(policy, call, run, bound)
+    except Exception:
+        await gate.asettle(ticket, 0, 0.0)
+        raise
+    await gate.asettle(ticket, *_settlement(result))
+    return result
+
+
+async def _aguarded(policy: ModelPolicy, call: Any, run: _Call, bound: CallBound | None = None) -> Any:
     circuit, budget = policy.circuit, policy.budget
     admission = await circuit.acheck() if circuit is not None else ALLOWED
     if not admission.allowed:
         raise _refused(policy, admission)
-    grant = await budget.areserve(_estimate_tokens(policy, call)) if budget is not None else None
+    if budget is not None and bound is None:
+        bound = _bound(policy, call)
+    grant = await budget.areserve(bound.tokens) if budget is not None else None  # type: ignore[union-attr]
     if grant is not None and not grant.allowed:
         raise _over_budget(policy, grant)
     run.attempts += 1

@@ -10,7 +10,7 @@ a caller that cannot be served in time is told immediately rather than at the en
 import asyncio
 import time
 
-from ratelimit.store import Store
+from ratelimit import Store
 from ratelimit.windows import Decision
 
 MIN_SLEEP_S = 0.001  # a retry_after of 0 (capacity back this instant) still yields once

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ratelimit.memory import MemoryStore
-from ratelimit.redis_store import RedisStore
+from ratelimit.backends.memory import MemoryStore
+from ratelimit.backends.redis import RedisStore
 from tests.redis_servers import RedisServer, redis_server
 
 

@@ -5,9 +5,8 @@ import logging
 
 import pytest
 
-from ratelimit import failures
-from ratelimit.redis_store import RedisStore
-from ratelimit.store import StoreUnavailable
+from ratelimit import StoreUnavailable, failures
+from ratelimit.backends.redis import RedisStore
 from tests.redis_servers import RedisServer
 
 

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from ratelimit.memory import MemoryStore
-from ratelimit.redis_store import RedisStore
-from ratelimit.store import SlotClaim, Store
+from ratelimit import SlotClaim, Store
+from ratelimit.backends.memory import MemoryStore
+from ratelimit.backends.redis import RedisStore
 from ratelimit.windows import Charge
 from tests.ratelimit.conftest import FakeClock
 from tests.telemetry.conftest import wait_for

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from ratelimit.memory import MemoryStore
+from ratelimit.backends.memory import MemoryStore
 from ratelimit.waiting import atake_within, take_within
 
 

@@ -2,7 +2,7 @@
 
 import random
 
-from ratelimit.memory import MemoryStore
+from ratelimit.backends.memory import MemoryStore
 from ratelimit.windows import BUCKETS, Charge
 from tests.ratelimit.conftest import FakeClock
 

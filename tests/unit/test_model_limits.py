@@ -12,9 +12,9 @@ from programs.circuits import ALLOWED
 from programs.model_limits import StoreBudget, StoreCircuit
 from programs.upstream import LimitsUnavailable
 from ratelimit import failures
+from ratelimit.backends.memory import MemoryStore
+from ratelimit.backends.redis import RedisStore
 from ratelimit.failures import STORE_ERRORS
-from ratelimit.memory import MemoryStore
-from ratelimit.redis_store import RedisStore
 
 
 def test_rpm_budget_grants_exactly_its_requests_then_says_when() -> None:

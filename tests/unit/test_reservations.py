@@ -10,20 +10,18 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from dspysite.middleware import request_lifetime, request_lifetime_middleware
 from programs import reservations
-from programs.reservations import Demand, QuotaRefused, current_reservation, quota_reserved
+from programs.lm_gates import current_lm_gate
+from programs.reservations import QuotaRefused, quota_reserved
 
 
 class FakeReservation:
     def __init__(self, settle_gate: asyncio.Event | None = None) -> None:
         self.headers = {"RateLimit": '"rpm";r=1;t=60'}
-        self.recorded: list[Any] = []
+        self.lm_gate = object()  # what the request's LM calls would reserve through
         self.settled = 0
         self.settle_started = asyncio.Event()
         self.done = asyncio.Event()
         self.settle_gate = settle_gate
-
-    def record(self, finished: Any) -> None:
-        self.recorded.append(finished)
 
     async def settle(self) -> None:
         self.settle_started.set()
@@ -39,7 +37,7 @@ class FakeQuotas:
         self.gate = gate
         self.made: list[FakeReservation] = []
 
-    async def __call__(self, caller: Any, demand: Demand) -> FakeReservation | None:
+    async def __call__(self, caller: Any) -> FakeReservation | None:
         if self.refuse:
             raise QuotaRefused(429, "over", {"Retry-After": "1"})
         if caller == "no quota":
@@ -59,20 +57,22 @@ def installed() -> Iterator[FakeQuotas]:
 
 def test_nothing_installed_or_no_quota_reserves_nothing(installed: FakeQuotas) -> None:
     async def scenario() -> None:
-        async with quota_reserved("no quota", Demand(None, 10)) as reservation:
+        async with quota_reserved("no quota") as reservation:
             assert reservation is None
         reservations.install(None)
-        async with quota_reserved("key", Demand(None, 10)) as reservation:
+        async with quota_reserved("key") as reservation:
             assert reservation is None
 
     asyncio.run(scenario())
     assert installed.made == []
 
 
-def test_a_reservation_is_current_while_held_and_settled_once_on_leaving(installed: FakeQuotas) -> None:
+def test_a_reservations_lm_gate_is_bound_while_held_and_it_is_settled_once_on_leaving(
+    installed: FakeQuotas,
+) -> None:
     async def scenario() -> None:
-        async with quota_reserved("key", Demand(None, 10)) as reservation:
-            assert current_reservation.get() is reservation
+        async with quota_reserved("key") as reservation:
+            assert current_lm_gate.get() is reservation.lm_gate
             assert reservation.settled == 0
         assert reservation.settled == 1
 
@@ -84,7 +84,7 @@ def test_a_refusal_raises_on_entering(installed: FakeQuotas) -> None:
 
     async def scenario() -> None:
         with pytest.raises(QuotaRefused) as refused:
-            async with quota_reserved("key", Demand(None, 10)):
+            async with quota_reserved("key"):
                 raise AssertionError("not entered")
         assert refused.value.body() == {"detail": "over", "error_type": "quota_exceeded"}
 
@@ -99,7 +99,7 @@ def test_a_cancelled_call_is_settled_even_when_cancelled_again_while_settling(in
         entered = asyncio.Event()
 
         async def call() -> None:
-            async with quota_reserved("key", Demand(None, 10)):
+            async with quota_reserved("key"):
                 entered.set()
                 await asyncio.Event().wait()  # the program runs until the client goes
 
@@ -126,7 +126,7 @@ def test_the_http_door_settles_before_a_plain_answer_is_returned_and_adds_the_he
     installed: FakeQuotas,
 ) -> None:
     async def view(request: HttpRequest) -> HttpResponse:
-        reservation = await request_lifetime(request).enter(quota_reserved("key", Demand(None, 1)))
+        reservation = await request_lifetime(request).enter(quota_reserved("key"))
         request_lifetime(request).headers.update(reservation.headers)
         return HttpResponse(b"{}")
 
@@ -148,7 +148,7 @@ def test_the_http_door_holds_a_streamed_answer_until_its_last_chunk(installed: F
             yield chunk
 
     async def view(request: HttpRequest) -> StreamingHttpResponse:
-        await request_lifetime(request).enter(quota_reserved("key", Demand(None, 1)))
+        await request_lifetime(request).enter(quota_reserved("key"))
         return StreamingHttpResponse(body())
 
     async def scenario() -> None:
@@ -171,11 +171,11 @@ def test_the_http_door_settles_a_cut_off_stream_and_a_failed_request(installed: 
         yield b"never"
 
     async def streaming(request: HttpRequest) -> StreamingHttpResponse:
-        await request_lifetime(request).enter(quota_reserved("key", Demand(None, 1)))
+        await request_lifetime(request).enter(quota_reserved("key"))
         return StreamingHttpResponse(endless())
 
     async def failing(request: HttpRequest) -> HttpResponse:
-        await request_lifetime(request).enter(quota_reserved("key", Demand(None, 1)))
+        await request_lifetime(request).enter(quota_reserved("key"))
         raise asyncio.CancelledError
 
     async def scenario() -> None:

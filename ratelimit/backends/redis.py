@@ -4,7 +4,7 @@ Time is the Redis server's (``TIME`` inside the scripts): replicas whose clocks 
 share one window. The sync client serves worker threads (its pool is thread-safe), one async client
 per event loop serves the loop (redis-py's asyncio connections belong to the loop that made them).
 
-A failure (Redis stopped, a timeout) raises :class:`~ratelimit.store.StoreUnavailable` after one
+A failure (Redis stopped, a timeout) raises :class:`~ratelimit.backends.base.StoreUnavailable` after one
 immediate retry on a fresh connection (a connection broken by a Redis restart fails once), within
 ``RATELIMIT_REDIS_TIMEOUT_S`` (default 0.5 s) per attempt; the next call reconnects by itself, so
 limits work again as soon as Redis is back. The first failure of an incident is logged, and the
@@ -25,8 +25,8 @@ from redis.retry import Retry
 
 from dspysite.env import env_float, env_str
 from ratelimit import failures
+from ratelimit.backends.base import Slot, SlotClaim, Store, StoreUnavailable
 from ratelimit.circuit import CircuitCheck
-from ratelimit.store import Slot, SlotClaim, Store, StoreUnavailable
 from ratelimit.windows import BUCKETS, EPSILON, Charge, Decision, Reservation
 
 T = TypeVar("T")

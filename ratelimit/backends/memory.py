@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 
 from ratelimit import circuit as circuits
 from ratelimit import windows
+from ratelimit.backends.base import Slot, SlotClaim, Store
 from ratelimit.circuit import Circuit, CircuitCheck
-from ratelimit.store import Slot, SlotClaim, Store
 from ratelimit.windows import Charge, Decision, Reservation
 
 

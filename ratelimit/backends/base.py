@@ -1,4 +1,7 @@
-"""The store of shared limit state: one interface, a Redis and an in-process implementation.
+"""The store of shared limit state: the interface every backend implements (:class:`Store`).
+
+The backends: :mod:`ratelimit.backends.redis` (shared by every process and machine) and
+:mod:`ratelimit.backends.memory` (one process); :func:`ratelimit.get_store` picks one.
 
 Every operation exists twice: ``take`` for worker threads (sync programs call their LM there) and
 ``atake`` for the event loop. Keys are the caller's names (``key:7:rpm``, ``model:judge:tpm``...);
@@ -20,12 +23,9 @@ Operations (each one atomic, one round trip to Redis):
 * ``circuit_check`` / ``circuit_record``: the circuit breaker's shared state (:mod:`ratelimit.circuit`).
 """
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from django.conf import settings
 
 from ratelimit.circuit import CircuitCheck
 from ratelimit.windows import Charge, Decision, Reservation
@@ -122,27 +122,3 @@ class Store(ABC):
 
     @abstractmethod
     async def acircuit_record(self, key: str, ok: bool, failures: int, cooldown_s: float) -> bool: ...
-
-
-_store: Store | None = None
-_store_lock = threading.Lock()
-
-
-def get_store() -> Store:
-    """The process's store, built on first use: Redis with ``settings.REDIS_URL``, else in-process."""
-    global _store
-    if _store is None:
-        with _store_lock:
-            if _store is None:
-                _store = build_store(settings.REDIS_URL)
-    return _store
-
-
-def build_store(redis_url: str) -> Store:
-    if redis_url:
-        from ratelimit.redis_store import RedisStore
-
-        return RedisStore(redis_url)
-    from ratelimit.memory import MemoryStore
-
-    return MemoryStore()
