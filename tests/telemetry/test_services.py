@@ -118,11 +118,15 @@ def test_rows_survive_unusual_bodies() -> None:
     huge.inputs = Body(None, 5_000_000)  # over the capture limit: only the size was kept
     text = make_record(request_id="text", inputs=b"{not json")
     nan = make_record(request_id="nan", outputs=b'{"score": NaN}')
-    services.inference_logs_write([huge, text, nan])
+    deep = make_record(request_id="deep", inputs=b"[" * 900 + b"]" * 900)  # parsed, too deep to store
+    surrogate = make_record(request_id="surrogate", inputs=b'{"q\\udc00": "a\\ud800b"}')
+    services.inference_logs_write([huge, text, nan, deep, surrogate])
     rows = {row.request_id: row for row in InferenceLog.objects.all()}
     assert rows["huge"].inputs == {"_truncated": True, "bytes": 5_000_000}
     assert rows["text"].inputs == {"_unparsed": "{not json"}
     assert rows["nan"].outputs == {"score": "nan"}
+    assert rows["deep"].inputs == {"_unparsed": "[" * 900 + "]" * 900}
+    assert rows["surrogate"].inputs == {"q\\udc00": "a\\ud800b"}  # lone surrogates as their escapes
     assert to_log_values(make_record(inputs=None))["inputs"] is None  # capture off
 
 
