@@ -232,8 +232,9 @@ def test_upstream_500_is_a_502(server: Running, program: str) -> None:
     response = post(server, f"/{program}", {"question": "fail please [fault=500]"})
     assert response.status_code == 502
     body = response.json()
-    assert body["upstream_status"] == 500
-    assert "mock upstream failure" in body["detail"]
+    assert body["upstream_status"] == 500 and body["error_type"] == "LMServerError"
+    assert body["detail"] == "Upstream LLM error from mock: HTTP 500 (LMServerError)"
+    assert "mock upstream failure" not in response.text  # the provider's own text: in the log only
 
 
 def test_upstream_stall_is_a_504_after_the_program_timeout(server: Running) -> None:

@@ -104,6 +104,10 @@ def test_every_finished_request_has_exactly_one_row(database: ServerDatabase, st
     assert {by_id[rid][4] for rid in ("timeout", "upstream", "crash", "invalid")} == {
         "Timeout", "LMServerError", "ValueError", "ValidationError",
     }  # fmt: skip
+    [(upstream_message,)] = database.query(
+        "SELECT error_message FROM telemetry_inferencelog WHERE request_id = 'upstream'"
+    )
+    assert "HTTP 500 (LMServerError): mock upstream failure" in upstream_message  # the provider's text
 
 
 def test_tokens_per_row_match_the_mock_under_200_concurrent_requests(
