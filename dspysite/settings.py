@@ -178,6 +178,11 @@ DSPY_SCHEDULER_SHUTDOWN_TIMEOUT_S = env_float("DSPY_SCHEDULER_SHUTDOWN_TIMEOUT_S
 DSPY_SCHEDULER_TIME_SCALE = env_float("DSPY_SCHEDULER_TIME_SCALE", 1.0)
 DSPY_SCHEDULER_TIME_ORIGIN = env_float("DSPY_SCHEDULER_TIME_ORIGIN", 0.0)
 
+# Image URLs naming localhost or a private, loopback or link-local IP are refused (422): the model's
+# provider would fetch them. True for a self-hosted model that fetches from the private network
+# (docs/DEVELOPING.md, "Images and audio"). Host names are never resolved here: the egress proxy's job.
+DSPY_ALLOW_PRIVATE_MEDIA_URLS = env_bool("DSPY_ALLOW_PRIVATE_MEDIA_URLS", False)
+
 # Telemetry (docs/TELEMETRY.md). Inputs/outputs are stored unless turned off here or per program
 # (programs.<Name>.capture_io: false in dspy.config.yaml); bodies over the size limit are not kept.
 TELEMETRY_CAPTURE_IO = env_bool("TELEMETRY_CAPTURE_IO", True)
