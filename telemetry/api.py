@@ -41,6 +41,7 @@ def writer_status() -> dict[str, Any]:
     writer = telemetry_writer()
     return {
         "queue_depth": writer.depth,
+        "queued_bytes": writer.queued_bytes,
         "written": writer.written,
         "dropped": writer.dropped,
         "write_errors": writer.write_errors,

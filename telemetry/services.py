@@ -180,6 +180,7 @@ def telemetry_writer() -> TelemetryWriter:
             max_queue=settings.TELEMETRY_QUEUE_MAX,
             batch_size=settings.TELEMETRY_BATCH_SIZE,
             flush_interval_s=settings.TELEMETRY_FLUSH_INTERVAL_S,
+            max_bytes=settings.TELEMETRY_QUEUE_MAX_BYTES,
         )
     return _writer
 

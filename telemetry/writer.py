@@ -33,6 +33,19 @@ logger = logging.getLogger(__name__)
 WriteBatch = Callable[[Sequence[InferenceRecord]], None]
 RETRY_BASE_S = 0.1
 LOG_EVERY_S = 30.0
+# What a record holds besides its captured bodies (the dataclass, its strings, the usage snapshot),
+# counted against ``max_bytes``: ~1 KB measured with sys.getsizeof over a typical record.
+RECORD_OVERHEAD_BYTES = 1024
+
+
+def record_bytes(record: InferenceRecord) -> int:
+    """The memory a queued record holds, as counted against the writer's byte bound: its captured
+    request and response bodies (bytes kept only up to the capture limit) plus a fixed overhead."""
+    size = RECORD_OVERHEAD_BYTES
+    for body in (record.inputs, record.outputs):
+        if body is not None and body.raw is not None:
+            size += len(body.raw)
+    return size
 
 
 @dataclass
@@ -52,8 +65,14 @@ class TelemetryWriter:
         batch_size: int,
         flush_interval_s: float,
         retry_max_s: float = 5.0,
+        max_bytes: int | None = None,
     ) -> None:
         self._write_batch = write
+        # Bytes held by records enqueued and not yet written or dropped (record_bytes): a second
+        # bound beside max_queue, so large captured bodies cannot hold gigabytes.
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        self._bytes_lock = threading.Lock()  # added on the event loop, taken off on this thread
         # Told of each committed batch (live events); set once the server's loop is running.
         self.on_written: Callable[[Sequence[InferenceRecord]], None] | None = None
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
@@ -74,13 +93,29 @@ class TelemetryWriter:
     # -- request path -------------------------------------------------------------------------
 
     def enqueue(self, record: InferenceRecord) -> bool:
-        """Hand a record to the writer without blocking; False (and counted) if the queue is full."""
+        """Hand a record to the writer without blocking; False (and counted) if the queue is full,
+        in records (``max_queue``) or in bytes (``max_bytes``)."""
+        size = record_bytes(record)
+        with self._bytes_lock:
+            if self.max_bytes is not None and self.queued_bytes + size > self.max_bytes:
+                over = True
+            else:
+                over = False
+                self.queued_bytes += size
+        if over:
+            self._drop(1, "queue_bytes")
+            return False
         try:
             self._queue.put_nowait(record)
         except queue.Full:
+            self._release(size)
             self._drop(1, "queue_full")
             return False
         return True
+
+    def _release(self, size: int) -> None:
+        with self._bytes_lock:
+            self.queued_bytes -= size
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -141,8 +176,10 @@ class TelemetryWriter:
             while True:
                 batch, flushes = self._collect()
                 if batch:
-                    self._write(batch)
+                    self._write(batch)  # written or dropped: either way no longer held
                     self._holding = 0
+                    self._release(sum(record_bytes(record) for record in batch))
+                    del batch  # not held while waiting for the next one
                 else:  # a whole interval without records: give the connection back
                     self._close_connection()
                 for marker in flushes:
