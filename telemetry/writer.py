@@ -15,6 +15,7 @@ A connection that breaks in between fails the next write, which is closed and re
 
 import atexit
 import contextlib
+import ctypes
 import logging
 import queue
 import random
@@ -36,6 +37,28 @@ LOG_EVERY_S = 30.0
 # What a record holds besides its captured bodies (the dataclass, its strings, the usage snapshot),
 # counted against ``max_bytes``: ~1 KB measured with sys.getsizeof over a typical record.
 RECORD_OVERHEAD_BYTES = 1024
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only
+    except (AttributeError, OSError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    glibc keeps what a burst of large calls freed: after 400 calls with 60 KB bodies and four
+    300 KB streams the server's RSS stayed at 176 MiB (128 at start) for as long as it was idle;
+    ``malloc_trim(0)`` brought it to 142. ``MALLOC_ARENA_MAX=2`` changed nothing (170). Called by
+    the writer when it goes idle after writing, off the request path (ctypes releases the GIL).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def record_bytes(record: InferenceRecord) -> int:
@@ -84,6 +107,7 @@ class TelemetryWriter:
         self.written = 0
         self.write_errors = 0
         self._holding = 0  # records taken off the queue, not yet committed
+        self._trim_due = False  # batches were written since the heap was last trimmed
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._wake = threading.Event()  # set by flush() and stop(): a batch is wanted now
@@ -180,8 +204,12 @@ class TelemetryWriter:
                     self._holding = 0
                     self._release(sum(record_bytes(record) for record in batch))
                     del batch  # not held while waiting for the next one
+                    self._trim_due = True
                 else:  # a whole interval without records: give the connection back
                     self._close_connection()
+                    if self._trim_due:  # and the memory a burst left behind
+                        self._trim_due = False
+                        release_free_memory()
                 for marker in flushes:
                     marker.done.set()
                 prometheus.TELEMETRY_QUEUE_DEPTH.set(self.depth)

@@ -120,6 +120,26 @@ def test_a_queue_full_in_bytes_drops_and_counts_and_gives_the_bytes_back(
     assert writer.enqueue(big(5))
 
 
+def test_the_heap_is_trimmed_once_when_the_writer_goes_idle_after_writing(
+    started: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trimmed = threading.Event()
+    calls: list[float] = []
+
+    def trim() -> None:
+        calls.append(time.monotonic())
+        trimmed.set()
+
+    monkeypatch.setattr(writer_module, "release_free_memory", trim)
+    writer = make(FakeDatabase(), started, flush_interval_s=0.05)
+    assert not trimmed.wait(0.3)  # idle without having written: nothing to give back
+    writer.enqueue(record(1))
+    assert trimmed.wait(10), "no trim after the first idle interval"
+    writer.enqueue(record(2))
+    wait_for(lambda: len(calls) == 2, 10, "a second trim after the second write")
+    assert writer.written == 2
+
+
 def test_database_errors_are_retried_without_losing_the_batch(started: list) -> None:
     database = FakeDatabase(failures=3)
     writer = make(database, started)
