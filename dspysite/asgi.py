@@ -25,8 +25,8 @@ scheduler = build_scheduler_or_exit(runtime)  # an invalid cron schedule stops s
 import dspysite.urls  # noqa: E402,F401 - build the routes now, not on the first request
 from mcp_tools.endpoint import mcp_endpoint  # noqa: E402
 from telemetry.api import record_body_too_large  # noqa: E402
+from telemetry.lifecycle import telemetry_shutdown, telemetry_startup  # noqa: E402
 from telemetry.server_spans import traced  # noqa: E402
-from telemetry.services import telemetry_shutdown, telemetry_startup  # noqa: E402
 from telemetry.tracing import tracing_shutdown, tracing_startup  # noqa: E402
 
 # /mcp is answered by the MCP SDK in front of Django (docs/MCP.md); every other path goes on.

@@ -67,7 +67,7 @@ def child_exit(server: object, worker: object) -> None:
 def worker_exit(server: object, worker: object) -> None:
     """Flush telemetry if the worker stops without its ASGI lifespan shutdown (which flushes first)."""
     try:
-        from telemetry.services import telemetry_writer
+        from telemetry.lifecycle import telemetry_writer
     except ImportError:  # the worker never loaded the app
         return
     telemetry_writer().stop(float(os.environ.get("TELEMETRY_SHUTDOWN_TIMEOUT_S", 10)))

@@ -183,11 +183,19 @@ DSPY_SCHEDULER_SHUTDOWN_TIMEOUT_S = env_float("DSPY_SCHEDULER_SHUTDOWN_TIMEOUT_S
 DSPY_SCHEDULER_TIME_SCALE = env_float("DSPY_SCHEDULER_TIME_SCALE", 1.0)
 DSPY_SCHEDULER_TIME_ORIGIN = env_float("DSPY_SCHEDULER_TIME_ORIGIN", 0.0)
 
+# Image URLs naming localhost or a private, loopback or link-local IP are refused (422): the model's
+# provider would fetch them. True for a self-hosted model that fetches from the private network
+# (docs/DEVELOPING.md, "Images and audio"). Host names are never resolved here: the egress proxy's job.
+DSPY_ALLOW_PRIVATE_MEDIA_URLS = env_bool("DSPY_ALLOW_PRIVATE_MEDIA_URLS", False)
+
 # Telemetry (docs/TELEMETRY.md). Inputs/outputs are stored unless turned off here or per program
 # (programs.<Name>.capture_io: false in dspy.config.yaml); bodies over the size limit are not kept.
 TELEMETRY_CAPTURE_IO = env_bool("TELEMETRY_CAPTURE_IO", True)
 TELEMETRY_MAX_CAPTURE_BYTES = env_int("TELEMETRY_MAX_CAPTURE_BYTES", 64 * 1024)
 TELEMETRY_QUEUE_MAX = env_int("TELEMETRY_QUEUE_MAX", 50_000)
+# ... and in bytes (captured bodies + ~1 KB a record): without it, 50,000 records of two 64 KiB
+# bodies could hold ~6 GB per worker. Records past either bound are dropped and counted.
+TELEMETRY_QUEUE_MAX_BYTES = env_int("TELEMETRY_QUEUE_MAX_BYTES", 256 * 1024 * 1024)
 TELEMETRY_BATCH_SIZE = env_int("TELEMETRY_BATCH_SIZE", 500)
 TELEMETRY_FLUSH_INTERVAL_S = env_float("TELEMETRY_FLUSH_INTERVAL_S", 0.5)
 TELEMETRY_SHUTDOWN_TIMEOUT_S = env_float("TELEMETRY_SHUTDOWN_TIMEOUT_S", 10.0)

@@ -232,7 +232,7 @@ def writer_run(rate: int, seconds: float, burst: int) -> dict[str, Any]:
     django.setup()
     from django.conf import settings
 
-    from telemetry.services import inference_logs_write
+    from telemetry.storage import inference_logs_write
     from telemetry.writer import TelemetryWriter
 
     writer = TelemetryWriter(inference_logs_write, max_queue=settings.TELEMETRY_QUEUE_MAX,

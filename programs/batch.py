@@ -109,17 +109,17 @@ def _batch_view(
 
 async def run_item(program: Program, item: Any, rid: str) -> bytes:
     """One item's slot, as JSON bytes. Never raises for a failure of the item itself."""
-    raw = to_json(item)
     try:
         payload = program.inputs.model.model_validate(item)
     except ValidationError as exc:
         errors = json.loads(exc.json(include_url=False, include_input=False))
+        raw = json.dumps(item).encode()  # escapes what to_json cannot encode (lone surrogates)
         with program_call(program, source="batch", request_id=rid, inputs=raw) as call:  # its log row
             call.failed(422, "ValidationError", errors)
         return _failure(422, _summary(errors), "ValidationError", errors)
     kwargs = program.inputs.to_kwargs(payload)
     try:
-        result = await call_program(program, kwargs, source="batch", request_id=rid, raw_inputs=raw)
+        result = await call_program(program, kwargs, source="batch", request_id=rid, raw_inputs=to_json(item))
     except CallFailed as failure:
         return _failure(failure.status, failure.detail, failure.error_type)
     return b'{"ok":true,"outputs":' + result.body + b"}"

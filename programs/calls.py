@@ -151,7 +151,7 @@ async def call_program(
         try:
             body = await run_program(get_runtime(), program, kwargs, call.usage)
         except CallFailed as failure:
-            call.failed(failure.status, failure.error_type, failure.detail)
+            call.failed(failure.status, failure.error_type, failure.logged_detail)
             failure.request_id = call.request_id
             raise
         call.succeeded(body)

@@ -9,23 +9,31 @@ where a custom format would mean nothing to them) and whose validator builds the
 every front door gets the same conversion through the input model. The program receives a
 ``dspy.Image``, which DSPy's adapters send to the model as an ``image_url`` content part.
 
-Nothing is downloaded: an image URL goes to the model as it is (DSPy 3.4.1's constructors do not
-fetch either; only its explicit ``from_url`` does). Audio has no URL form in the OpenAI wire format
-(``input_audio`` carries base64 data), so audio must be a ``data:audio/...;base64,`` URI.
+Nothing is downloaded: an image URL goes to the model (DSPy 3.4.1's constructors do not fetch
+either; only its explicit ``from_url`` does), without its ``user:password@`` (which never reaches
+the model or the log). The model's provider fetches it, so a URL naming a private, loopback or
+link-local host (a literal IP, ``localhost``) is refused unless ``DSPY_ALLOW_PRIVATE_MEDIA_URLS``
+(a self-hosted model fetching from the private network). No DNS is resolved on the request path: a
+host name that resolves to a private address is for the egress proxy to refuse. Audio has no URL
+form in the OpenAI wire format (``input_audio`` carries base64 data), so audio must be a
+``data:audio/...;base64,`` URI.
 A ``data:`` URI is checked cheaply (media type, base64 alphabet and length), so a wrong value is a
 422 naming the field rather than a 502 from the model. Other ``dspy.Type`` subclasses (``Code``,
 ``File``, ``Document``...) validate with their own pydantic validators, which already accept strings.
 """
 
+import ipaddress
 import re
+import socket
 import types
 import typing
 from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any, Literal, Union
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import dspy
+from django.conf import settings
 from pydantic import PlainValidator, WithJsonSchema
 
 # data:<type>/<subtype>[;param=value...];base64,<payload>
@@ -99,7 +107,43 @@ def _image_source(value: str) -> str:
     url = urlsplit(value)
     if url.scheme not in ("http", "https", "gs") or not url.netloc:
         raise ValueError("expected an http(s):// or gs:// image URL or a data:image/...;base64,... URI")
-    return value
+    if url.scheme != "gs" and not settings.DSPY_ALLOW_PRIVATE_MEDIA_URLS and private_host(url.hostname or ""):
+        raise ValueError(
+            f"the image URL's host ({url.hostname}) is private, loopback or link-local: the model's "
+            "provider cannot fetch it (DSPY_ALLOW_PRIVATE_MEDIA_URLS=true allows it for self-hosted models)"
+        )
+    return urlunsplit(without_userinfo(url)) if "@" in url.netloc else value
+
+
+def without_userinfo(url: SplitResult) -> SplitResult:
+    """``url`` without its ``user:password@`` (credentials go neither to the model nor to the log)."""
+    return url._replace(netloc=url.netloc.rpartition("@")[2])
+
+
+_NUMERIC_HOST = re.compile(r"[0-9a-fx.]+", re.IGNORECASE)
+
+
+def private_host(host: str) -> bool:
+    """Whether ``host`` (a URL's host name, without brackets) names this machine or a private
+    network: ``localhost`` or a literal IP that is not globally routable (private, loopback,
+    link-local, unspecified, reserved; IPv4 in an IPv6 address too). Reads the text only, never
+    DNS. Also the legacy IPv4 forms HTTP clients still accept (``127.1``, ``2130706433``,
+    ``0x7f.0.0.1``)."""
+    host = host.rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])  # fe80::1%eth0: a zone
+    except ValueError:
+        if not _NUMERIC_HOST.fullmatch(host):
+            return False
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))  # parses the text; no lookup
+        except OSError:
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global
 
 
 def _audio_source(value: str) -> str:

@@ -38,12 +38,20 @@ RETRY_AFTER_S = 1
 @dataclass
 class CallFailed(Exception):
     status: int
-    detail: str
+    detail: str  # what the client is told
     error_type: str
     program: str
     upstream_status: int | None = None
     retry_after: int | None = None
     request_id: str = ""  # set by programs.calls for the door's answer
+    # The provider's own text: kept in the log row, never sent to the client (it may quote the
+    # prompt, the provider's internals, or an error page).
+    upstream_message: str = ""
+
+    @property
+    def logged_detail(self) -> str:
+        """The log row's error message: the client's ``detail`` and the provider's own text."""
+        return f"{self.detail}: {self.upstream_message}" if self.upstream_message else self.detail
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"detail": self.detail, "error_type": self.error_type, "program": self.program}
@@ -166,13 +174,14 @@ def classify(program: Program, exc: BaseException) -> CallFailed:
         exc, CircuitOpen | ModelBudgetExceeded | LimitsUnavailable | LMRateLimitError | LMCallRefused
     ):
         return _try_later(program, exc)
-    name, status = type(exc).__name__, None
+    name, status, message = type(exc).__name__, None, ""
     if isinstance(exc, TimeoutError | LMTimeoutError):
         code, name, detail = 504, "Timeout", f"{program.name} did not finish within {program.timeout_s:g} s"
     elif isinstance(exc, LMError):
         status = getattr(exc, "status", None)
         message = getattr(exc, "message", "") or str(exc)
-        code, detail = 502, f"Upstream LLM error from {program.model_alias}: {message}"
+        answered = f"HTTP {status}" if status is not None else "no HTTP response"
+        code, detail = 502, f"Upstream LLM error from {program.model_alias}: {answered} ({name})"
     elif isinstance(exc, AdapterParseError):
         code, detail = 502, f"The LLM's answer could not be parsed into {program.name}'s outputs"
     elif isinstance(exc, OutputMismatch):
@@ -180,7 +189,7 @@ def classify(program: Program, exc: BaseException) -> CallFailed:
     else:
         logger.error("Program %s failed", program.name, exc_info=exc)
         code, detail = 500, f"{program.name} failed: {name}: {exc}"
-    return CallFailed(code, detail, name, program.name, upstream_status=status)
+    return CallFailed(code, detail, name, program.name, upstream_status=status, upstream_message=message)
 
 
 def _try_later(program: Program, exc: LMError) -> CallFailed:

@@ -12,13 +12,15 @@ multi-step program may return fields its last predictor does not declare.
 """
 
 import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Union
 
 import dspy
-from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from programs.dspy_types import request_annotation
 
@@ -81,13 +83,62 @@ def build_input_schema(name: str, method: Any) -> InputSchema:
             fields[param.name] = (annotation, None)
         else:
             fields[param.name] = (annotation, ...)
-    model = create_model(f"{name}Input", __config__=ConfigDict(extra="forbid"), **fields)
+    model = create_model(
+        f"{name}Input", __config__=ConfigDict(extra="forbid"), __validators__=UNICODE_CHECK, **fields
+    )
     return InputSchema(model, False, frozenset(python_defaults))
 
 
 def _free_form(name: str) -> InputSchema:
-    model = create_model(f"{name}Input", __config__=ConfigDict(extra="allow"))
+    model = create_model(f"{name}Input", __config__=ConfigDict(extra="allow"), __validators__=UNICODE_CHECK)
     return InputSchema(model, True, frozenset())
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _reject_lone_surrogates(cls: type[BaseModel], data: Any, handler: Any) -> Any:
+    """Inputs are checked for text no provider can receive before anything else (422 naming the field).
+
+    JSON's ``"\\ud800"`` escape parses to a lone surrogate, which cannot be encoded as UTF-8: the
+    LM client would fail on it deep in the call (a 500). Every door validates its inputs with this
+    model (plain route, gateways, batch items, stream, MCP tools, cron items), so one check covers
+    them all. Costs a walk over the input's strings (``str.isascii`` is O(1); only non-ASCII text
+    is searched).
+    """
+    found = _lone_surrogate(data)
+    if found is not None:
+        loc, text = found
+        code = f"U+{ord(_SURROGATE.search(text).group()):04X}"  # type: ignore[union-attr]
+        error = PydanticCustomError(
+            "string_unicode",
+            "Text should be valid Unicode: it holds a lone surrogate ({code}), which no model can receive",
+            {"code": code},
+        )
+        details = [InitErrorDetails(type=error, loc=loc, input=text)]
+        raise ValidationError.from_exception_data(cls.__name__, details)
+    return handler(data)
+
+
+def _lone_surrogate(data: Any) -> tuple[tuple[str | int, ...], str] | None:
+    """The location and text of the first string (or key) in ``data`` with a lone surrogate."""
+    pending: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+    while pending:  # iterative: the input may nest as deep as its JSON parser allowed
+        loc, value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii() and _SURROGATE.search(value):
+                return loc, value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and not key.isascii() and _SURROGATE.search(key):
+                    return (*loc, key), key
+                pending.append(((*loc, key), item))
+        elif isinstance(value, list | tuple):
+            pending.extend(((*loc, index), item) for index, item in enumerate(value))
+    return None
+
+
+UNICODE_CHECK = {"_unicode": model_validator(mode="wrap")(_reject_lone_surrogates)}  # type: ignore[arg-type]
 
 
 def build_output_schema(name: str, method: Any, instance: dspy.Module) -> OutputSchema:

@@ -22,9 +22,10 @@ from programs.runtime import get_runtime
 from programs.streaming import sse_response
 from telemetry import prometheus, selectors
 from telemetry.counters import PROCESS_COUNTERS, ProgramCounters
+from telemetry.lifecycle import telemetry_writer
 from telemetry.live import event_stream
 from telemetry.responses import BatchEvent, LogListing, MetricsDetail, MetricsListing
-from telemetry.services import inference_log_enqueue_refused, telemetry_writer
+from telemetry.services import inference_log_enqueue_refused
 
 Scope = Literal["all", "process"]
 MAX_LOG_LIMIT = 1000
@@ -41,6 +42,7 @@ def writer_status() -> dict[str, Any]:
     writer = telemetry_writer()
     return {
         "queue_depth": writer.depth,
+        "queued_bytes": writer.queued_bytes,
         "written": writer.written,
         "dropped": writer.dropped,
         "write_errors": writer.write_errors,

@@ -8,6 +8,6 @@ class TelemetryConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from telemetry.services import subscribe_request_events
+        from telemetry.subscribers import subscribe_request_events
 
         subscribe_request_events()

@@ -15,9 +15,11 @@ import hashlib
 import json
 import re
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
 from dspy.adapters.types.base_type import CUSTOM_TYPE_END_IDENTIFIER, CUSTOM_TYPE_START_IDENTIFIER
+
+from programs.dspy_types import without_userinfo
 
 SHA256_PREFIX = 16  # hex digits kept
 
@@ -33,11 +35,14 @@ _EMBEDDED = re.compile(
 
 
 def media_reference(text: str) -> Any:
-    """``text``, or a reference in place of the ``data:`` URI it is (or of each one inside it)."""
+    """``text``, or a reference in place of the ``data:`` URI it is (or of each one inside it); an
+    http(s) URL without its ``user:password@``."""
     if text.startswith(CUSTOM_TYPE_START_IDENTIFIER) and text.endswith(CUSTOM_TYPE_END_IDENTIFIER):
         inner = text[len(CUSTOM_TYPE_START_IDENTIFIER) : -len(CUSTOM_TYPE_END_IDENTIFIER)]
         if (media := _dspy_media(inner)) is not None:
             return media
+    if "@" in text and text[:8].lower().startswith(("http://", "https://")):
+        return _url_without_userinfo(text)
     if "data:" not in text and text[:5].lower() != "data:":
         return text
     whole = _WHOLE.fullmatch(text)
@@ -45,6 +50,14 @@ def media_reference(text: str) -> Any:
         base64 = whole["params"].lower().endswith(";base64")
         return _reference(whole["media"] or "text/plain", whole["payload"], base64)
     return _EMBEDDED.sub(_embedded_reference, text)
+
+
+def _url_without_userinfo(text: str) -> str:
+    try:
+        url = urlsplit(text)
+    except ValueError:  # not a URL after all (a bracket where an IPv6 host would be)
+        return text
+    return urlunsplit(without_userinfo(url)) if "@" in url.netloc else text
 
 
 def _dspy_media(parts: str) -> Any:

@@ -6,7 +6,7 @@ log table, so their cost does not grow with it. The writer updates the aggregate
 increments in the same transaction as the log rows, so several processes (gunicorn workers,
 machines) add up without a lost update and a retried batch is never counted twice. The latency
 sketch (``ProgramStats.latency_sketch``) is merged under the row's lock instead
-(``telemetry.services``): a sketch is not a sum of columns.
+(``telemetry.storage``): a sketch is not a sum of columns.
 """
 
 from datetime import UTC, datetime

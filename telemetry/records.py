@@ -8,6 +8,7 @@ references) happens in :func:`to_log_values`, on the writer's thread.
 import json
 import math
 import os
+import re
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,11 @@ from telemetry.media_refs import media_reference
 
 ERROR_MESSAGE_MAX = 4000
 TEXT_BODY_MAX = 10_000
+# Deeper captured JSON is stored as its text (``_unparsed``): the stored value is cleaned and later
+# encoded for the database by recursive code, which a body nested 10,000 deep would take past
+# Python's recursion limit (1,000). No real inputs nest this deep.
+STORED_DEPTH_MAX = 100
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _worker_name() -> str:
@@ -70,7 +76,11 @@ class InferenceRecord:
 
 
 def to_log_values(record: InferenceRecord) -> dict[str, Any]:
-    """The ``InferenceLog`` field values of a record (every field but the id)."""
+    """The ``InferenceLog`` field values of a record (every field but the id).
+
+    Never raises for what a client sent: a body that is not JSON, or nests too deep to store, is
+    stored as an ``_unparsed`` marker, so a bad body gets its row and never costs its batch a retry.
+    """
     usage = record.usage
     return dict(
         program=record.program[:200],
@@ -101,37 +111,58 @@ def to_log_values(record: InferenceRecord) -> dict[str, Any]:
     )
 
 
+class _TooDeep(ValueError):
+    pass
+
+
 def _body_json(body: Body | None) -> Any:
+    if body is None or body.raw is None:
+        return _unparsed(body)
+    try:
+        return _storable(json.loads(body.raw), 0)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, or nested too deep
+        return _unparsed(body)
+
+
+def _unparsed(body: Body | None) -> Any:
+    """What is stored of a body that is not stored as JSON: its (truncated) text, or its size."""
     if body is None:
         return None
     if body.raw is None:
         return {"_truncated": True, "bytes": body.size}
-    try:
-        value = json.loads(body.raw)
-    except (ValueError, UnicodeDecodeError):
-        return {"_unparsed": body.raw[:TEXT_BODY_MAX].decode("utf-8", "replace")}
-    return _storable(value)
+    return {"_unparsed": _text(body.raw[:TEXT_BODY_MAX].decode("utf-8", "replace"))}
 
 
-def _storable(value: Any) -> Any:
+def _storable(value: Any, depth: int) -> Any:
     """JSON columns reject NaN/Infinity (PostgreSQL); Python's json accepts them: make them strings.
-    A ``data:`` URI is stored as a reference to its content, not its bytes."""
+    A ``data:`` URI is stored as a reference to its content, not its bytes. Past
+    ``STORED_DEPTH_MAX`` levels: :class:`_TooDeep`."""
     if isinstance(value, str):
-        return media_reference(value)
+        return media_reference(_text(value))
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if depth >= STORED_DEPTH_MAX and isinstance(value, dict | list):
+        raise _TooDeep(f"nested over {STORED_DEPTH_MAX} levels")
     if isinstance(value, dict):
-        return {key: _storable(item) for key, item in value.items()}
+        return {_text(key): _storable(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_storable(item) for item in value]
+        return [_storable(item, depth + 1) for item in value]
     return value
+
+
+def _text(text: str) -> str:
+    """``text`` without lone surrogates (``"\\ud800"`` in JSON), which PostgreSQL's ``jsonb`` rejects:
+    each becomes its escape, as text."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _error_text(detail: Any) -> str:
     if isinstance(detail, str):
-        return detail[:ERROR_MESSAGE_MAX]
+        return _text(detail[:ERROR_MESSAGE_MAX])
     try:
         text = json.dumps(detail, default=str)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         text = repr(detail)
-    return text[:ERROR_MESSAGE_MAX]
+    return _text(text[:ERROR_MESSAGE_MAX])

@@ -46,6 +46,9 @@ class WriterStatus(BaseModel):
     """The answering process's telemetry writer: what is waiting, written, dropped."""
 
     queue_depth: int
+    queued_bytes: int = Field(
+        description="memory the waiting records hold (bounded by TELEMETRY_QUEUE_MAX_BYTES)"
+    )
     written: int
     dropped: int
     write_errors: int

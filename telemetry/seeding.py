@@ -27,12 +27,12 @@ from django.db import IntegrityError, connections, router, transaction
 from telemetry.counters import ProgramCounters, merge
 from telemetry.inserts import columns, prepared, write_values
 from telemetry.models import EPOCH, HOUR, MINUTE, TEN_MINUTES, TOTAL, InferenceLog, ModelStats, ProgramStats
-from telemetry.services import BUCKET_RETENTION, _add_program_stats, _write_row
 from telemetry.sketches import LatencySketch
+from telemetry.storage import BUCKET_RETENTION, add_program_stats, aggregate_row_write
 
 DEFAULT_PROGRAMS = ("SimplePredict", "AsyncPredict", "MultiStep")  # loadtest/fixture_project's
 Deltas = dict[str, float]
-# (model, keys, deltas, last call, latency sketch): what telemetry.services._write_row takes
+# (model, keys, deltas, last call, latency sketch): what telemetry.storage.aggregate_row_write takes
 BucketRow = tuple[Any, dict[str, Any], Deltas, datetime | None, LatencySketch | None]
 CHUNK_ROWS = 20_000  # rows per COPY / executemany, each its own transaction
 
@@ -293,7 +293,7 @@ class Seeder:
             pending.append((model, keys, deltas, last_call_at, latency))
 
         for (period_s, start, program), counters in sorted(self._buckets.items()):
-            _add_program_stats(program, period_s, start, counters, write_row=collect)
+            add_program_stats(program, period_s, start, counters, write_row=collect)
         with transaction.atomic():
             for model in (ProgramStats, ModelStats):
                 rows = [row for row in pending if row[0] is model]
@@ -303,7 +303,7 @@ class Seeder:
                     _insert_buckets(model, fresh[start : start + 2000])
                 for row in rows:
                     if _key(row) in existing:
-                        _write_row(*row)
+                        aggregate_row_write(*row)
         return len(self._buckets)
 
 
@@ -318,7 +318,7 @@ def _key(row: BucketRow) -> tuple[Any, ...]:
 
 
 def _insert_buckets(model: Any, rows: list[BucketRow]) -> None:
-    """New aggregate rows in bulk, as :func:`telemetry.services._write_row` creates one; a row a
+    """New aggregate rows in bulk, as :func:`telemetry.storage.aggregate_row_write` creates one; a row a
     running writer created meanwhile makes the chunk go row by row, the writer's way."""
     objects = [model(**keys, **deltas, **_extra(last, latency)) for _, keys, deltas, last, latency in rows]
     try:
@@ -326,7 +326,7 @@ def _insert_buckets(model: Any, rows: list[BucketRow]) -> None:
             model.objects.bulk_create(objects)
     except IntegrityError:
         for row in rows:
-            _write_row(*row)
+            aggregate_row_write(*row)
 
 
 def _extra(last_call_at: datetime | None, latency: LatencySketch | None) -> dict[str, Any]:

@@ -82,6 +82,16 @@ def test_a_bad_envelope_is_a_422_naming_the_field(server: Running) -> None:
     assert ["body", "payload", "data", "text"] in [error["loc"] for error in response.json()["detail"]]
 
 
+def test_a_lone_surrogate_a_gateway_passes_on_is_a_422_naming_the_field(server: Running) -> None:
+    content = b'{"event": "m", "data": {"text": "\\ud800"}}'  # its Envelope takes any text
+    response = httpx.post(
+        f"{server.url}/webhooks/summarize", content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["pipeline_inputs", "question"] and error["type"] == "string_unicode"
+
+
 def test_get_gateway_reads_the_query_and_awaits_an_async_hook(server: Running) -> None:
     response = httpx.get(f"{server.url}/Lookup/QueryGateway", params={"question": "abc"}, timeout=30)
     assert response.status_code == 200, response.text

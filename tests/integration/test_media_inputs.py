@@ -64,6 +64,19 @@ def test_an_image_url_reaches_the_model_as_an_image_part(server: Running, mock: 
     assert sent_to_model(mock, tag) == [{"type": "image_url", "image_url": {"url": OWL}}]
 
 
+def test_an_image_urls_user_and_password_reach_neither_the_model_nor_the_log(
+    server: Running, mock: Running
+) -> None:
+    tag, rid = uuid.uuid4().hex, f"userinfo-{uuid.uuid4().hex[:8]}"
+    url = "https://alice:s3cret@example.com/owl.png"
+    response = post(server, "/LookAtImage", {"image": url, "question": f"what bird? {tag}"}, rid)
+    assert response.status_code == 200, response.text
+    assert sent_to_model(mock, tag) == [{"type": "image_url", "image_url": {"url": OWL}}]
+    entry = log_entry(server, "LookAtImage", rid)
+    assert entry["inputs"]["image"] == OWL
+    assert "s3cret" not in json.dumps(entry)
+
+
 def test_a_data_uri_reaches_the_model_and_the_log_keeps_a_reference(server: Running, mock: Running) -> None:
     tag, rid = uuid.uuid4().hex, f"img-{uuid.uuid4().hex[:8]}"
     response = post(server, "/LookAtImage", {"image": PNG, "question": f"what colour? {tag}"}, rid)
@@ -141,6 +154,8 @@ def test_audio_reaches_the_model_as_an_input_audio_part(server: Running, mock: R
         ("CompareImages", {"images": [OWL, 5]}, ["images", 1], "expected a string"),
         ("MaybeImage", {"question": "q", "image": "data:audio/wav;base64,AAAA"}, ["image"], "data:image/"),
         ("Transcribe", {"audio": "https://example.com/a.wav"}, ["audio"], "audio URLs are not downloaded"),
+        ("LookAtImage", {"image": "http://127.0.0.1:8080/a.png", "question": "q"}, ["image"], "loopback"),
+        ("CompareImages", {"images": [OWL, "http://169.254.169.254/x"]}, ["images", 1], "link-local"),
     ],
 )
 def test_a_bad_value_is_a_422_naming_the_field(

@@ -148,6 +148,39 @@ def test_validation_error_names_the_fields(server: Running) -> None:
 
 
 @pytest.mark.parametrize(
+    ("path", "content", "where"),
+    [
+        ("/EchoSync", b'{"question": "a\\ud800"}', ["body", "payload", "question"]),
+        ("/EchoAsync/stream", b'{"question": "\\udfff"}', ["body", "payload", "question"]),
+        ("/Typed", b'{"name": "n", "count": 1, "tags": ["ok", "\\ud83d"]}', ["body", "payload", "tags", 1]),
+    ],
+)
+def test_a_lone_surrogate_is_a_422_naming_the_field(
+    server: Running, path: str, content: bytes, where: list
+) -> None:
+    """JSON's ``\\ud800`` escape parses to text no model can receive: refused before the program runs."""
+    response = httpx.post(
+        f"{server.url}{path}", content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == where and error["type"] == "string_unicode" and "surrogate" in error["msg"]
+
+
+def test_a_batch_item_with_a_lone_surrogate_fails_its_slot_with_a_422(server: Running) -> None:
+    content = b'{"inputs": [{"question": "\\ud800"}, {"question": "fine"}]}'
+    response = httpx.post(
+        f"{server.url}/EchoSync/batch",
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    bad, good = response.json()["results"]
+    assert (bad["status"], bad["errors"][0]["loc"], good["ok"]) == (422, ["question"], True)
+
+
+@pytest.mark.parametrize(
     ("content", "status"),
     [(b"{not json", 400), (b"[1, 2]", 422), (b'"text"', 422), (b"", 422)],
 )
@@ -199,8 +232,9 @@ def test_upstream_500_is_a_502(server: Running, program: str) -> None:
     response = post(server, f"/{program}", {"question": "fail please [fault=500]"})
     assert response.status_code == 502
     body = response.json()
-    assert body["upstream_status"] == 500
-    assert "mock upstream failure" in body["detail"]
+    assert body["upstream_status"] == 500 and body["error_type"] == "LMServerError"
+    assert body["detail"] == "Upstream LLM error from mock: HTTP 500 (LMServerError)"
+    assert "mock upstream failure" not in response.text  # the provider's own text: in the log only
 
 
 def test_upstream_stall_is_a_504_after_the_program_timeout(server: Running) -> None:

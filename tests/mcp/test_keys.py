@@ -150,8 +150,9 @@ def test_timeouts_and_upstream_failures_are_tool_errors(keyed: Keyed) -> None:
     slow, fault = asyncio.run(calls())
     assert slow.is_error and slow.content[0].text == "Timeout (504): SlowAsync did not finish within 1.5 s"
     upstream = (
-        "LMServerError (502): Upstream LLM error from mock: mock upstream failure (upstream status 500)"
+        "LMServerError (502): Upstream LLM error from mock: HTTP 500 (LMServerError) (upstream status 500)"
     )
+    # the provider's own text ("mock upstream failure") stays in the log row
     assert fault.is_error and fault.content[0].text == upstream
     assert fault.meta["upstream_status"] == 500
     logged = wait_for_rows(database, ids)

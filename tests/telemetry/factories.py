@@ -52,7 +52,7 @@ def seed_week(now: float | None = None, seed: int = 7) -> int:
     import math
     import random
 
-    from telemetry.services import inference_logs_write
+    from telemetry.storage import inference_logs_write
 
     rng = random.Random(seed)
     now = time.time() if now is None else now

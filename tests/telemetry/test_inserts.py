@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
-from telemetry import services
+from telemetry import storage
 from telemetry.inserts import UNCHANGED, insert_rows, prepared
 from telemetry.models import TOTAL, InferenceLog, ModelStats, ProgramStats
 from telemetry.records import Body, InferenceRecord, to_log_values
@@ -74,7 +74,7 @@ def test_rows_equal_the_orms_raw_and_through_the_model() -> None:
 def test_the_writers_batches_equal_the_orms_rows_and_their_aggregates_add_up() -> None:
     records = varied_records()
     raw, _ = written_by_the_orm(records)
-    services.inference_logs_write(records)
+    storage.inference_logs_write(records)
     assert stored_rows() == raw
     totals = ProgramStats.objects.get(program="P", period_s=TOTAL)
     logs = InferenceLog.objects.all()

@@ -19,7 +19,7 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.test import RequestFactory
 
-from telemetry import selectors, services
+from telemetry import selectors, storage
 from telemetry.admin import LogPaginator
 from telemetry.inserts import insert_rows
 from telemetry.models import EPOCH, HOUR, MINUTE, TEN_MINUTES, TOTAL, InferenceLog, ModelStats, ProgramStats
@@ -36,7 +36,7 @@ def _seed(rows: int, days: float, now: datetime | None = None) -> None:
 
 def test_the_command_seeds_rows_and_aggregates_that_agree() -> None:
     # A history the writer already wrote (its totals and current buckets exist): the seed adds to it.
-    services.inference_logs_write([make_record("Alpha", finished_at=time.time() - 120, request_id="live")])
+    storage.inference_logs_write([make_record("Alpha", finished_at=time.time() - 120, request_id="live")])
     out = StringIO()
     call_command("seed_inference_logs", rows=20_000, days=0.25, programs=PROGRAMS, stdout=out)
     assert "Seeded 20,000 inference log row(s)" in out.getvalue()
@@ -195,7 +195,7 @@ def test_pruning_in_chunks_removes_exactly_the_rows_older_than_the_age() -> None
     young = [cutoff, cutoff + timedelta(microseconds=1), now]  # exactly at the age: kept
     _rows(old, prefix="old")
     _rows(young, prefix="young")
-    deleted = services.inference_logs_prune(timedelta(days=30), now=now, chunk=4)
+    deleted = storage.inference_logs_prune(timedelta(days=30), now=now, chunk=4)
     assert deleted["logs"] == 25 and deleted["chunks"] == 7
     assert sorted(InferenceLog.objects.values_list("request_id", flat=True)) == ["young0", "young1", "young2"]
 

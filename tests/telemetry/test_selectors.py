@@ -9,7 +9,7 @@ from django.db import connection
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 
-from telemetry import selectors, services
+from telemetry import selectors, storage
 from telemetry.models import InferenceLog, ProgramStats
 from tests.telemetry.factories import make_record
 
@@ -17,8 +17,8 @@ pytestmark = pytest.mark.django_db
 
 
 def test_metrics_list_has_every_served_program_with_zeros_and_sorts() -> None:
-    services.inference_logs_write([make_record("B", prompt=100, completion=0, cost=2.0, duration_ms=900)])
-    services.inference_logs_write([make_record("A", prompt=1, completion=1, cost=0.5, duration_ms=10)] * 3)
+    storage.inference_logs_write([make_record("B", prompt=100, completion=0, cost=2.0, duration_ms=900)])
+    storage.inference_logs_write([make_record("A", prompt=1, completion=1, cost=0.5, duration_ms=10)] * 3)
     names = ["A", "B", "Never"]
     by_calls = [c.program for c in selectors.program_stats_list(names, "calls", "desc")]
     assert by_calls == ["A", "B", "Never"]
@@ -33,7 +33,7 @@ def test_metrics_list_has_every_served_program_with_zeros_and_sorts() -> None:
 
 def test_log_list_is_newest_first_in_dspy_cli_shape() -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
-    services.inference_logs_write(
+    storage.inference_logs_write(
         [make_record(request_id=f"r{i}", finished_at=base + i, prompt=i + 1) for i in range(5)]
     )
     logs = selectors.inference_log_list("P", limit=3)
@@ -48,7 +48,7 @@ def test_log_list_is_newest_first_in_dspy_cli_shape() -> None:
 def test_dashboard_series_buckets_calls_errors_and_p95() -> None:
     now = datetime(2026, 5, 1, 12, 30, 30, tzinfo=UTC)
     two_minutes_ago = (now - timedelta(minutes=2)).timestamp()
-    services.inference_logs_write(
+    storage.inference_logs_write(
         [make_record(finished_at=two_minutes_ago, duration_ms=100) for _ in range(19)]
         + [make_record(finished_at=two_minutes_ago, status=500, duration_ms=3000)]
     )
@@ -106,7 +106,7 @@ def _log_table_reads(queries: CaptureQueriesContext) -> list[str]:
 
 def test_reads_cost_the_same_with_100_or_100_000_log_rows() -> None:
     User.objects.create_superuser("root", "root@example.com", "pw")
-    services.inference_logs_write([make_record(f"P{i}") for i in range(5)])
+    storage.inference_logs_write([make_record(f"P{i}") for i in range(5)])
     _seed(100)
     small = _read_everything()
     _seed(99_900, start=100)

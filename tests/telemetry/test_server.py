@@ -104,6 +104,10 @@ def test_every_finished_request_has_exactly_one_row(database: ServerDatabase, st
     assert {by_id[rid][4] for rid in ("timeout", "upstream", "crash", "invalid")} == {
         "Timeout", "LMServerError", "ValueError", "ValidationError",
     }  # fmt: skip
+    [(upstream_message,)] = database.query(
+        "SELECT error_message FROM telemetry_inferencelog WHERE request_id = 'upstream'"
+    )
+    assert "HTTP 500 (LMServerError): mock upstream failure" in upstream_message  # the provider's text
 
 
 def test_tokens_per_row_match_the_mock_under_200_concurrent_requests(
@@ -240,3 +244,24 @@ def test_metrics_and_logs_routes_speak_dspy_clis_contract(
         assert exposition.headers["content-type"].startswith("text/plain")
         assert 'dspy_requests_in_flight{program="EchoSync"} 0.0' in exposition.text
         assert "dspy_telemetry_queue_depth" in exposition.text
+
+
+def test_a_body_nested_too_deep_to_parse_still_gets_its_row(
+    database: ServerDatabase, start_server: Any
+) -> None:
+    """A body nested 10,000 deep is a 400 and a row whose inputs say they could not be parsed; the
+    writer isolates nothing and retries nothing (no traceback in the log), and the next request is
+    written normally."""
+    deep = b'{"question": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    with start_server(database, MAX_BODY_BYTES="100000") as server:
+        json_type = {"content-type": "application/json"}
+        response = _post(server, "/EchoSync", "deep", content=deep, headers=json_type)
+        assert response.status_code == 400, response.text
+        assert _post(server, "/EchoSync", "after", json={"question": "x"}).status_code == 200
+        wait_for(lambda: log_rows(database) == 2, 30, "both rows")
+        assert metrics(server, "process")["telemetry"]["dropped"] == 0
+        assert "Traceback" not in server.log()
+    rows = dict(database.query("SELECT request_id, inputs FROM telemetry_inferencelog"))
+    stored = _json(rows["deep"])
+    assert set(stored) == {"_unparsed"} and stored["_unparsed"].startswith('{"question": [[[')
+    assert _json(rows["after"]) == {"question": "x"}

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.db import OperationalError
 
-from telemetry import services
+from telemetry import counters, lifecycle, services, storage
 from telemetry.counters import ProcessCounters
 from telemetry.models import EPOCH, HOUR, MINUTE, TEN_MINUTES, TOTAL, InferenceLog, ModelStats, ProgramStats
 from telemetry.records import Body, to_log_values
@@ -28,7 +28,7 @@ def test_a_batch_becomes_rows_and_all_time_and_bucket_aggregates() -> None:
             request_id="c", status=422, prompt=0, completion=0, duration_ms=None, finished_at=now + 2
         ),
     ]
-    services.inference_logs_write(records)
+    storage.inference_logs_write(records)
 
     rows = {row.request_id: row for row in InferenceLog.objects.all()}
     assert set(rows) == {"a", "b", "c"}
@@ -56,8 +56,8 @@ def test_a_batch_becomes_rows_and_all_time_and_bucket_aggregates() -> None:
 
 def test_batches_add_up_with_increments_and_keep_the_latest_call() -> None:
     """Two writers (two workers) writing the same program: totals add, last call is the newest."""
-    services.inference_logs_write([make_record(request_id="new", finished_at=2_000_000_000.0)])
-    services.inference_logs_write([make_record(request_id="old", finished_at=1_000_000_000.0)])
+    storage.inference_logs_write([make_record(request_id="new", finished_at=2_000_000_000.0)])
+    storage.inference_logs_write([make_record(request_id="old", finished_at=1_000_000_000.0)])
     total = ProgramStats.objects.get(period_s=TOTAL)
     assert total.call_count == 2
     assert total.total_tokens == 30
@@ -66,21 +66,21 @@ def test_batches_add_up_with_increments_and_keep_the_latest_call() -> None:
 
 def test_a_failed_batch_leaves_nothing_behind_so_its_retry_counts_once() -> None:
     with (
-        mock.patch.object(services, "_add_program_stats", side_effect=OperationalError("gone")),
+        mock.patch.object(storage, "add_program_stats", side_effect=OperationalError("gone")),
         pytest.raises(OperationalError),
     ):
-        services.inference_logs_write([make_record(request_id="x")])
+        storage.inference_logs_write([make_record(request_id="x")])
     assert InferenceLog.objects.count() == 0
-    services.inference_logs_write([make_record(request_id="x")])  # the writer's retry
+    storage.inference_logs_write([make_record(request_id="x")])  # the writer's retry
     assert InferenceLog.objects.count() == 1
     assert ProgramStats.objects.get(period_s=TOTAL).call_count == 1
 
 
 def test_counters_rebuild_from_the_database_totals() -> None:
-    services.inference_logs_write([make_record(request_id=str(i), prompt=i, completion=1) for i in range(5)])
+    storage.inference_logs_write([make_record(request_id=str(i), prompt=i, completion=1) for i in range(5)])
     counters = ProcessCounters()
-    with mock.patch.object(services, "PROCESS_COUNTERS", counters):
-        assert services.program_counters_rebuild()
+    with mock.patch.object(lifecycle, "PROCESS_COUNTERS", counters):
+        assert lifecycle.program_counters_rebuild()
     rebuilt = counters.get("P").as_dict()
     assert rebuilt["call_count"] == 5
     assert rebuilt["total_prompt_tokens"] == 0 + 1 + 2 + 3 + 4
@@ -91,8 +91,8 @@ def test_counters_rebuild_from_the_database_totals() -> None:
 def test_prune_deletes_old_rows_and_expired_minute_buckets_but_keeps_totals() -> None:
     now = datetime.now(tz=UTC)
     old, recent = (now - timedelta(days=40)).timestamp(), (now - timedelta(days=1)).timestamp()
-    services.inference_logs_write([make_record(request_id=f"old{i}", finished_at=old) for i in range(3)])
-    services.inference_logs_write([make_record(request_id="recent", finished_at=recent)])
+    storage.inference_logs_write([make_record(request_id=f"old{i}", finished_at=old) for i in range(3)])
+    storage.inference_logs_write([make_record(request_id="recent", finished_at=recent)])
     call_command("prune_inference_logs", "--older-than", "30d")
     assert list(InferenceLog.objects.values_list("request_id", flat=True)) == ["recent"]
     assert ProgramStats.objects.get(period_s=TOTAL).call_count == 4
@@ -108,7 +108,7 @@ def test_prune_rejects_an_age_without_unit() -> None:
 
 
 def test_totals_selector_reads_what_was_written() -> None:
-    services.inference_logs_write([make_record(program="A"), make_record(program="B", status=500)])
+    storage.inference_logs_write([make_record(program="A"), make_record(program="B", status=500)])
     totals = program_stats_totals()
     assert totals["A"].success_count == 1 and totals["B"].error_count == 1
 
@@ -118,27 +118,31 @@ def test_rows_survive_unusual_bodies() -> None:
     huge.inputs = Body(None, 5_000_000)  # over the capture limit: only the size was kept
     text = make_record(request_id="text", inputs=b"{not json")
     nan = make_record(request_id="nan", outputs=b'{"score": NaN}')
-    services.inference_logs_write([huge, text, nan])
+    deep = make_record(request_id="deep", inputs=b"[" * 900 + b"]" * 900)  # parsed, too deep to store
+    surrogate = make_record(request_id="surrogate", inputs=b'{"q\\udc00": "a\\ud800b"}')
+    storage.inference_logs_write([huge, text, nan, deep, surrogate])
     rows = {row.request_id: row for row in InferenceLog.objects.all()}
     assert rows["huge"].inputs == {"_truncated": True, "bytes": 5_000_000}
     assert rows["text"].inputs == {"_unparsed": "{not json"}
     assert rows["nan"].outputs == {"score": "nan"}
+    assert rows["deep"].inputs == {"_unparsed": "[" * 900 + "]" * 900}
+    assert rows["surrogate"].inputs == {"q\\udc00": "a\\ud800b"}  # lone surrogates as their escapes
     assert to_log_values(make_record(inputs=None))["inputs"] is None  # capture off
 
 
 @pytest.mark.django_db(transaction=True)
 def test_enqueued_records_reach_the_database_through_the_writer_thread() -> None:
     """The request-path service, the real thread and its own connection, an explicit flush."""
-    live_before = services.PROCESS_COUNTERS.get("P").call_count
-    writer = services.telemetry_writer()
+    live_before = counters.PROCESS_COUNTERS.get("P").call_count
+    writer = lifecycle.telemetry_writer()
     writer.start()
     try:
         for i in range(30):
             assert services.inference_log_enqueue(make_record(request_id=f"t{i}"))
-        assert services.PROCESS_COUNTERS.get("P").call_count == live_before + 30  # counted at once
-        assert services.telemetry_flush(timeout_s=30)
+        assert counters.PROCESS_COUNTERS.get("P").call_count == live_before + 30  # counted at once
+        assert lifecycle.telemetry_flush(timeout_s=30)
         assert InferenceLog.objects.count() == 30
         assert ProgramStats.objects.get(period_s=TOTAL).call_count == 30
         assert writer.dropped == 0 and writer.depth == 0
     finally:
-        services.telemetry_writer_reset()
+        lifecycle.telemetry_writer_reset()

@@ -6,7 +6,7 @@ import time
 import pytest
 from django.db import connection, transaction
 
-from telemetry import services
+from telemetry import storage
 from telemetry.models import TOTAL, ProgramStats
 from telemetry.selectors import sketch_from_row
 from tests.telemetry.factories import make_record
@@ -25,14 +25,14 @@ def _lock_waiters() -> int:
 def test_a_writer_waits_for_the_row_another_holds_then_merges_into_its_result() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("SQLite runs one writing transaction at a time (IMMEDIATE): nothing interleaves")
-    services.inference_logs_write([make_record(request_id="first", duration_ms=10)])
+    storage.inference_logs_write([make_record(request_id="first", duration_ms=10)])
     holding, release = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
     def first_writer() -> None:  # a batch whose transaction stays open, its rows locked
         try:
             with transaction.atomic():
-                services.inference_logs_write(
+                storage.inference_logs_write(
                     [make_record(request_id=f"a{i}", duration_ms=100) for i in range(5)]
                 )
                 holding.set()
@@ -44,7 +44,7 @@ def test_a_writer_waits_for_the_row_another_holds_then_merges_into_its_result() 
 
     def second_writer() -> None:
         try:
-            services.inference_logs_write(
+            storage.inference_logs_write(
                 [make_record(request_id=f"b{i}", duration_ms=1000) for i in range(7)]
             )
         except BaseException as exc:

@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import RequestFactory
 
-from telemetry import services
+from telemetry import storage
 from telemetry.models import InferenceLog
 from tests.telemetry.factories import make_record
 
@@ -31,7 +31,7 @@ def test_a_trace_id_finds_its_row_and_a_request_id_that_looks_like_one_still_fin
     traced = make_record(request_id="traced")
     traced.trace_id = trace_id
     others = [make_record(request_id=f"r{i}") for i in range(50)]
-    services.inference_logs_write([traced, make_record(request_id=uuid_request_id), *others])
+    storage.inference_logs_write([traced, make_record(request_id=uuid_request_id), *others])
 
     found, page = _search(trace_id.upper())  # as pasted from a backend that shows it in capitals
     assert found == ["traced"]

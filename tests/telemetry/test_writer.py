@@ -88,6 +88,58 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
     assert writer.depth == 5
 
 
+def test_a_queue_full_in_bytes_drops_and_counts_and_gives_the_bytes_back(
+    started: list, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records are bounded in bytes too: large bodies cannot pile up to gigabytes (issue 21)."""
+    from telemetry import prometheus
+    from telemetry.records import Body
+
+    def big(index: int) -> InferenceRecord:
+        item = record(index)
+        item.inputs = Body(b"x" * 60_000, 60_000)
+        return item
+
+    dropped = prometheus.TELEMETRY_DROPPED.labels("queue_bytes")
+    dropped_before = dropped._value.get()
+    database = FakeDatabase()
+    writer = TelemetryWriter(
+        database.write, max_queue=1000, batch_size=10, flush_interval_s=60, max_bytes=200_000
+    )
+    started.append(writer)
+    accepted = [writer.enqueue(big(i)) for i in range(5)]  # not started: nothing is taken off
+    assert accepted == [True, True, True, False, False]  # 3 x (60,000 + 1,024) fit in 200,000
+    assert writer.enqueue(record(99))  # a small one still fits
+    assert writer.dropped == 2 and dropped._value.get() == dropped_before + 2
+    assert "latest reason: queue_bytes" in caplog.text  # never silent
+    assert writer.queued_bytes == 3 * 61_024 + 1_024
+    writer.start()
+    assert writer.flush(timeout_s=10)
+    assert database.ids == ["r0", "r1", "r2", "r99"]
+    assert writer.queued_bytes == 0  # written records give their bytes back
+    assert writer.enqueue(big(5))
+
+
+def test_the_heap_is_trimmed_once_when_the_writer_goes_idle_after_writing(
+    started: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trimmed = threading.Event()
+    calls: list[float] = []
+
+    def trim() -> None:
+        calls.append(time.monotonic())
+        trimmed.set()
+
+    monkeypatch.setattr(writer_module, "release_free_memory", trim)
+    writer = make(FakeDatabase(), started, flush_interval_s=0.05)
+    assert not trimmed.wait(0.3)  # idle without having written: nothing to give back
+    writer.enqueue(record(1))
+    assert trimmed.wait(10), "no trim after the first idle interval"
+    writer.enqueue(record(2))
+    wait_for(lambda: len(calls) == 2, 10, "a second trim after the second write")
+    assert writer.written == 2
+
+
 def test_database_errors_are_retried_without_losing_the_batch(started: list) -> None:
     database = FakeDatabase(failures=3)
     writer = make(database, started)

@@ -115,12 +115,66 @@ def test_other_dspy_types_use_their_own_validation() -> None:
         ({"image": PNG, "many": [PNG, "nope"]}, ("many", 1), "http(s)://"),
         ({"image": PNG, "clip": "https://example.com/a.wav"}, ("clip",), "audio URLs are not downloaded"),
         ({"image": PNG, "clip": PNG}, ("clip",), "data:audio/<format>;base64"),
+        ({"image": "http://[::1/a.png"}, ("image",), "Invalid IPv6 URL"),
     ],
 )
 def test_a_bad_value_names_its_field(body: dict[str, Any], location: tuple[Any, ...], message: str) -> None:
     found = errors(body)
     assert list(found) == [location]
     assert message in found[location]
+
+
+PRIVATE = [
+    "http://localhost/a.png",
+    "http://LOCALHOST./a.png",
+    "http://api.localhost:8080/a.png",
+    "http://127.0.0.1/a.png",
+    "https://user:pw@10.0.0.7/a.png",
+    "http://192.168.1.20/a.png",
+    "http://172.16.0.1/a.png",
+    "http://169.254.169.254/latest/meta-data/",  # a cloud's metadata service
+    "http://0.0.0.0/a.png",
+    "http://[::1]/a.png",
+    "http://[fe80::1%25eth0]/a.png",
+    "http://[fd00::1]/a.png",
+    "http://[::ffff:127.0.0.1]/a.png",
+    "http://127.1/a.png",  # legacy IPv4 forms HTTP clients still accept
+    "http://2130706433/a.png",
+    "http://0x7f.0.0.1/a.png",
+]
+
+
+@pytest.mark.parametrize("url", PRIVATE)
+def test_private_loopback_and_link_local_hosts_are_refused_by_default(url: str) -> None:
+    found = errors({"image": PNG, "many": [url]})
+    assert list(found) == [("many", 0)]
+    assert "private, loopback or link-local" in found[("many", 0)]
+    assert "DSPY_ALLOW_PRIVATE_MEDIA_URLS" in found[("many", 0)]
+
+
+@pytest.mark.parametrize("url", PRIVATE)
+def test_the_setting_allows_private_hosts_for_a_self_hosted_model(url: str, settings: Any) -> None:
+    settings.DSPY_ALLOW_PRIVATE_MEDIA_URLS = True
+    assert kwargs({"image": url})["image"].url == url.replace("user:pw@", "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.com/a.png", "http://8.8.8.8/a.png", "http://[2001:4860::8888]/a.png", "gs://b/a.png"],
+)
+def test_public_hosts_pass_and_no_name_is_resolved(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_dns(*args: Any) -> None:
+        raise AssertionError("DNS resolved on the request path")
+
+    monkeypatch.setattr("socket.getaddrinfo", no_dns)
+    monkeypatch.setattr("socket.gethostbyname", no_dns)
+    assert kwargs({"image": url})["image"].url == url
+
+
+def test_userinfo_is_stripped_before_the_model_sees_the_url() -> None:
+    image = kwargs({"image": "https://alice:s3cret@example.com:8443/a.png?size=2#top"})["image"]
+    assert image.url == "https://example.com:8443/a.png?size=2#top"
+    assert kwargs({"image": "https://@example.com/a.png"})["image"].url == "https://example.com/a.png"
 
 
 def test_the_bundled_image_example_takes_a_uri_string() -> None:

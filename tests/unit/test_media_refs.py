@@ -109,3 +109,11 @@ def test_dspy_objects_logged_as_keyword_arguments_become_the_same_references() -
     assert inputs["album"] == [{"_media": "image", "media_type": "image/gif", **reference}]
     assert inputs["code"] == json.loads(raw)["code"]  # not media: as DSPy serialised it
     assert B64 not in json.dumps(inputs)
+
+
+def test_urls_are_logged_without_their_user_and_password() -> None:
+    assert media_reference("https://alice:s3cret@example.com/a.png?x=1") == "https://example.com/a.png?x=1"
+    assert media_reference("HTTP://token@example.com/a.png") == "http://example.com/a.png"
+    assert media_reference("https://example.com/a@2x.png") == "https://example.com/a@2x.png"  # a path's @
+    assert media_reference("write to alice@example.com") == "write to alice@example.com"
+    assert media_reference("https://u:p@[::1/broken") == "https://u:p@[::1/broken"  # not a URL: as it is
