@@ -14,6 +14,10 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dspysite.settings")
 django.setup(set_prefix=False)
 
+from dspysite.safety import check_or_exit  # noqa: E402
+
+check_or_exit()  # DEBUG off with a missing, development or weak SECRET_KEY: one line each, exit 2
+
 from dspysite.handler import ServiceASGIHandler  # noqa: E402
 from dspysite.lifespan import BodyLimitMiddleware, LifespanMiddleware  # noqa: E402
 from programs.runtime import get_runtime_or_exit  # noqa: E402
