@@ -18,6 +18,7 @@ from dspysite.safety import check_or_exit  # noqa: E402
 
 check_or_exit()  # DEBUG off with a missing, development or weak SECRET_KEY: one line each, exit 2
 
+from dspysite.guards import JsonBodies, TrustedHosts, allowed_hosts  # noqa: E402
 from dspysite.handler import ServiceASGIHandler  # noqa: E402
 from dspysite.lifespan import BodyLimitMiddleware, LifespanMiddleware  # noqa: E402
 from programs.runtime import get_runtime_or_exit  # noqa: E402
@@ -27,6 +28,7 @@ runtime = get_runtime_or_exit()
 scheduler = build_scheduler_or_exit(runtime)  # an invalid cron schedule stops start-up here
 
 import dspysite.urls  # noqa: E402,F401 - build the routes now, not on the first request
+from apikeys.doors import program_door  # noqa: E402
 from mcp_tools.endpoint import mcp_endpoint  # noqa: E402
 from telemetry.api import record_body_too_large  # noqa: E402
 from telemetry.server_spans import traced  # noqa: E402
@@ -36,9 +38,20 @@ from telemetry.tracing import tracing_shutdown, tracing_startup  # noqa: E402
 # /mcp is answered by the MCP SDK in front of Django (docs/MCP.md); every other path goes on.
 mcp = mcp_endpoint(ASGIStaticFilesHandler(ServiceASGIHandler()), runtime)
 
+
+def _program_call(path: str) -> bool:
+    return program_door(path) is not None
+
+
+# A program call's body must be JSON (415); /mcp and the browser paths are not program calls.
+api = JsonBodies(mcp, _program_call)
 application = LifespanMiddleware(
-    # The server span of each request (only when OTEL_* configures tracing), around all the rest.
-    traced(BodyLimitMiddleware(mcp, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, on_refused=record_body_too_large)),
+    # Host against ALLOWED_HOSTS first, on every path but /mcp's own check and the health probes (400).
+    TrustedHosts(
+        # The server span of each request (only when OTEL_* configures tracing), around all the rest.
+        traced(BodyLimitMiddleware(api, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, record_body_too_large)),
+        allowed_hosts(settings.ALLOWED_HOSTS, settings.DEBUG),
+    ),
     # Cron jobs start after the gateways' setup() and stop before their shutdown() (runs call their
     # hooks). Tracing starts in each worker process (after gunicorn's fork), before any call.
     on_startup=[

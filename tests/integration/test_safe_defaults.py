@@ -7,6 +7,8 @@ workers, as in production.
 
 import os
 import secrets
+import select
+import socket
 import stat
 import subprocess
 import sys
@@ -146,3 +148,117 @@ def test_the_project_secret_is_made_once_private_and_reused(tmp_path: Path) -> N
     assert len(first) >= 50 and len(set(first)) >= 5
     assert stat.S_IMODE((state / "secret_key").stat().st_mode) == 0o600
     assert project_secret_key(state) == first
+
+
+def bearer(keyed: tuple[Running, ServerDatabase]) -> dict[str, str]:
+    """One key for the module's server (created on first use)."""
+    server, database = keyed
+    if not hasattr(server, "key"):
+        server.key = api_key(database, "http-tests")  # type: ignore[attr-defined]
+    return {"Authorization": f"Bearer {server.key}"}  # type: ignore[attr-defined]
+
+
+FOREIGN = "rebound.example.com"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/EchoSync"), ("GET", "/api/logs/EchoSync"), ("GET", "/programs"), ("GET", "/openapi.json"),
+     ("GET", "/admin/login/"), ("GET", "/ui/EchoSync"), ("GET", "/static/admin/css/base.css")],
+)  # fmt: skip
+def test_a_foreign_host_is_400_json_on_every_path(
+    keyed: tuple[Running, ServerDatabase], method: str, path: str
+) -> None:
+    server, _ = keyed
+    headers = {"Host": FOREIGN, **bearer(keyed)}
+    response = httpx.request(
+        method, f"{server.url}{path}", json={"question": "x"}, headers=headers, timeout=30
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert FOREIGN in response.json()["detail"]
+
+
+def test_allowed_hosts_with_any_port_and_the_exempt_paths_pass(keyed: tuple[Running, ServerDatabase]) -> None:
+    server, _ = keyed
+    for host in ("127.0.0.1", "localhost:1234", "[::1]:80", "LOCALHOST"):
+        response = httpx.get(f"{server.url}/programs", headers={"Host": host, **bearer(keyed)}, timeout=30)
+        assert response.status_code == 200, (host, response.text)
+    # Probes come by IP address; /mcp keeps the MCP SDK's own check (421).
+    assert httpx.get(f"{server.url}/health/live", headers={"Host": FOREIGN}, timeout=30).status_code == 200
+    mcp = httpx.post(f"{server.url}/mcp", json={}, headers={"Host": FOREIGN}, timeout=30)
+    assert mcp.status_code == 421, mcp.text
+
+
+@pytest.mark.parametrize("path", ["/EchoSync", "/EchoSync/batch", "/EchoSync/stream"])
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+def test_a_program_body_that_is_not_json_is_415(
+    keyed: tuple[Running, ServerDatabase], path: str, content_type: str | None
+) -> None:
+    server, _ = keyed
+    headers = {**bearer(keyed), **({"Content-Type": content_type} if content_type else {})}
+    response = httpx.post(f"{server.url}{path}", content=b'{"question": "x"}', headers=headers, timeout=30)
+    assert response.status_code == 415, response.text
+    assert "Content-Type: application/json" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/x+json"],
+)
+def test_json_content_types_are_served(keyed: tuple[Running, ServerDatabase], content_type: str) -> None:
+    server, _ = keyed
+    headers = {**bearer(keyed), "Content-Type": content_type}
+    response = httpx.post(
+        f"{server.url}/EchoSync", content=b'{"question": "ct"}', headers=headers, timeout=30
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_a_chunked_body_over_the_limit_is_413_without_reading_it_all(
+    keyed: tuple[Running, ServerDatabase],
+) -> None:
+    """300 MiB offered in chunks, limit 64 KiB: the 413 comes after a few MiB at most (socket buffers),
+    then the server closes the connection instead of reading (or spooling) the rest."""
+    server, _ = keyed
+    port = int(server.url.rsplit(":", 1)[1])
+    chunk = b"x" * 65536
+    frame = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    offered = 300 * 1024 * 1024
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /EchoSync HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        answer = b""
+        closed = False
+        while sent < offered:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if readable:
+                data = sock.recv(65536)
+                if not data:
+                    closed = True
+                    break
+                answer += data
+            try:
+                sock.sendall(frame)
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            sent += len(chunk)
+        while not closed:  # the rest of the answer, then the close (bounded by the socket timeout)
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"connection: close" in answer.lower()
+    assert b"Request body is larger than 65536 bytes" in answer
+    assert sent < 64 * 1024 * 1024, f"{sent} bytes were taken before the connection closed"
