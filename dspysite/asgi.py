@@ -9,7 +9,6 @@ import os
 
 import django
 from django.conf import settings
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dspysite.settings")
 django.setup(set_prefix=False)
@@ -18,7 +17,7 @@ from dspysite.safety import check_or_exit  # noqa: E402
 
 check_or_exit()  # DEBUG off with a missing, development or weak SECRET_KEY: one line each, exit 2
 
-from dspysite.guards import JsonBodies, TrustedHosts, allowed_hosts  # noqa: E402
+from dspysite.guards import JsonBodies, StaticFiles, TrustedHosts, allowed_hosts  # noqa: E402
 from dspysite.handler import ServiceASGIHandler  # noqa: E402
 from dspysite.lifespan import BodyLimitMiddleware, LifespanMiddleware  # noqa: E402
 from programs.runtime import get_runtime_or_exit  # noqa: E402
@@ -36,7 +35,7 @@ from telemetry.services import telemetry_shutdown, telemetry_startup  # noqa: E4
 from telemetry.tracing import tracing_shutdown, tracing_startup  # noqa: E402
 
 # /mcp is answered by the MCP SDK in front of Django (docs/MCP.md); every other path goes on.
-mcp = mcp_endpoint(ASGIStaticFilesHandler(ServiceASGIHandler()), runtime)
+mcp = mcp_endpoint(StaticFiles(ServiceASGIHandler()), runtime)
 
 
 def _program_call(path: str) -> bool:

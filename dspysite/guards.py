@@ -12,11 +12,16 @@ whose body is not JSON.
   or a form to another origin without a CORS preflight, and the body used to be parsed as JSON all
   the same. 415 JSON says which header to send. Other paths (the playground's forms, the admin,
   ``/mcp``) are not touched.
+* :class:`StaticFiles`: Django's static handler, with a path that leaves the static directories
+  (``/static/../../etc/passwd``, encoded or not) answered 404 like any missing file, not 500.
 """
 
 from collections.abc import Callable, Iterable, Sequence
 
 from asgiref.typing import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+from django.core.exceptions import SuspiciousFileOperation
+from django.http import Http404, HttpRequest, HttpResponseBase
 from django.http.request import split_domain_port, validate_host
 
 from dspysite.lifespan import send_json
@@ -98,3 +103,11 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes:
         if key == name:
             return value
     return b""
+
+
+class StaticFiles(ASGIStaticFilesHandler):
+    def serve(self, request: HttpRequest) -> HttpResponseBase:
+        try:
+            return super().serve(request)
+        except SuspiciousFileOperation:  # outside every static directory: not one of ours
+            raise Http404("Not Found") from None

@@ -182,6 +182,8 @@ DSPY_PROJECT_DIR = env_str("DSPY_PROJECT_DIR", "")
 # Factory of the auth on protected program routes (None: no check); API keys plug in here, so the
 # serving core does not import them. The factory itself returns None unless server.auth is on.
 DSPY_ROUTE_AUTH = "apikeys.auth.api_key_auth"
+# With API keys on, /openapi.json and /docs need a key (or a staff session) too; true publishes them.
+DSPY_PUBLIC_DOCS = env_bool("DSPY_PUBLIC_DOCS", False)
 
 # Cron jobs (dspy-cli CronGateways, docs/DSPY_CLI.md): each fire time runs once across every process
 # on the database. DSPY_SCHEDULER=off keeps this process out (jobs run on the others).

@@ -20,7 +20,7 @@ import pytest
 
 from dspysite.safety import DEVELOPMENT_SECRET_KEY, project_secret_key
 from tests.databases import ServerDatabase
-from tests.support import FIXTURES, ROOT, Running, free_port, project_config
+from tests.support import FIXTURES, ROOT, Running, free_port, project_config, service
 from tests.workers import gunicorn_workers
 
 pytestmark = pytest.mark.integration
@@ -262,3 +262,51 @@ def test_a_chunked_body_over_the_limit_is_413_without_reading_it_all(
     assert b"connection: close" in answer.lower()
     assert b"Request body is larger than 65536 bytes" in answer
     assert sent < 64 * 1024 * 1024, f"{sent} bytes were taken before the connection closed"
+
+
+def raw_get(server: Running, target: str) -> bytes:
+    """A GET sent as written (an HTTP client would normalise the dot segments away)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    return answer
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/static/../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd", "/static/..%2f..%2f..%2fetc%2fpasswd",
+     "/static/admin/../../../../../etc/passwd", "/static/%2E%2E%5C%2E%2E%5Cetc%5Cpasswd"],
+)  # fmt: skip
+def test_a_static_path_out_of_the_static_directories_is_404(
+    keyed: tuple[Running, ServerDatabase], target: str
+) -> None:
+    server, _ = keyed
+    answer = raw_get(server, target)
+    assert answer.startswith(b"HTTP/1.1 404"), answer[:300]
+    assert b"root:" not in answer
+    assert raw_get(server, "/static/admin/css/base.css").startswith(b"HTTP/1.1 200")  # files still served
+
+
+def test_the_openapi_document_and_docs_need_a_key_when_keys_are_on(
+    keyed: tuple[Running, ServerDatabase],
+) -> None:
+    server, _ = keyed
+    for path in ("/openapi.json", "/docs"):
+        refused = httpx.get(f"{server.url}{path}", timeout=30)
+        assert refused.status_code == 401, refused.text[:200]
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert "EchoSync" not in refused.text
+    document = httpx.get(f"{server.url}/openapi.json", headers=bearer(keyed), timeout=30)
+    assert document.status_code == 200
+    assert "/EchoSync" in document.json()["paths"]
+    assert httpx.get(f"{server.url}/docs", headers=bearer(keyed), timeout=30).status_code == 200
+
+
+def test_dspy_public_docs_publishes_them(tmp_path: Path, mock: Running) -> None:
+    config = project_config(SERVICE_PROJECT, tmp_path, mock.url, server={"auth": True})
+    with service(tmp_path, SERVICE_PROJECT, config, DSPY_PUBLIC_DOCS="true") as server:
+        assert httpx.get(f"{server.url}/openapi.json", timeout=30).status_code == 200
+        assert httpx.post(f"{server.url}/EchoSync", json={"question": "x"}, timeout=30).status_code == 401
