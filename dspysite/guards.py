@@ -79,7 +79,8 @@ class JsonBodies:
             and not is_json(_header(scope["headers"], b"content-type"))
             and self.is_program_path(scope["path"])
         ):
-            await send_json(send, 415, {"detail": NOT_JSON})  # type: ignore[arg-type]
+            # Its body is never read: the connection closes rather than read a large one to discard it.
+            await send_json(send, 415, {"detail": NOT_JSON}, [(b"connection", b"close")])  # type: ignore[arg-type]
             return
         await self.app(scope, receive, send)
 
