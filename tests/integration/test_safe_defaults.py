@@ -321,3 +321,35 @@ def test_dspy_public_docs_publishes_them(tmp_path: Path, mock: Running) -> None:
     with service(tmp_path, SERVICE_PROJECT, config, DSPY_PUBLIC_DOCS="true") as server:
         assert httpx.get(f"{server.url}/openapi.json", timeout=30).status_code == 200
         assert httpx.post(f"{server.url}/EchoSync", json={"question": "x"}, timeout=30).status_code == 401
+
+
+HTTPS = {
+    "SECURE_SSL_REDIRECT": "true",
+    "SECURE_HSTS_SECONDS": "31536000",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
+    "SECURE_HSTS_PRELOAD": "true",
+    "SESSION_COOKIE_SECURE": "true",
+    "CSRF_COOKIE_SECURE": "true",
+}
+
+
+def check_deploy(tmp_path: Path, **env: str) -> str:
+    environment = {**os.environ, "ALLOWED_HOSTS": "api.example.com", "LOG_LEVEL": "WARNING",
+                   "DATABASE_URL": f"sqlite:///{tmp_path / 'check.sqlite3'}", **env}  # fmt: skip
+    environment.pop("DEBUG", None)
+    done = subprocess.run([sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return done.stdout + done.stderr
+
+
+def test_check_deploy_is_clean_in_the_documented_set_up(tmp_path: Path) -> None:
+    """docs/DEPLOYMENT.md's production settings; without the HTTPS ones the browser-path checks fire
+    (they are run with BROWSER_MIDDLEWARE in place, not skipped)."""
+    key = secrets.token_urlsafe(50)
+    assert "System check identified no issues (6 silenced)." in check_deploy(
+        tmp_path, SECRET_KEY=key, **HTTPS
+    )
+    bare = check_deploy(tmp_path, SECRET_KEY=key)
+    for warning in ("security.W004", "security.W008", "security.W010", "security.W016"):
+        assert warning in bare
+    assert "security.W009" in check_deploy(tmp_path, SECRET_KEY="short", **HTTPS)
