@@ -108,12 +108,12 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = self._declared_length(scope)
+        declared, chunked = self._framing(scope)
         if declared is not None and declared > self.max_bytes:
             await self._refuse(scope, send)
             return
-        if declared is not None and scope.get("http_version") != "2":
-            # HTTP/1.1 framing: the server delivers exactly Content-Length bytes, so nothing to count.
+        if not chunked:
+            # Content-Length framing (the server delivers exactly that many bytes) or no body at all.
             await self.app(scope, receive, send)
             return
         await _CountedBody(self, scope, receive, send).run()
@@ -124,14 +124,19 @@ class BodyLimitMiddleware:
         await send_json(send, 413, {"detail": self.detail}, [(b"connection", b"close")])
 
     @staticmethod
-    def _declared_length(scope: Scope) -> int | None:
+    def _framing(scope: Scope) -> tuple[int | None, bool]:
+        """The declared length, if any, and whether the body comes in chunks (Transfer-Encoding)."""
+        declared = None
+        chunked = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    return int(value)
+                    declared = int(value)
                 except ValueError:
-                    return None
-        return None
+                    declared = None
+            elif name == b"transfer-encoding":
+                chunked = True
+        return declared, chunked
 
 
 class _CountedBody:
