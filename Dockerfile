@@ -23,4 +23,6 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2).status != 200)"
 
 # Migrations run once per deploy (a job or an init container): `python manage.py migrate`.
+# At run time it needs SECRET_KEY (50+ random characters, shared by every replica) and ALLOWED_HOSTS;
+# API keys are on (docs/DEPLOYMENT.md, "Safe by default"; a reverse proxy belongs in front).
 CMD ["gunicorn", "-c", "dspysite/gunicorn.conf.py"]

@@ -9,6 +9,9 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dspysite.settings")
     from django.core.management import execute_from_command_line
 
+    from dspysite.safety import development_defaults
+
+    development_defaults(sys.argv)  # runserver: DEBUG on unless set
     execute_from_command_line(sys.argv)
 
 

@@ -29,7 +29,7 @@ from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from importlib import import_module
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -251,6 +251,28 @@ class ScopeMissing(Exception):
     def __init__(self, scope: str, caller: Caller) -> None:
         has = ", ".join(sorted(caller.scopes)) or "none"
         super().__init__(f"This API key lacks the `{scope}` scope (it has: {has})")
+
+
+def docs_decorator() -> Callable[[Callable[..., HttpResponse]], Callable[..., Any]] | None:
+    """``/openapi.json`` and ``/docs`` behind a key (or a staff session) when keys are on, unless
+    ``DSPY_PUBLIC_DOCS`` publishes them: the document lists every program and its schemas."""
+    if not auth_enabled() or settings.DSPY_PUBLIC_DOCS:
+        return None
+
+    def behind_keys(view: Callable[..., HttpResponse]) -> Callable[..., Any]:
+        async def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            header = request.headers.get("Authorization")
+            caller = await bearer_caller(header) if header else await session_caller(request)
+            if caller is None:
+                response = JsonResponse({"detail": UNAUTHORIZED}, status=401)
+                response["WWW-Authenticate"] = WWW_AUTHENTICATE
+                return response
+            # ninja's views are sync and touch no database: the schema is built on the event loop.
+            return view(request, *args, **kwargs)
+
+        return guarded
+
+    return behind_keys
 
 
 def install(api: NinjaAPI) -> None:

@@ -5,7 +5,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from ninja import NinjaAPI
 
-from apikeys.auth import api_key_auth
+from apikeys.auth import api_key_auth, docs_decorator
 from apikeys.auth import install as install_api_key_errors
 from apikeys.context import READ
 from dspysite.openapi import ServiceAPI
@@ -22,6 +22,7 @@ def build_api() -> NinjaAPI:
         description="DSPy programs served as HTTP endpoints. GET /programs lists them with their schemas.",
         docs_url="/docs",
         openapi_url="/openapi.json",
+        docs_decorator=docs_decorator(),  # behind keys when keys are on, unless DSPY_PUBLIC_DOCS
     )
 
     @api.exception_handler(RequestDataTooBig)

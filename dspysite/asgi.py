@@ -9,11 +9,15 @@ import os
 
 import django
 from django.conf import settings
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dspysite.settings")
 django.setup(set_prefix=False)
 
+from dspysite.safety import check_or_exit  # noqa: E402
+
+check_or_exit()  # DEBUG off with a missing, development or weak SECRET_KEY: one line each, exit 2
+
+from dspysite.guards import JsonBodies, StaticFiles, TrustedHosts, allowed_hosts  # noqa: E402
 from dspysite.handler import ServiceASGIHandler  # noqa: E402
 from dspysite.lifespan import BodyLimitMiddleware, LifespanMiddleware  # noqa: E402
 from programs.runtime import get_runtime_or_exit  # noqa: E402
@@ -30,11 +34,22 @@ from telemetry.server_spans import traced  # noqa: E402
 from telemetry.tracing import tracing_shutdown, tracing_startup  # noqa: E402
 
 # /mcp is answered by the MCP SDK in front of Django (docs/MCP.md); every other path goes on.
-mcp = mcp_endpoint(ASGIStaticFilesHandler(ServiceASGIHandler()), runtime)
+mcp = mcp_endpoint(StaticFiles(ServiceASGIHandler()), runtime)
 
+
+def _program_call(method: str, path: str) -> bool:
+    return runtime.routes.door(method, path) is not None
+
+
+# A program call's body must be JSON (415); /mcp and the browser paths are not program calls.
+api = JsonBodies(mcp, _program_call)
 application = LifespanMiddleware(
-    # The server span of each request (only when OTEL_* configures tracing), around all the rest.
-    traced(BodyLimitMiddleware(mcp, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, on_refused=record_body_too_large)),
+    # Host against ALLOWED_HOSTS first, on every path but /mcp's own check and the health probes (400).
+    TrustedHosts(
+        # The server span of each request (only when OTEL_* configures tracing), around all the rest.
+        traced(BodyLimitMiddleware(api, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, record_body_too_large)),
+        allowed_hosts(settings.ALLOWED_HOSTS, settings.DEBUG),
+    ),
     # Cron jobs start after the gateways' setup() and stop before their shutdown() (runs call their
     # hooks). Tracing starts in each worker process (after gunicorn's fork), before any call.
     on_startup=[

@@ -4,7 +4,8 @@ A project's modules import its own packages and whatever else it installed, so t
 run in the project's own virtualenv: ``pip install dspy-django`` there, then ``dspy-django serve``
 in the project (``dspy.config.yaml`` and ``src/<package>/modules/``). Discovery puts the project's
 ``src/`` on ``sys.path``; the SQLite database is ``.dspy-django/db.sqlite3`` in the project unless
-``DATABASE_URL`` names another (dspysite/paths.py).
+``DATABASE_URL`` names another (dspysite/paths.py). Without ``SECRET_KEY``, ``serve`` makes a random
+one once, in ``.dspy-django/secret_key`` (mode 0600), and reuses it (dspysite/safety.py).
 
 - ``serve [--host H] [--port P] [--workers N] [--no-migrate]``: migrate, then uvicorn (one process)
   or gunicorn with uvicorn workers (``dspysite/gunicorn.conf.py``) when N > 1. Never reloads; for
@@ -19,6 +20,8 @@ import sys
 from pathlib import Path
 
 from dspysite.keepalive import keep_alive_timeout_s
+from dspysite.paths import project_state_dir
+from dspysite.safety import development_defaults, project_secret_key
 from programs.config import config_path
 
 GUNICORN_CONF = Path(__file__).with_name("gunicorn.conf.py")
@@ -85,6 +88,7 @@ def _use_project(project: str | None) -> None:
 def _manage(argv: list[str]) -> None:
     from django.core.management import execute_from_command_line
 
+    development_defaults(["dspy-django manage", *argv])
     execute_from_command_line(["dspy-django manage", *argv])
 
 
@@ -101,6 +105,9 @@ def _migrate() -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    # Every worker (and every later `serve` of this project) signs with the same random key.
+    if not os.environ.get("SECRET_KEY"):
+        os.environ["SECRET_KEY"] = project_secret_key(project_state_dir())
     if not args.no_migrate:
         _migrate()
     if args.workers == 1:

@@ -38,11 +38,17 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir() / "prometheus_m
 
 
 def on_starting(server: object) -> None:
-    """Start from an empty metrics directory: files left by an earlier run would be summed in.
+    """Refuse unsafe settings; start from an empty metrics directory (old files would be summed in).
 
     Without Redis, API-key quotas, model budgets and circuit breakers are counted in each worker
     process: said once, so nobody finds out from a provider's 429s that N workers send N budgets.
     """
+    # An unsafe production setting (dspysite/safety.py) stops the master before any worker forks:
+    # one line each, exit 2 (a worker that exited would only be restarted).
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dspysite.settings")
+    from dspysite.safety import check_or_exit
+
+    check_or_exit()
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):  # only prometheus-client's files: the directory may be shared

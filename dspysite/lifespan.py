@@ -87,7 +87,14 @@ async def send_json(
 
 
 class BodyLimitMiddleware:
-    """413 at once for a declared body over the limit (chunked bodies are checked by Django)."""
+    """413 for a body over the limit: at once from ``Content-Length``, else as its bytes arrive.
+
+    A chunked body (or one longer than it said) is counted message by message; past the limit the
+    client gets 413 with ``Connection: close`` (the server then closes the connection instead of
+    reading the rest), and the app is told the client went away (Django's ``read_body`` raises
+    ``RequestAborted``; whatever it sends after that is dropped). Nothing past the limit is kept in
+    memory or spooled to disk.
+    """
 
     def __init__(
         self, app: ASGIApp, max_bytes: int, on_refused: Callable[[Scope, str], None] | None = None
@@ -95,22 +102,76 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
         self.on_refused = on_refused  # told of each refusal (telemetry records it)
+        self.detail = f"Request body is larger than {max_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self._declared_length(scope) > self.max_bytes:
-            detail = f"Request body is larger than {self.max_bytes} bytes"
-            if self.on_refused is not None:
-                self.on_refused(scope, detail)
-            await send_json(send, 413, {"detail": detail})
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        declared, chunked = self._framing(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, send)
+            return
+        if not chunked:
+            # Content-Length framing (the server delivers exactly that many bytes) or no body at all.
+            await self.app(scope, receive, send)
+            return
+        await _CountedBody(self, scope, receive, send).run()
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        if self.on_refused is not None:
+            self.on_refused(scope, self.detail)
+        await send_json(send, 413, {"detail": self.detail}, [(b"connection", b"close")])
 
     @staticmethod
-    def _declared_length(scope: Scope) -> int:
+    def _framing(scope: Scope) -> tuple[int | None, bool]:
+        """The declared length, if any, and whether the body comes in chunks (Transfer-Encoding)."""
+        declared = None
+        chunked = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    return int(value)
+                    declared = int(value)
                 except ValueError:
-                    return 0
-        return 0
+                    declared = None
+            elif name == b"transfer-encoding":
+                chunked = True
+        return declared, chunked
+
+
+class _CountedBody:
+    """One request whose body is counted as it arrives (no trustworthy Content-Length)."""
+
+    def __init__(self, limit: BodyLimitMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+        self.limit = limit
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.seen = 0
+        self.started = False  # the app began its answer: too late for a 413
+        self.refused = False  # past the limit: the app reads a disconnect from now on
+        self.answered = False  # the 413 was sent: the app's own answer is dropped
+
+    async def run(self) -> None:
+        await self.limit.app(self.scope, self.receive, self.send)
+
+    async def receive(self) -> Message:
+        if self.refused:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.limit.max_bytes:
+                self.refused = True
+                if not self.started:
+                    self.answered = True
+                    await self.limit._refuse(self.scope, self._send)
+                return {"type": "http.disconnect"}
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.answered:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)

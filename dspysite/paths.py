@@ -18,5 +18,11 @@ def data_dir() -> Path:
     """The directory for the default SQLite database, collected static files and Prometheus files."""
     if SOURCE_CHECKOUT:
         return CODE_DIR
+    return project_state_dir()
+
+
+def project_state_dir() -> Path:
+    """``.dspy-django/`` of the served project, checkout or not: what belongs to the project alone
+    (the secret key ``dspy-django serve`` makes for it)."""
     project = os.environ.get("DSPY_PROJECT_DIR") or os.getcwd()
     return Path(project).expanduser().resolve() / DATA_DIRNAME

@@ -9,6 +9,7 @@ import dj_database_url
 from dspysite import paths
 from dspysite.env import env_bool, env_float, env_int, env_list, env_str
 from dspysite.keepalive import keep_alive_timeout_s
+from dspysite.safety import DEVELOPMENT_SECRET_KEY
 
 BASE_DIR = paths.CODE_DIR  # the code: this checkout, or site-packages when installed
 SOURCE_CHECKOUT = paths.SOURCE_CHECKOUT  # runserver reloads on changes to the code only in a checkout
@@ -17,14 +18,22 @@ SOURCE_CHECKOUT = paths.SOURCE_CHECKOUT  # runserver reloads on changes to the c
 DATA_DIR = paths.data_dir()
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and env_bool("DJANGO_REQUIRE_SECRET_KEY", False):
-        raise RuntimeError("SECRET_KEY must be set in production (DJANGO_REQUIRE_SECRET_KEY=true)")
-    # Development only: a fixed key keeps sessions valid across reloads. Set SECRET_KEY in production.
-    SECRET_KEY = "dev-insecure-dspy-django-secret-key-change-me"  # noqa: S105
+# Unset, the development value keeps `manage.py` commands and runserver working; a server with DEBUG
+# off refuses to start with it, or with a weak key (dspysite/safety.py).
+SECRET_KEY_FROM_ENVIRONMENT = bool(env_str("SECRET_KEY", ""))
+SECRET_KEY = env_str("SECRET_KEY", "") or DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# HTTPS behind the TLS proxy (docs/DEPLOYMENT.md, "Safe by default"): Django's SecurityMiddleware
+# applies these to the browser paths (BROWSER_MIDDLEWARE); `check --deploy` checks them there
+# (dspysite/checks.py). The proxy says a request came over HTTPS with X-Forwarded-Proto, which
+# uvicorn honours from FORWARDED_ALLOW_IPS only.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 # /mcp's DNS-rebinding check takes ALLOWED_HOSTS (any port) plus these, in the MCP SDK's syntax
 # (`host`, `host:port`, `host:*`; origins `https://host`, ...): docs/MCP.md.
 MCP_ALLOWED_HOSTS = env_list("MCP_ALLOWED_HOSTS", [])
@@ -78,8 +87,13 @@ BROWSER_MIDDLEWARE = [
 # Paths that get the browser middleware stack (admin and server-rendered pages).
 BROWSER_PATH_PREFIXES = ("/admin/", "/ui/")
 # admin.E408/E409/E410 look for the session/auth/messages middleware in MIDDLEWARE; they are
-# applied by BrowserMiddleware for the admin instead.
-SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
+# applied by BrowserMiddleware for the admin instead. So are the security, clickjacking and CSRF
+# middleware (security.W001-W003): dspysite/checks.py runs the checks that depend on them with
+# BROWSER_MIDDLEWARE in place.
+SILENCED_SYSTEM_CHECKS = [
+    *("admin.E408", "admin.E409", "admin.E410"),
+    *("security.W001", "security.W002", "security.W003"),
+]
 
 ROOT_URLCONF = "dspysite.urls"
 
@@ -173,6 +187,8 @@ DSPY_ROUTE_AUTH = "apikeys.auth.api_key_auth"
 # max_in_flight of its own (apikeys/quotas.py): one client cannot take every slot of a program.
 # 0: no default cap (keys without quotas then cost no limit-store round trip).
 API_KEY_DEFAULT_MAX_IN_FLIGHT = env_int("API_KEY_DEFAULT_MAX_IN_FLIGHT", 64)
+# With API keys on, /openapi.json and /docs need a key (or a staff session) too; true publishes them.
+DSPY_PUBLIC_DOCS = env_bool("DSPY_PUBLIC_DOCS", False)
 
 # Cron jobs (dspy-cli CronGateways, docs/DSPY_CLI.md): each fire time runs once across every process
 # on the database. DSPY_SCHEDULER=off keeps this process out (jobs run on the others).

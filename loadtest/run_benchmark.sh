@@ -216,8 +216,13 @@ PYTHON
         "dspy-cli==$DSPY_CLI_VERSION" ${dspy_version:+"dspy==$dspy_version"}
 }
 
+# A production server refuses to start without a strong SECRET_KEY and has API keys on with DEBUG
+# off (docs/DEPLOYMENT.md): this run's own random key, and the API open as the benchmarks call it.
+BENCH_SECRET_KEY="bench-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
 # This service's environment: the fixture project, this run's config and a throw-away database.
 OUR_ENV=(
+    SECRET_KEY="$BENCH_SECRET_KEY"
+    DSPY_AUTH=false
     DJANGO_SETTINGS_MODULE=dspysite.settings
     DSPY_PROJECT_DIR="$FIXTURE"
     DSPY_CONFIG="$WORK/fixture.config.yaml"
@@ -226,6 +231,8 @@ OUR_ENV=(
 # Mode dspy-cli-layout: the dspy-cli copy, found as a user's project is (DSPY_PROJECT_DIR alone).
 LAYOUT_ENV=(
     -u DSPY_CONFIG
+    SECRET_KEY="$BENCH_SECRET_KEY"
+    DSPY_AUTH=false
     DJANGO_SETTINGS_MODULE=dspysite.settings
     DSPY_PROJECT_DIR="$WORK/fixture_project"
     DATABASE_URL="sqlite:///$WORK/db.sqlite3"

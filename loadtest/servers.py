@@ -8,6 +8,7 @@ production. Only processes started here are signalled.
 
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -24,6 +25,21 @@ ROOT = HERE.parent
 FIXTURE = HERE / "fixture_project"
 READY_TIMEOUT_S = 90.0
 MODES = ("single", "production")
+
+
+# A production server (DEBUG off) refuses to start without a strong SECRET_KEY and has API keys on
+# unless told otherwise (docs/DEPLOYMENT.md): the kit's and the tests' servers get this process's own
+# random key, and an open API unless their config says `server.auth` (or the caller sets DSPY_AUTH).
+TEST_SECRET_KEY = f"kit-{secrets.token_urlsafe(48)}"
+
+
+def production_env(config: Path | None = None) -> dict[str, str]:
+    """What a test or kit server needs to start with DEBUG off; the caller's environment goes on top."""
+    env = {"SECRET_KEY": TEST_SECRET_KEY}
+    server = (yaml.safe_load(config.read_text()) or {}).get("server") or {} if config else {}
+    if "auth" not in server:
+        env["DSPY_AUTH"] = "false"
+    return env
 
 
 class StartError(RuntimeError):
@@ -97,6 +113,7 @@ def service_env(work: Path, mock_url: str, **extra: str) -> dict[str, str]:
     config_path = work / "dspy.config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     env = {
+        **production_env(config_path),
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "dspysite.settings",
         "DSPY_PROJECT_DIR": str(FIXTURE),

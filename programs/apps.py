@@ -6,3 +6,6 @@ class ProgramsConfig(AppConfig):
 
     name = "programs"
     verbose_name = "DSPy programs"
+
+    def ready(self) -> None:
+        import dspysite.checks  # noqa: F401 - registers check --deploy's browser-path checks

@@ -136,6 +136,7 @@ class ServerSection(BaseModel):
     # POST /{Program}/batch: a request with more items than this gets 413.
     max_batch_items: int = Field(default=DEFAULT_MAX_BATCH_ITEMS, ge=1)
     # API keys (Authorization: Bearer) on the program and metrics routes; see docs/DEVELOPING.md.
+    # Unset: on when DEBUG is off (production), off with DEBUG on (runserver); load_config decides.
     auth: bool = False
     # Origins allowed to call the API from a browser (CORS); env CORS_ALLOWED_ORIGINS adds to them.
     cors_allowed_origins: list[str] = Field(default_factory=list)
@@ -307,11 +308,23 @@ def load_config(path: Path) -> LoadedConfig:
     for key, var in ENV_OVERRIDES.items():
         if os.environ.get(var):
             raw["server"][key] = os.environ[var]
+    raw["server"].setdefault("auth", not _debug())
     try:
         config = ServiceConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_first_error(exc)}") from None
     return LoadedConfig(path=path, config=config)
+
+
+def _debug() -> bool:
+    """Django's DEBUG once settings are configured (the server), else the environment's."""
+    from django.conf import settings
+
+    if settings.configured:
+        return bool(settings.DEBUG)
+    from dspysite.env import env_bool
+
+    return env_bool("DEBUG", False)
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from loadtest.servers import free_port, stop
+from loadtest.servers import free_port, production_env, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -123,6 +123,9 @@ def service(
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--timeout-keep-alive", "65",
     ]  # fmt: skip
     environment = {
+        # A strong SECRET_KEY, and DSPY_AUTH=false unless the config sets server.auth: what DEBUG
+        # off needs to start with the API open (loadtest/servers.py). The caller's env wins.
+        **production_env(config),
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "dspysite.settings",
         "DSPY_PROJECT_DIR": str(project),

@@ -99,11 +99,16 @@ def test_missing_or_wrong_keys_are_401(
     assert_unauthorized(call(server, method, path, body, Authorization="Bearer"))
 
 
-def test_health_and_docs_stay_open(keyed: tuple[Running, ServerDatabase]) -> None:
-    server, _ = keyed
+def test_health_stays_open_and_the_docs_take_a_key(keyed: tuple[Running, ServerDatabase]) -> None:
+    server, database = keyed
     assert httpx.get(f"{server.url}/health/live").status_code == 200
     assert httpx.get(f"{server.url}/health/ready").status_code == 200
-    spec = httpx.get(f"{server.url}/openapi.json").json()
+    for path in ("/openapi.json", "/docs"):  # every program and its schemas: behind keys too
+        assert_unauthorized(httpx.get(f"{server.url}{path}"))
+    key = manage(database, "apikey", "create", f"docs-{uuid.uuid4().hex[:6]}")
+    auth = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{server.url}/docs", headers=auth).status_code == 200
+    spec = httpx.get(f"{server.url}/openapi.json", headers=auth).json()
     assert spec["paths"]["/EchoAsync"]["post"]["security"]  # the docs' Authorize button
     assert "security" not in spec["paths"]["/health/live"]["get"]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.servers import production_env
 from tests.databases import ServerDatabase, server_database
 from tests.support import FIXTURES, ROOT, Running, project_config, service
 from tests.telemetry.conftest import graceful_stop, wait_for
@@ -163,6 +164,7 @@ def test_two_gateways_on_one_path_stop_start_up_with_one_line() -> None:
         [sys.executable, "-m", "uvicorn", "dspysite.asgi:application", "--port", "0"],
         cwd=ROOT,
         env={
+            **production_env(),
             **os.environ,
             "DSPY_PROJECT_DIR": str(project),
             "DSPY_CONFIG": str(project / "dspy.config.yaml"),

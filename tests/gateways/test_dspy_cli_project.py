@@ -31,6 +31,7 @@ def served(
     env = {
         "OPENAI_API_KEY": "mock-key",
         "API_KEY_MISS_RELOAD_S": "0.2",
+        "DSPY_PUBLIC_DOCS": "true",  # the route tests read /openapi.json without a key
         "ACME_DATA_DIR": str(tmp / "data"),
         "PYTHONPATH": os.pathsep.join(filter(None, [own_package, os.environ.get("PYTHONPATH")])),
     }

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.servers import production_env
 from tests.support import FIXTURES, ROOT, Running, project_config, service
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ def start_and_fail(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [sys.executable, "-m", "uvicorn", "dspysite.asgi:application", "--port", "0"],
         cwd=ROOT,
-        env={**os.environ, **env},
+        env={**production_env(), **os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,

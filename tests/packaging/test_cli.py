@@ -55,10 +55,15 @@ def served(project: Path, tmp_path: Path) -> Iterator[tuple[Running, Path]]:
 
 
 def test_serve_migrates_then_serves_the_project_in_the_current_directory(
-    served: tuple[Running, Path],
+    served: tuple[Running, Path], project: Path
 ) -> None:
     server, database = served
     assert {"telemetry", "apikeys", "auth"} <= applied_migrations(database)
+    # No SECRET_KEY given (DEBUG off): serve made the project's own, readable by its owner only.
+    secret = project / ".dspy-django" / "secret_key"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert len(secret.read_text().strip()) >= 50
+
     response = httpx.post(
         f"{server.url}/SummarizeTicketPredict", json={"ticket": "Write to ann@example.org today"}, timeout=30
     )
