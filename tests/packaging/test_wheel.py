@@ -1,7 +1,9 @@
 """The wheel, installed into a fresh virtualenv, serves a dspy-cli project from that environment.
 
-Slow (marked ``slow``): it builds the wheel, creates an empty virtualenv, installs the wheel and,
-next to it, the project's own package ``acme_text`` (which the server does not depend on) with pip,
+Slow (marked ``slow``): it builds the wheel, creates a virtualenv holding newer releases than
+requirements.txt pins (as a dspy-cli user's does), installs the wheel and, next to it, the
+project's own package ``acme_text`` (which the server does not depend on) with pip (nothing the
+venv held may change, no test or kit tool may come in),
 then runs the installed ``dspy-django serve --workers 2`` (gunicorn, uvicorn workers) in a copy of
 the fixture project and calls a program whose module imports ``acme_text``. Installs resolve
 offline from the test's wheelhouse (wheelhouse.py); the first run on a machine fills it.
