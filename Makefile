@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: install run test lint format clean bench bench-compare bench-gate bench-smoke torture
+.PHONY: install run test test-oldest-dspy lint format clean bench bench-compare bench-gate bench-smoke torture
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,29 @@ test: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/vulture
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+## The core suite (serving, tokens and cost in the log, error mapping, the DSPy patches' checks) on
+## the oldest DSPy the wheel supports: pyproject.toml's lower bound, in its own venv with
+## requirements.txt's other pins (a few minutes; CI runs it after `make test`).
+DSPY_OLDEST := $(shell sed -n 's/^ *"dspy>=\([0-9.]*\),.*/\1/p' pyproject.toml)
+OLDEST_VENV ?= .venv-dspy-$(DSPY_OLDEST)
+OLDEST_STAMP := $(OLDEST_VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+CORE_TESTS ?= tests/unit/test_dspy_patches.py tests/unit/test_dspy_speedups.py tests/unit/test_prompts.py \
+	tests/integration/test_routes.py tests/integration/test_upstream.py tests/telemetry/test_lm_usage.py \
+	tests/telemetry/test_server.py::test_tokens_per_row_match_the_mock_under_200_concurrent_requests \
+	tests/packaging/test_cli.py
+$(OLDEST_STAMP): requirements.txt pyproject.toml
+	test -n "$(DSPY_OLDEST)"
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	sed 's/^dspy==.*/dspy==$(DSPY_OLDEST)/' requirements.txt > $(OLDEST_VENV)/requirements.txt
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -r $(OLDEST_VENV)/requirements.txt
+	rm -f $(OLDEST_VENV)/.installed-*
+	touch $(OLDEST_STAMP)
+
+test-oldest-dspy: $(OLDEST_STAMP)
+	$(OLDEST_VENV)/bin/python -c "import dspy; assert dspy.__version__ == '$(DSPY_OLDEST)', dspy.__version__"
+	$(OLDEST_VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(CORE_TESTS)
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -68,4 +91,4 @@ torture: install
 	$(PY) -m loadtest.torture $(TORTURE_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-dspy-* .pytest_cache .ruff_cache

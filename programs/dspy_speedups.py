@@ -1,7 +1,9 @@
 """Narrow fixes for DSPy 3.4.1 costs on a serving hot path, measured here (docs/PERFORMANCE.md).
 
 Each one removes work DSPy repeats on every LM call although its result cannot change while the
-process runs. They are installed only on the DSPy version they were measured on.
+process runs. Each is installed only on the DSPy versions it was measured on, and only when the DSPy code it
+replaces or relies on is the code it was written for (:mod:`programs.dspy_patches`: its name in
+:data:`PATCHES`, the objects and their fingerprints); else it stays off with one log line.
 
 1. Thread hops. Per LM call DSPy runs four CPU-only steps through ``asyncio.to_thread`` (request
    preparation, capability planning, engine routing, pricing) so that a cloud credential refresh
@@ -60,27 +62,31 @@ from collections.abc import Awaitable, Callable, Hashable
 from contextvars import ContextVar
 from typing import Any
 
-import dspy
-from dspy._vendor.lm15.transports import _async as lm15_async_transport
-from dspy._vendor.lm15.transports import _proxy as lm15_proxy
-from dspy._vendor.lm15.transports import _sync as lm15_sync_transport
 from dspy.adapters import utils as adapter_utils
-from dspy.clients import backend_selection, capabilities, costs, execution, model_metadata
 from pydantic import TypeAdapter
 
-logger = logging.getLogger(__name__)
+from programs import dspy_patches
 
-PATCHED_DSPY_VERSION = "3.4.1"
+try:
+    from dspy._vendor.lm15.transports import _async as lm15_async_transport
+    from dspy._vendor.lm15.transports import _proxy as lm15_proxy
+    from dspy._vendor.lm15.transports import _sync as lm15_sync_transport
+    from dspy.clients import backend_selection, capabilities, costs, execution, model_metadata
+except ImportError:  # a DSPy without them: install() finds the patches' objects missing, all stay off
+    lm15_async_transport = lm15_proxy = lm15_sync_transport = None  # type: ignore[assignment]
+    backend_selection = capabilities = costs = execution = model_metadata = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
 # DSPy functions that hop to a thread only to protect the loop from credential refreshes.
 INLINE_STEPS = frozenset({"prepare", "capabilities", "_Routing._target", "_price_result"})
 _CACHE_LIMIT = 1024
 
 inline_lm_steps: ContextVar[bool] = ContextVar("inline_lm_steps", default=False)
 _original_to_thread = asyncio.to_thread
-_original_select_backend = backend_selection.select_backend
-_original_resolve = capabilities.resolve
-_original_wait_for = lm15_async_transport.wait_for
-_original_capabilities = capabilities._capabilities
+_original_select_backend = getattr(backend_selection, "select_backend", None)
+_original_resolve = getattr(capabilities, "resolve", None)
+_original_wait_for = getattr(lm15_async_transport, "wait_for", None)
+_original_capabilities = getattr(capabilities, "_capabilities", None)
 
 
 def _step_name(func: Callable[..., Any]) -> str:
@@ -185,7 +191,7 @@ def _capabilities(lm: Any, options: dict[str, Any] | None = None) -> Any:
 
 
 _model_infos = _BoundedCache()
-_original_model_info = model_metadata.model_info
+_original_model_info = getattr(model_metadata, "model_info", None)
 
 
 def _model_info(provider: str, model: str, *, namespaces: Any = None) -> types.MappingProxyType:
@@ -266,27 +272,99 @@ def _async_connection_is_stale(conn: Any) -> bool:
     return sock is None or _idle_socket_unusable(sock)
 
 
-def install() -> bool:
-    """Install once per process; returns whether the fixes are active."""
-    if dspy.__version__ != PATCHED_DSPY_VERSION:
-        logger.warning(
-            "DSPy %s: per-call overheads stay (fixes measured on DSPy %s only)",
-            dspy.__version__,
-            PATCHED_DSPY_VERSION,
-        )
-        return False
+def _inline_thread_hops() -> None:
     asyncio.to_thread = _to_thread
+
+
+def _cached_routing() -> None:
     execution.select_backend = _select_backend
     capabilities.select_backend = _select_backend
     capabilities.resolve = _resolve
     capabilities._capabilities = _capabilities
+
+
+def _cached_type_adapters() -> None:
+    adapter_utils.TypeAdapter = _type_adapter
+
+
+def _timeouts_in_task() -> None:
+    lm15_async_transport.wait_for = _wait_for
+
+
+def _checkout_outside_lock() -> None:
+    lm15_sync_transport._ConnectionPool.checkout = _checkout
+
+
+def _proxies_once() -> None:
+    lm15_proxy.getproxies = functools.cache(lm15_proxy.getproxies)
+
+
+def _poll_stale_sockets() -> None:
+    if not hasattr(select, "poll"):  # Windows: lm15's select() stays
+        return
+    lm15_sync_transport._SyncConnection.is_stale = _sync_connection_is_stale
+    lm15_async_transport._AsyncConnection.is_stale = _async_connection_is_stale
+
+
+def _cached_model_metadata() -> None:
     capabilities.model_info = _model_info
     costs.model_info = _model_info
-    adapter_utils.TypeAdapter = _type_adapter
-    lm15_async_transport.wait_for = _wait_for
-    lm15_sync_transport._ConnectionPool.checkout = _checkout
-    lm15_proxy.getproxies = functools.cache(lm15_proxy.getproxies)
-    if hasattr(select, "poll"):  # not on Windows
-        lm15_sync_transport._SyncConnection.is_stale = _sync_connection_is_stale
-        lm15_async_transport._AsyncConnection.is_stale = _async_connection_is_stale
-    return True
+
+
+_CLIENTS = "dspy.clients"
+_LM15 = "dspy._vendor.lm15.transports"
+# Each speedup: its name, what installs it, and the DSPy objects it replaces or relies on, with the
+# fingerprint of their source on the measured versions (programs/dspy_patches.py).
+PATCHES: tuple[tuple[str, Callable[[], None], dict[str, str | tuple[str, ...]]], ...] = (
+    # 1. The steps it runs inline: CPU-only, and named as INLINE_STEPS says.
+    ("inline thread hops", _inline_thread_hops, {
+        f"{_CLIENTS}.execution.prepare": "804f2eb813e287a0",
+        f"{_CLIENTS}.capabilities.capabilities": "972a953a4203cfa1",
+        f"{_CLIENTS}.engines.lm15_engine._Routing._target": "2e834e2103ca4d66",
+        f"{_CLIENTS}.execution._price_result": "fbcd0cf20d152b6d",
+    }),
+    # 2. The functions whose answers are cached, and the routing they read.
+    ("cached routing", _cached_routing, {
+        f"{_CLIENTS}.backend_selection.select_backend": "acf6b8071cd6b783",
+        f"{_CLIENTS}.capabilities.resolve": "ee4a20f3b12d6beb",
+        f"{_CLIENTS}.capabilities._capabilities": "e65e95ddf7faf685",
+    }),
+    # 3. The functions that build adapters (any TypeAdapter call still works: it is pydantic's).
+    ("cached type adapters", _cached_type_adapters, {
+        "dspy.adapters.utils.serialize_for_json": ("d987f156925b12b4", "989096592c125ae9"),  # 3.4.0, 3.4.1
+        "dspy.adapters.utils.parse_value": "95a949226a906f50",
+    }),
+    # 4. lm15's wait_for, replaced.
+    ("lm15 timeouts in the caller's task", _timeouts_in_task, {
+        f"{_LM15}._async.wait_for": "1d555b56ea226eb4",
+    }),
+    # 5. The pool whose checkout is replaced (its lock, idle and in-use sets).
+    ("lm15 staleness check outside the pool lock", _checkout_outside_lock, {
+        f"{_LM15}._sync._ConnectionPool": "cb5b267efeb6334e",
+    }),
+    # 6. The module that calls getproxies per request.
+    ("lm15 proxy settings read once", _proxies_once, {f"{_LM15}._proxy": "7e0f3ffcaffb441c"}),
+    # 7. The connections whose is_stale is replaced.
+    ("lm15 stale sockets by poll()", _poll_stale_sockets, {
+        f"{_LM15}._sync._SyncConnection": "5b6d74936b183c43",
+        f"{_LM15}._async._AsyncConnection": "acd6f74271571114",
+    }),
+    # 8. model_info, cached, and its two readers, which must only read the entry.
+    ("cached model metadata", _cached_model_metadata, {
+        f"{_CLIENTS}.model_metadata.model_info": ("040b8f6002a8b600", "dd661c30aaf68044"),  # 3.4.0, 3.4.1
+        f"{_CLIENTS}.costs": "579be053f042e871",
+        f"{_CLIENTS}.capabilities._capabilities": "e65e95ddf7faf685",
+    }),
+)  # fmt: skip
+
+
+def install() -> list[str]:
+    """Install, once per process, each speedup whose DSPy code is what it was written for.
+
+    Returns the names of those now on; each one left off has logged one line saying why.
+    """
+    # Every check before any patch: two of them read the same DSPy function (_capabilities).
+    fitting = [(name, apply) for name, apply, needs in PATCHES if dspy_patches.applicable(name, needs)]
+    for _, apply in fitting:
+        apply()
+    return [name for name, _ in fitting]

@@ -16,7 +16,7 @@ from dspy.clients import execution as dspy_execution
 from dspy.clients.backend_selection import select_backend
 from dspy.lm15 import AccessPolicy, ModelSupport, OpenAIChatCompat, ProviderDefinition, register_provider
 
-from programs import dspy_speedups, upstream
+from programs import dspy_patches, dspy_speedups, upstream
 from programs import usage as lm_usage
 from programs.config import DeclaredModel, ModelEntry, resolve_api_key
 
@@ -33,14 +33,18 @@ def configure_dspy(max_connections: int) -> None:
     """
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     dspy.configure(disable_history=True, trace=None)
-    _raise_connection_cap(max_connections)
+    if dspy_patches.applicable(CONNECTION_CAP, {"dspy.clients.execution.RouterConfig": "2b16e0f9ecfba802"}):
+        _raise_connection_cap(max_connections)
     dspy_speedups.install()
     lm_usage.install_cost_hook()  # per-call cost into the request's usage tracker (history is off)
     upstream.install()  # budgets, retries, circuit breakers and fallbacks around each LM call
+    logger.info(dspy_patches.summary())
     from dspy.clients import model_metadata
 
     model_metadata.source_info()  # load the bundled metadata now, not on the first request
 
+
+CONNECTION_CAP = "upstream connection cap"
 
 # Set for each program or each call by the runtime and programs.execution, never taken from the
 # global configuration.
@@ -91,7 +95,8 @@ def build_lm(
         temperature=entry.temperature,
         max_tokens=entry.max_tokens,
         cache=entry.cache,
-        num_retries=0,  # the server retries (programs/upstream.py): each attempt counted and visible
+        # The server retries (programs/upstream.py): each attempt counted and visible; DSPy does without it.
+        num_retries=0 if dspy_patches.active(upstream.PATCH) else entry.num_retries,
         callbacks=lm_usage.LM_CALLBACKS,  # times each call for the request's telemetry record
         **kwargs,
     )

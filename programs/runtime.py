@@ -17,6 +17,7 @@ from typing import Any
 import dspy
 from django.conf import settings
 
+from programs import dspy_patches, upstream
 from programs.adapters import build_adapter, describe
 from programs.config import (
     ConfigError,
@@ -206,12 +207,19 @@ def _lm_for(runtime: Runtime, alias: str) -> dspy.LM:
     registry = service.models.registry
     entry = registry[alias]
     declared = service.declared_models.get(alias)
-    lm = runtime.lms[alias] = build_lm(alias, entry, runtime.config.path, _longest_timeout(service), declared)
+    lm = build_lm(alias, entry, runtime.config.path, _longest_timeout(service), declared)
     chain = tuple(policy_of(_lm_for(runtime, name)) for name in fallback_chain(registry, alias))
     server = service.server
-    attach(
-        build_policy(alias, entry, lm, chain, server.max_queue_ms / 1000, server.limits_on_redis_error.models)
-    )
+    on_store_error = server.limits_on_redis_error.models
+    policy = build_policy(alias, entry, lm, chain, server.max_queue_ms / 1000, on_store_error)
+    if policy.guarded and not dspy_patches.active(upstream.PATCH):
+        # Never served without the limits the config asks for: they live in the upstream wrapper.
+        raise ConfigError(
+            f"models.registry.{alias}: circuit_breaker, rpm/tpm and fallbacks need the upstream "
+            f"wrapper, which is off on DSPy {dspy.__version__} (see the start-up log line that says why)"
+        )
+    attach(policy)
+    runtime.lms[alias] = lm  # only now: a model refused above is refused to every program
     return lm
 
 

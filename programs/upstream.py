@@ -49,7 +49,7 @@ from dspy.utils.exceptions import (
     is_retryable_lm_error,
 )
 
-from programs import events
+from programs import dspy_patches, events
 from programs.circuits import ALLOWED, Admission, CircuitState
 from programs.context import current_request_id
 from programs.lm_gates import CallBound, LMCallGate, LMCallRefused, current_lm_gate
@@ -124,10 +124,28 @@ _original_execute: Callable[[Any, Any], Any] = execution.execute
 _original_aexecute: Callable[[Any, Any], Awaitable[Any]] = execution.aexecute
 
 
-def install() -> None:
-    """Wrap DSPy's ``execute``/``aexecute`` (idempotent). Unserved LMs run DSPy's as they are."""
+PATCH = "upstream wrapper"
+# What the wrapper replaces and calls (programs/dspy_patches.py): the call's fields it reads
+# (prompt, messages, kwargs, request, legacy), the errors it retries, the adapter's fallback scope.
+RELIES_ON = {
+    "dspy.clients.execution.execute": "71ad146e6cbb0b82",
+    "dspy.clients.execution.aexecute": "8e7c28f2cb294990",
+    "dspy.clients.execution.prepare": "804f2eb813e287a0",
+    "dspy.clients.call_context.adapter_fallback_scope": "575df99a78e35c44",
+}
+
+
+def install() -> bool:
+    """Wrap DSPy's ``execute``/``aexecute`` (idempotent) when they are the code it was written for.
+
+    Unserved LMs run DSPy's as they are. Off (False), DSPy's own calls and retries run, and a program
+    whose model has a circuit, a budget or fallbacks fails to load (programs/runtime.py).
+    """
+    if not dspy_patches.applicable(PATCH, RELIES_ON):
+        return False
     execution.execute = _execute
     execution.aexecute = _aexecute
+    return True
 
 
 def attach(policy: ModelPolicy) -> None:

@@ -27,7 +27,7 @@ from dspy.dsp.utils.settings import settings as dspy_settings
 from dspy.utils.callback import ACTIVE_CALL_ID, BaseCallback
 from dspy.utils.usage_tracker import UsageTracker
 
-from programs import events
+from programs import dspy_patches, events
 from programs.context import current_request_id
 
 logger = logging.getLogger(__name__)
@@ -222,6 +222,8 @@ class LMCallTimer(BaseCallback):
             )
 
 
+COST_HOOK = "per-call cost hook"
+
 # One constant list, given to every LM the runtime builds (``programs.lms.build_lm``).
 LM_CALLBACKS: list[BaseCallback] = [LMCallTimer()]
 
@@ -233,12 +235,11 @@ def install_cost_hook() -> bool:
     in ``lm.history``, which a server turns off. ``finalize`` is where DSPy reports a finished
     call's usage to the tracker; wrapping it adds the cost next to the tokens.
     """
+    if not dspy_patches.applicable(COST_HOOK, {"dspy.clients.execution.finalize": "26b860f490384b53"}):
+        return False
     from dspy.clients import execution
 
-    original = getattr(execution, "finalize", None)
-    if original is None or not callable(original):
-        logger.warning("dspy.clients.execution.finalize not found: LM costs will not be recorded")
-        return False
+    original = execution.finalize
     if getattr(original, "_telemetry_cost_hook", False):
         return True
 

@@ -23,6 +23,7 @@ The spans (the server span is :mod:`telemetry.server_spans`'s):
 """
 
 import asyncio
+import importlib.util
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -112,6 +113,11 @@ async def tracing_startup() -> None:
     global _tracing
     if _tracing is not None or not configured():
         return
+    if not sdk_installed():
+        logger.error(
+            "Tracing off: the OpenTelemetry SDK is not installed: pip install 'dspy-django[tracing]'"
+        )
+        return
     if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") != "http/protobuf":
         logger.warning("Tracing: OTEL_EXPORTER_OTLP_PROTOCOL is ignored: spans go as OTLP/HTTP protobuf")
     runtime = get_runtime()
@@ -126,6 +132,15 @@ async def tracing_startup() -> None:
         provider.resource.attributes.get("service.name"),
         provider.sampler.get_description(),
     )
+
+
+def sdk_installed() -> bool:
+    """The ``tracing`` extra: the SDK and its OTLP/HTTP exporter (the API alone is a dependency)."""
+    modules = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
+    try:
+        return all(importlib.util.find_spec(module) is not None for module in modules)
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def _build_provider(app_id: str) -> "TracerProvider":

@@ -1,12 +1,15 @@
 """The wheel, installed into a fresh virtualenv, serves a dspy-cli project from that environment.
 
-Slow (marked ``slow``): it builds the wheel, creates an empty virtualenv, installs the wheel and,
-next to it, the project's own package ``acme_text`` (which the server does not depend on) with pip,
+Slow (marked ``slow``): it builds the wheel, creates a virtualenv holding newer releases than
+requirements.txt pins (as a dspy-cli user's does), installs the wheel and, next to it, the
+project's own package ``acme_text`` (which the server does not depend on) with pip (nothing the
+venv held may change, no test or kit tool may come in),
 then runs the installed ``dspy-django serve --workers 2`` (gunicorn, uvicorn workers) in a copy of
 the fixture project and calls a program whose module imports ``acme_text``. Installs resolve
 offline from the test's wheelhouse (wheelhouse.py); the first run on a machine fills it.
 """
 
+import json
 import subprocess
 import sys
 import time
@@ -18,18 +21,38 @@ from pathlib import Path
 import httpx
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
+from tests.packaging.requirements import TOOLS, declared, optional, runtime_pins
 from tests.packaging.served import applied_migrations, project_env
-from tests.packaging.wheelhouse import build_requirements, wheel_requirements, wheelhouse
+from tests.packaging.wheelhouse import build_requirements, pins_file, wheel_requirements, wheelhouse
 from tests.support import DSPY_CLI_PROJECT, ROOT, Running, free_port, project_copy, stop, wait_until_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PACKAGES = PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
-TOOLING_MARKER = "# Tests and tooling"  # where requirements.txt's runtime section ends (hatch_build.py)
+# Newer than requirements.txt's pins, inside the ranges: what dspy-cli 0.1.13 brought into the
+# venv of issue 25 (uvicorn, OpenTelemetry's API, httpx2), and Django's next patch release.
+NEWER_RELEASES = [
+    "uvicorn[standard]==0.55.0",
+    "Django==5.2.20",
+    "opentelemetry-api==1.45.3",
+    "httpx2==2.17.0",
+]
 # What the server would write if it took site-packages for its data directory.
 DATA_NAMES = ("db.sqlite3", "staticfiles", "prometheus_multiproc")
+
+
+def installed(python: Path) -> dict[str, str]:
+    """The distributions a virtualenv holds: canonical name -> version."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "pip", "--isolated", "--python", python, "list", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {canonicalize_name(entry["name"]): entry["version"] for entry in json.loads(listed.stdout)}
 
 
 def pip_offline(*args: object) -> None:
@@ -37,9 +60,10 @@ def pip_offline(*args: object) -> None:
     subprocess.run([sys.executable, "-m", "pip", "--quiet", "--isolated", *map(str, args)], check=True)
 
 
-def canonical(requirement: str) -> tuple[str, frozenset[str], str]:
+def canonical(requirement: str) -> tuple[str, frozenset[str], str, str]:
     parsed = Requirement(requirement)
-    return parsed.name.lower().replace("_", "-"), frozenset(parsed.extras), str(parsed.specifier)
+    name = parsed.name.lower().replace("_", "-")
+    return name, frozenset(parsed.extras), str(parsed.specifier), str(parsed.marker or "")
 
 
 @pytest.fixture(scope="module")
@@ -72,23 +96,15 @@ def test_the_wheel_holds_every_file_of_its_packages_and_the_command(wheel: Path)
     assert b"dspy-django = dspysite.cli:main" in entry_points
 
 
-def test_the_wheel_depends_on_the_pinned_runtime_requirements_only(wheel: Path) -> None:
-    lines = (ROOT / "requirements.txt").read_text().splitlines()
-    end = next(i for i, line in enumerate(lines) if line.startswith(TOOLING_MARKER))
-
-    def requirements(section: list[str]) -> set[tuple[str, frozenset[str], str]]:
-        stripped = (line.split("#", 1)[0].strip() for line in section)
-        return {canonical(line) for line in stripped if line}
-
-    declared = {canonical(line) for line in wheel_requirements(wheel)}
-    assert declared == requirements(lines[:end])
-    assert all(specifier.startswith("==") for _, _, specifier in declared)
-    assert not declared & requirements(lines[end:])
+def test_the_wheel_declares_pyproject_ranges(wheel: Path) -> None:
+    expected = [*map(str, declared()), *(f'{r}; extra == "tracing"' for r in optional())]
+    assert sorted(map(canonical, wheel_requirements(wheel))) == sorted(map(canonical, expected))
 
 
-def test_the_installed_server_serves_a_project_that_imports_its_own_package(
+def test_installed_next_to_newer_releases_it_keeps_them_and_serves_a_project(
     wheel: Path, tmp_path: Path, mock: Running
 ) -> None:
+    """A dspy-cli user's venv already holds newer releases than requirements.txt pins (issue 25)."""
     project = project_copy(DSPY_CLI_PROJECT, tmp_path, mock.url)
     own_package = project / "packages" / "acme_text"
     venv = tmp_path / "venv"
@@ -96,10 +112,21 @@ def test_the_installed_server_serves_a_project_that_imports_its_own_package(
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
     python = venv / "bin" / "python"
     builds = [*build_requirements(ROOT), *build_requirements(own_package)]
-    wheels = wheelhouse([*wheel_requirements(wheel), *builds])
+    # The tested releases of everything else: requirements.txt's pins, but for the newer ones.
+    newer = {canonicalize_name(Requirement(line).name) for line in NEWER_RELEASES}
+    pins = [str(pin) for pin in runtime_pins() if canonicalize_name(pin.name) not in newer]
+    wheels = wheelhouse([*wheel_requirements(wheel), *builds, *NEWER_RELEASES], constraints=pins)
+    offline = ["install", "--no-index", "--find-links", wheels, "--no-compile"]
+    pip_offline("--python", python, *offline, *NEWER_RELEASES)
+    before = installed(python)
     # One pip run puts the server and, next to it, the project's own package into the project's venv.
-    install = ["install", "--no-index", "--find-links", wheels, "--no-compile", wheel, own_package]
-    pip_offline("--python", python, *install)
+    pip_offline("--python", python, *offline, "--constraint", pins_file(tmp_path, pins), wheel, own_package)
+    after = installed(python)
+    assert {
+        name: (version, after.get(name)) for name, version in before.items() if after.get(name) != version
+    } == {}
+    # What the wheel brought is the server's: no test, lint or load-test tool among it.
+    assert sorted(set(after) & TOOLS) == []
     # Where the server's code comes from, asked the way the server will run: in the project, clean env.
     where = "import dspysite, sysconfig; print(sysconfig.get_paths()['purelib'], dspysite.__file__)"
     located = subprocess.run(

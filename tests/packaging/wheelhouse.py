@@ -11,8 +11,10 @@ Delete the directory to start over.
 import email.parser
 import hashlib
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -33,15 +35,31 @@ def wheel_requirements(wheel: Path) -> list[str]:
     return metadata.get_all("Requires-Dist") or []
 
 
-def wheelhouse(requirements: list[str]) -> Path:
-    """The wheelhouse, holding wheels for ``requirements`` and everything they depend on."""
+def pins_file(directory: Path, pins: list[str]) -> Path:
+    """A pip constraints file of ``pins`` (pip refuses extras in constraints: they are dropped)."""
+    path = directory / "constraints.txt"
+    path.write_text("".join(re.sub(r"\[[^]]*\]", "", pin) + "\n" for pin in sorted(pins)))
+    return path
+
+
+def wheelhouse(requirements: list[str], constraints: list[str] = ()) -> Path:
+    """The wheelhouse, holding wheels for ``requirements`` and everything they depend on.
+
+    ``constraints`` (``name==version`` pins) choose the releases of the ranges the requirements
+    declare, so the wheelhouse holds the releases CI tested rather than whatever is newest today;
+    installs from it take the same constraints (it may hold other releases too).
+    """
     wanted = sorted(set(requirements))
-    key = hashlib.sha256("\n".join([sys.version, *wanted]).encode()).hexdigest()[:16]
+    pins = sorted(set(constraints))
+    key = hashlib.sha256("\n".join([sys.version, *wanted, "--", *pins]).encode()).hexdigest()[:16]
     stamp = WHEELHOUSE / ".downloaded" / key
     if not stamp.exists():
+        stamp.parent.mkdir(parents=True, exist_ok=True)
         # Files already there are reused; only what is missing is downloaded.
         download = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(WHEELHOUSE), *wanted]
-        subprocess.run(download, check=True)
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text("\n".join(wanted) + "\n")
+        with tempfile.TemporaryDirectory() as directory:
+            if pins:
+                download += ["--constraint", str(pins_file(Path(directory), pins))]
+            subprocess.run(download, check=True)
+        stamp.write_text("\n".join([*wanted, "--", *pins]) + "\n")
     return WHEELHOUSE

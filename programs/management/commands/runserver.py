@@ -13,7 +13,9 @@ from typing import Any
 
 import uvicorn
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from programs.config import ConfigError, config_path, load_config
 from programs.devserver import is_listening, mock_address, start_mock_llm
@@ -24,6 +26,18 @@ FLAG_VARIABLES = {
     "max_concurrent": "DSPY_MAX_CONCURRENT_PER_PROGRAM",
 }
 _ADDRPORT = re.compile(r"^(?:(?P<addr>[^:]+|\[[0-9a-fA-F:]+\]):)?(?P<port>\d+)$")
+
+
+def admin_hint(host: str, port: int) -> str:
+    """Where the admin is and, while it has no superuser, how to create one."""
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/admin/"
+    try:
+        has_user = get_user_model().objects.filter(is_superuser=True).exists()
+    except DatabaseError:  # not migrated yet
+        has_user = False
+    if has_user:
+        return f"Admin: {url}"
+    return f"Admin: {url} (no user yet: create one with `python manage.py createsuperuser`)"
 
 
 class Command(BaseCommand):
@@ -67,6 +81,7 @@ class Command(BaseCommand):
                     raise CommandError(f"--{flag.replace('_', '-')} must be at least 1")
                 os.environ[variable] = str(options[flag])
         mock = self._maybe_start_mock(options["mock_llm"])
+        self.stdout.write(admin_hint(host, port))
         try:
             uvicorn.run(
                 "dspysite.asgi:application",
