@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: install run test test-oldest-dspy lint format clean bench bench-compare bench-gate bench-smoke torture
+.PHONY: install run test test-all test-oldest-dspy lint format clean bench bench-compare bench-gate bench-smoke torture
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,15 +20,21 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py runserver $(ADDRPORT)
 
-## Install, lint and run the whole test suite (SQLite; PostgreSQL when DATABASE_URL is set).
-## PYTEST_WORKERS test processes (pytest-xdist; a test file's tests stay in one process, so its
-## servers start once); 0 runs everything in this process.
+## Install, lint and run the test suite (SQLite; PostgreSQL when DATABASE_URL is set) without the
+## tests marked `slow` (minutes each: the torture and soak runs, the wheel in a fresh virtualenv;
+## a fast run of each stays in). PYTEST_WORKERS test processes (pytest-xdist; a test file's tests
+## stay in one process, so its servers start once); 0 runs everything in this process.
 PYTEST_WORKERS ?= 2
+PYTEST_MARKERS ?= not slow
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/vulture
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "$(PYTEST_MARKERS)" $(PYTEST_ARGS)
+
+## The whole suite, the `slow` tests included (what CI runs: .ci/run).
+test-all:
+	$(MAKE) test PYTEST_MARKERS=
 
 ## The core suite (serving, tokens and cost in the log, error mapping, the DSPy patches' checks) on
 ## the oldest DSPy the wheel supports: pyproject.toml's lower bound, in its own venv with

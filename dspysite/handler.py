@@ -16,12 +16,13 @@ The response is computed in the request's own task rather than a second one (see
 
 import asyncio
 import contextlib
-from typing import Any
 
 from asgiref.sync import SyncToAsync, sync_to_async
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.urls import set_script_prefix
 
@@ -35,7 +36,7 @@ def ran_thread_sensitive_code() -> bool:
 
 
 class ServiceASGIHandler(ASGIHandler):
-    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def handle(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:  # type: ignore[override]
         if is_browser_path(scope.get("path", "")):
             await super().handle(scope, receive, send)
             return
@@ -59,7 +60,7 @@ class ServiceASGIHandler(ASGIHandler):
         body_file.close()
 
     async def _respond_unless_disconnected(
-        self, request: Any, receive: Any, send: Any
+        self, request: HttpRequest, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> HttpResponseBase | None:
         """Django's race between the response and a client disconnect, in this task.
 

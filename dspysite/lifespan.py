@@ -9,17 +9,26 @@ the server runs (the MCP session manager's). Oversized bodies are refused from t
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from asgiref.typing import (
+    ASGI3Application,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
+
 logger = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# asgiref's ASGI types, under the short names the pure ASGI layers use.
+Message = ASGISendEvent | ASGIReceiveEvent
+Receive = ASGIReceiveCallable
+Send = ASGISendCallable
+ASGIApp = ASGI3Application
 Hook = Callable[[], Awaitable[None]]
 # Entered at start-up after the hooks, left at shutdown before them (newest first).
 Context = Callable[[], AbstractAsyncContextManager[object]]

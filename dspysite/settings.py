@@ -64,7 +64,8 @@ MIDDLEWARE = [
     # Async-only; names the request's server span after its route; removes itself when tracing is
     # off (docs/TELEMETRY.md, "Traces").
     "telemetry.server_spans.RouteNaming",
-    # Async-only; removes itself when no CORS origin is configured (docs/DEVELOPING.md).
+    # django-cors-headers (async-capable: no thread hop); removes itself when no CORS origin is
+    # configured (dspysite/cors.py, docs/DEVELOPING.md).
     "dspysite.cors.CorsMiddleware",
     "dspysite.middleware.json_errors_middleware",
     # Async-only: holds what a request's code entered (the API key's quota reservation) until its
@@ -84,6 +85,12 @@ BROWSER_MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+# django-cors-headers, for the origins dspysite/cors.py reads from CORS_ALLOWED_ORIGINS and the config
+# (no credentials: API keys travel in the Authorization header).
+CORS_ALLOW_METHODS = ("GET", "POST", "OPTIONS")
+CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "X-Request-ID")
+CORS_EXPOSE_HEADERS = ("X-Request-ID", "Retry-After", "WWW-Authenticate")
+CORS_PREFLIGHT_MAX_AGE = 600
 # Paths that get the browser middleware stack (admin and server-rendered pages).
 BROWSER_PATH_PREFIXES = ("/admin/", "/ui/")
 # admin.E408/E409/E410 look for the session/auth/messages middleware in MIDDLEWARE; they are

@@ -13,14 +13,12 @@ Run by hand::
 
 import json
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from asgiref.typing import ASGIReceiveCallable as Receive
+from asgiref.typing import ASGISendCallable as Send
+from asgiref.typing import Scope
 
 UPSTREAM = os.environ.get("BARE_PROXY_UPSTREAM", "http://127.0.0.1:9998/v1").rstrip("/")
 MODEL = os.environ.get("BARE_PROXY_MODEL", "mock-model")

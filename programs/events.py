@@ -34,6 +34,15 @@ Rules, so a subscription can never leak or slow a request down:
   subscriber may set a contextvar at the start (the current OpenTelemetry span: telemetry.tracing)
   and reset it at the end. Keep them quick; hand slow work to a queue.
 
+Why not ``django.dispatch.Signal``? It holds receivers weakly too, and ``send_robust`` logs and
+skips a failing one as ``emit`` does, but each emit costs several times more. Measured with
+``timeit`` (best of 7 runs of 1,000,000 emits; Django 5.2.19, Python 3.11, the shared 2-core
+development machine under load, so read the ratios): one function subscribed, ``Event.emit``
+0.30 µs, ``Signal.send_robust`` 3.5-4.6 µs (``send`` 3.7-4.0 µs); one bound method held weakly,
+1.2 µs against 4.4-5.3 µs; nobody subscribed, 0.07-0.24 µs against 0.35-0.67 µs. A request emits
+``request_started`` and ``request_finished`` to three subscriptions (telemetry, API keys; more
+with tracing and per LM call): about 1 µs here, 11 µs or more with Signals.
+
 DSPy callbacks follow the same rule at their own level: the server registers them once at
 start-up (on the LMs it builds); a request never appends to a global list (``docs/ARCHITECTURE.md``,
 "Concurrency guarantees").

@@ -10,11 +10,13 @@ import asyncio
 from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
+from asgiref.typing import HTTPScope
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.request import RawPostDataException
 from ninja import NinjaAPI, Query, Router
 from ninja.errors import ValidationError
+from starlette.datastructures import Headers
 
 from programs.context import request_id_from
 from programs.responses import ErrorBody, ValidationErrorBody, sse_content
@@ -202,13 +204,12 @@ def _body(request: HttpRequest) -> bytes | None:
         return None
 
 
-def record_body_too_large(scope: dict[str, Any], detail: str) -> None:
+def record_body_too_large(scope: HTTPScope, detail: str) -> None:
     """For ``dspysite.lifespan.BodyLimitMiddleware``: a 413 sent before Django saw the request."""
     route = get_runtime().routes.gateway_route(str(scope.get("method", "")), str(scope.get("path", "")))
     if route is None:
         return
-    headers = dict(scope.get("headers", ()))
-    rid = request_id_from(headers.get(b"x-request-id", b"").decode("latin-1"))
+    rid = request_id_from(Headers(scope=scope).get("x-request-id", ""))  # type: ignore[arg-type]
     inference_log_enqueue_refused(
         route.program.name, rid, 413, "RequestDataTooBig", detail, None, route.source, route.entry
     )

@@ -18,20 +18,29 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.typing import (
+    ASGI3Application,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    HTTPResponseStartEvent,
+    HTTPScope,
+    Scope,
+)
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.datastructures import Headers
 
-from dspysite.lifespan import ASGIApp, Message, Receive, Scope, Send
 from telemetry import tracing
 
 REQUEST_ID_HEADER = b"x-request-id"
 
 
-def traced(app: ASGIApp) -> ASGIApp:
+def traced(app: ASGI3Application) -> ASGI3Application:
     """``app`` inside a :class:`ServerSpans` layer when tracing is configured, else ``app`` itself."""
     return ServerSpans(app) if tracing.configured() else app
 
@@ -47,12 +56,12 @@ def excluded_paths() -> re.Pattern[str] | None:
 class ServerSpans:
     """A SERVER span around each HTTP request, child of the client's ``traceparent``."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGI3Application) -> None:
         self.app = app
         self.excluded = excluded_paths()
-        self.propagated = {name.encode() for name in propagate.get_global_textmap().fields}
+        self.propagated = propagate.get_global_textmap().fields
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         tracer = tracing.active_tracer()
         if tracer is None or scope["type"] != "http" or self._excluded(scope["path"]):
             await self.app(scope, receive, send)
@@ -63,7 +72,7 @@ class ServerSpans:
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         status: list[int] = []
 
-        async def send_traced(message: Message) -> None:
+        async def send_traced(message: ASGISendEvent) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
                 _response_attributes(span, message)
@@ -86,9 +95,10 @@ class ServerSpans:
     def _excluded(self, path: str) -> bool:
         return self.excluded is not None and self.excluded.search(path) is not None
 
-    def _from_headers(self, scope: Scope) -> tuple[dict[str, str], dict[str, Any]]:
+    def _from_headers(self, scope: HTTPScope) -> tuple[dict[str, str], dict[str, Any]]:
         """The propagation headers (``traceparent``...) and the span's request attributes."""
-        carrier: dict[str, str] = {}
+        headers = Headers(scope=scope)  # type: ignore[arg-type]
+        carrier = {name: headers[name] for name in self.propagated if name in headers}
         attributes: dict[str, Any] = {
             "http.request.method": scope["method"],
             "url.path": scope["path"],
@@ -99,16 +109,15 @@ class ServerSpans:
             attributes["client.address"] = client[0]
         if server := scope.get("server"):
             attributes["server.address"], attributes["server.port"] = server[0], server[1]
-        for name, value in scope.get("headers", ()):
-            if name in self.propagated:
-                carrier[name.decode("latin-1")] = value.decode("latin-1")
-            elif name == b"user-agent":
-                attributes["user_agent.original"] = value.decode("latin-1")
+        if "user-agent" in headers:
+            attributes["user_agent.original"] = headers["user-agent"]
         return carrier, attributes
 
 
-def _response_attributes(span: trace.Span, message: Message) -> None:
+def _response_attributes(span: trace.Span, message: HTTPResponseStartEvent) -> None:
     span.set_attribute("http.response.status_code", message["status"])
+    # Not starlette's Headers: Django sends header names as they were set (``X-Request-ID``), and
+    # Headers looks up lowercased names only.
     for name, value in message.get("headers", ()):
         if name.lower() == REQUEST_ID_HEADER:
             span.set_attribute("dspy.request_id", value.decode("latin-1"))

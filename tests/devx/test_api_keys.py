@@ -355,31 +355,30 @@ def test_cors_for_configured_origins_only(keyed: tuple[Running, ServerDatabase])
                          "Access-Control-Request-Method": "POST"}).status_code == 405  # fmt: skip
 
 
-def test_the_playground_runs_in_a_browser_after_login(
-    keyed: tuple[Running, ServerDatabase], tmp_path: Path
-) -> None:
+def test_the_playground_runs_in_a_browser_after_login(keyed: tuple[Running, ServerDatabase]) -> None:
     import asyncio
 
     from tests.devx.test_playground_browser import ARTIFACTS, outputs, set_value, wait_for_result
-    from tests.telemetry.browser import chromium_or_skip, headless_page
+    from tests.telemetry.browser import chromium_or_skip, headless_page, screenshot, submit
 
     binary = chromium_or_skip()
     server, _ = keyed
 
     async def session() -> tuple[str, str, dict[str, str]]:
-        async with headless_page(binary, tmp_path / "chromium") as page:
+        async with headless_page(binary) as page:
             await page.goto(f"{server.url}/ui/EchoAsync")  # redirected to the admin's login
             landed = await page.evaluate("location.pathname")
-            await page.submit(
+            await submit(
+                page,
                 f"document.getElementById('id_username').value = 'admin';"
                 f"document.getElementById('id_password').value = '{PASSWORD}';"
-                "document.getElementById('login-form').submit();"
+                "document.getElementById('login-form').submit();",
             )
             await page.evaluate(
                 set_value("question", "behind a login") + "document.getElementById('run').click();"
             )
             state = await wait_for_result(page)
-            (ARTIFACTS / "playground-logged-in.png").write_bytes(await page.screenshot(width=1400))
+            (ARTIFACTS / "playground-logged-in.png").write_bytes(await screenshot(page))
             return landed, state, await outputs(page)
 
     ARTIFACTS.mkdir(exist_ok=True)

@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Page
 
 from tests.support import ROOT, Running
-from tests.telemetry.browser import Page, chromium_or_skip, headless_page
+from tests.telemetry.browser import chromium_or_skip, headless_page, screenshot
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +26,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 async def wait_for_result(page: Page, timeout_s: float = 30) -> str:
     """Wait until the page's request finished; its status line's state ("done" or "error")."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        state = await page.evaluate("document.getElementById('status').dataset.state")
-        if state in ("done", "error"):
-            return state
-        assert time.monotonic() < deadline, f"the page is still {state!r}"
-        await asyncio.sleep(0.05)
+    state = "document.getElementById('status').dataset.state"
+    await page.wait_for_function(f"['done', 'error'].includes({state})", timeout=timeout_s * 1000)
+    return await page.evaluate(state)
 
 
 async def outputs(page: Page) -> dict[str, str]:
@@ -45,13 +42,13 @@ def set_value(field: str, value: str) -> str:
     return f"document.getElementById('field-{field}').value = {json.dumps(value)};"
 
 
-async def session(server: Running, binary: str, profile: Path, question: str) -> dict[str, Any]:
+async def session(server: Running, binary: str, question: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
-    async with headless_page(binary, profile) as page:
+    async with headless_page(binary) as page:
         # The list of programs.
         await page.goto(f"{server.url}/")
-        seen["index"] = await page.evaluate("document.documentElement.outerHTML")
-        (ARTIFACTS / "playground-index.png").write_bytes(await page.screenshot(width=1400))
+        seen["index"] = await page.content()
+        (ARTIFACTS / "playground-index.png").write_bytes(await screenshot(page))
 
         # Every kind of field, filled and run: the program answers with what it received.
         await page.goto(f"{server.url}/ui/Preferences")
@@ -79,12 +76,9 @@ async def session(server: Running, binary: str, profile: Path, question: str) ->
         seen["echo"] = await outputs(page)
         seen["echo_status"] = await page.evaluate("document.getElementById('status').textContent")
         await page.evaluate("document.getElementById('copy-curl').click();")
-        deadline = time.monotonic() + 10
-        while not (curl := await page.evaluate("document.getElementById('curl').textContent")):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        seen["curl"] = curl
-        (ARTIFACTS / "playground-program.png").write_bytes(await page.screenshot(width=1400))
+        await page.wait_for_function("document.getElementById('curl').textContent", timeout=10_000)
+        seen["curl"] = await page.evaluate("document.getElementById('curl').textContent")
+        (ARTIFACTS / "playground-program.png").write_bytes(await screenshot(page))
 
         # Streaming from the page: the final outputs replace the partial ones.
         await page.goto(f"{server.url}/ui/Story")
@@ -106,15 +100,15 @@ async def session(server: Running, binary: str, profile: Path, question: str) ->
             await asyncio.sleep(0.1)
         seen["recent"] = rows
         seen["calls_stat"] = await page.evaluate("document.querySelector('[data-stat=calls]').textContent")
-        (ARTIFACTS / "playground-recent-calls.png").write_bytes(await page.screenshot(width=1400))
+        (ARTIFACTS / "playground-recent-calls.png").write_bytes(await screenshot(page))
     return seen
 
 
-def test_playground_lists_runs_and_copies_curl(devx_server: Running, tmp_path: Path) -> None:
+def test_playground_lists_runs_and_copies_curl(devx_server: Running) -> None:
     binary = chromium_or_skip()
     ARTIFACTS.mkdir(exist_ok=True)
     question = f"What is DSPy? {uuid.uuid4().hex[:8]}"
-    seen = asyncio.run(session(devx_server, binary, tmp_path / "chromium", question))
+    seen = asyncio.run(session(devx_server, binary, question))
 
     index = seen["index"]
     for name in ("EchoAsync", "EchoSync", "Story", "Preferences"):
@@ -179,11 +173,8 @@ def digest(content: bytes) -> str:
 
 async def wait_for_preview(page: Page, field: str, count: int, timeout_s: float = 10) -> None:
     """Wait until the field shows ``count`` previews (its files have been read into data: URIs)."""
-    deadline = time.monotonic() + timeout_s
-    expression = f"document.querySelectorAll('#field-{field} [data-preview] figure').length"
-    while await page.evaluate(expression) != count:
-        assert time.monotonic() < deadline, f"{field}: no preview of {count} file(s)"
-        await asyncio.sleep(0.05)
+    shown = f"document.querySelectorAll('#field-{field} [data-preview] figure').length"
+    await page.wait_for_function(f"{shown} === {count}", timeout=timeout_s * 1000)
 
 
 def drop_files(field: str, files: list[tuple[str, str, bytes]]) -> str:
@@ -200,21 +191,21 @@ def drop_files(field: str, files: list[tuple[str, str, bytes]]) -> str:
     )
 
 
-async def media_session(server: Running, binary: str, profile: Path, files: Path, tag: str) -> dict[str, Any]:
+async def media_session(server: Running, binary: str, files: Path, tag: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     run = "document.getElementById('run').click();"
-    async with headless_page(binary, profile) as page:
+    async with headless_page(binary) as page:
         # An image file chosen with the file picker.
         await page.goto(f"{server.url}/ui/LookAtImage")
         seen["image_widget"] = await page.evaluate(
             "[!!document.getElementById('url-image'), document.getElementById('file-image').accept]"
         )
-        await page.set_files("#file-image", [files / "dot.png"])
+        await page.set_input_files("#file-image", files / "dot.png")
         await wait_for_preview(page, "image", 1)
         await page.evaluate(set_value("question", f"what colour? {tag}") + run)
         seen["upload_state"] = await wait_for_result(page)
         seen["upload"] = await outputs(page)
-        (ARTIFACTS / "playground-image.png").write_bytes(await page.screenshot(width=1400))
+        (ARTIFACTS / "playground-image.png").write_bytes(await screenshot(page))
 
         # A URL typed instead: it replaces the file.
         await page.evaluate(
@@ -236,7 +227,7 @@ async def media_session(server: Running, binary: str, profile: Path, files: Path
 
         # A recording uploaded.
         await page.goto(f"{server.url}/ui/Transcribe")
-        await page.set_files("#file-audio", [files / "clip.wav"])
+        await page.set_input_files("#file-audio", files / "clip.wav")
         await wait_for_preview(page, "audio", 1)
         await page.evaluate(run)
         seen["audio_state"] = await wait_for_result(page)
@@ -252,7 +243,7 @@ def test_playground_sends_uploaded_dropped_and_linked_media(devx_server: Running
     (files / "dot.png").write_bytes(PNG_BYTES)
     (files / "clip.wav").write_bytes(WAV_BYTES)
     tag = uuid.uuid4().hex[:8]
-    seen = asyncio.run(media_session(devx_server, binary, tmp_path / "chromium", files, tag))
+    seen = asyncio.run(media_session(devx_server, binary, files, tag))
 
     assert seen["image_widget"] == [True, "image/*"]
     # The file's exact bytes reached the model as an image part (the mock names what it received).

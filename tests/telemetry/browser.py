@@ -1,26 +1,30 @@
-"""Just enough of the Chrome DevTools Protocol to drive Debian's headless chromium from a test.
+"""A headless browser for the tests: Playwright driving Debian's chromium (``/usr/bin/chromium``).
 
-No browser-automation package needed: chromium speaks CDP over a websocket, and aiohttp (already a
-dependency, for the mock LLM) is a websocket client.
+Playwright launches the system's chromium (``executable_path``), never a browser of its own: no
+``playwright install``, no download (the machines reach no host but the package registries). The
+flags keep chromium off the network except for the pages a test opens. Pages are Playwright's
+own (``goto`` waits for the load event, ``wait_for_function`` polls a condition in the page).
 """
 
-import asyncio
-import base64
-import itertools
-import json
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
+from playwright.async_api import Page, async_playwright
 
 CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_or_skip() -> str:
@@ -34,115 +38,25 @@ def chromium_or_skip() -> str:
     return binary
 
 
-class Page:
-    def __init__(self, socket: aiohttp.ClientWebSocketResponse) -> None:
-        self.socket = socket
-        self.ids = itertools.count(1)
-        self.events: list[str] = []
-
-    async def send(self, method: str, timeout_s: float = 30, **params: Any) -> dict[str, Any]:
-        message_id = next(self.ids)
-        await self.socket.send_json({"id": message_id, "method": method, "params": params})
-        async with asyncio.timeout(timeout_s):
-            while True:
-                message = await self.socket.receive_json()
-                if message.get("id") == message_id:
-                    if "error" in message:
-                        raise RuntimeError(f"{method}: {message['error']}")
-                    return message.get("result", {})
-                if "method" in message:
-                    self.events.append(message["method"])
-
-    async def wait_for_event(self, name: str, timeout_s: float = 30) -> None:
-        async with asyncio.timeout(timeout_s):
-            while name not in self.events:
-                message = await self.socket.receive_json()
-                if "method" in message:
-                    self.events.append(message["method"])
-
-    async def goto(self, url: str) -> None:
-        self.events.clear()
-        await self.send("Page.navigate", url=url)
-        await self.wait_for_event("Page.loadEventFired")
-
-    async def evaluate(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    async def set_files(self, selector: str, paths: list[Path]) -> None:
-        """Choose ``paths`` in the file input ``selector`` as a user does (the page gets a change event)."""
-        found = await self.send(
-            "Runtime.evaluate", expression=f"document.querySelector({json.dumps(selector)})"
-        )
-        if "objectId" not in found.get("result", {}):
-            raise RuntimeError(f"no element matches {selector}")
-        object_id = found["result"]["objectId"]
-        await self.send("DOM.setFileInputFiles", files=[str(path) for path in paths], objectId=object_id)
-
-    async def submit(self, expression: str) -> None:
-        """Run ``expression`` (which submits a form) and wait for the next page to load."""
-        self.events.clear()
-        await self.evaluate(expression)
-        await self.wait_for_event("Page.loadEventFired")
-
-    async def screenshot(self, width: int) -> bytes:
-        """A PNG of the whole page, not just the window."""
-        height = await self.evaluate("document.documentElement.scrollHeight")
-        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
-        await self.send("Emulation.setDeviceMetricsOverride", **metrics)
-        shot = await self.send("Page.captureScreenshot", format="png")
-        return base64.b64decode(shot["data"])
-
-
 @asynccontextmanager
-async def headless_page(
-    binary: str, profile: Path, width: int = 1400, height: int = 1000
-) -> AsyncIterator[Page]:
-    process, port = launch(binary, profile, width, height)
-    try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/json/list") as response:
-                targets = await response.json()
-            page = next(target for target in targets if target["type"] == "page")
-            async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as socket:
-                view = Page(socket)
-                await view.send("Page.enable")
-                yield view
-    finally:
-        process.terminate()
+async def headless_page(binary: str, width: int = 1400, height: int = 1000) -> AsyncIterator[Page]:
+    """A page of a fresh headless chromium (its own temporary profile), closed on the way out."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=binary, headless=True, chromium_sandbox=False, args=FLAGS
+        )
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            yield await browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            await browser.close()
 
 
-def launch(
-    binary: str, profile: Path, width: int, height: int, timeout_s: float = 30
-) -> tuple[subprocess.Popen, int]:
-    """Start chromium with a DevTools port of its choosing, which it writes to its profile directory."""
-    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
-    process = subprocess.Popen(
-        [
-            binary,
-            *flags,
-            "--remote-debugging-port=0",
-            f"--user-data-dir={profile}",
-            f"--window-size={width},{height}",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    marker = profile / "DevToolsActivePort"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"chromium exited with {process.returncode}")
-        if marker.exists() and (text := marker.read_text().strip()):
-            return process, int(text.splitlines()[0])
-        time.sleep(0.05)
-    process.kill()
-    raise TimeoutError(f"chromium did not open its DevTools port within {timeout_s} s")
+async def submit(page: Page, expression: str) -> None:
+    """Run ``expression`` (which submits a form) and wait for the next page to load."""
+    async with page.expect_navigation():
+        await page.evaluate(expression)
+
+
+async def screenshot(page: Page) -> bytes:
+    """A PNG of the whole page, not just the window."""
+    return await page.screenshot(full_page=True)

@@ -14,7 +14,7 @@ import pytest
 
 from tests.databases import ServerDatabase
 from tests.support import ROOT
-from tests.telemetry.browser import chromium_or_skip, headless_page
+from tests.telemetry.browser import chromium_or_skip, headless_page, screenshot, submit
 from tests.telemetry.conftest import metrics, total_calls, wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,23 +31,24 @@ def manage(database: ServerDatabase, *args: str) -> str:
     return done.stdout
 
 
-async def browse(url: str, binary: str, profile: Path) -> tuple[dict[str, str], dict[str, bytes]]:
+async def browse(url: str, binary: str) -> tuple[dict[str, str], dict[str, bytes]]:
     pages: dict[str, str] = {}
     shots: dict[str, bytes] = {}
-    async with headless_page(binary, profile) as page:
+    async with headless_page(binary) as page:
         await page.goto(f"{url}/admin/login/?next={DASHBOARD}")
-        await page.submit(
+        await submit(
+            page,
             "document.getElementById('id_username').value = 'admin';"
             f"document.getElementById('id_password').value = '{PASSWORD}';"
-            "document.getElementById('login-form').submit();"
+            "document.getElementById('login-form').submit();",
         )
         for window in ("hour", "week"):
             if window != "hour":
                 await page.goto(f"{url}{DASHBOARD}?window={window}")
-            pages[window] = await page.evaluate("document.documentElement.outerHTML")
-            shots[window] = await page.screenshot(width=1400)
+            pages[window] = await page.content()
+            shots[window] = await screenshot(page)
         await page.goto(f"{url}/admin/telemetry/inferencelog/?q=live-2")
-        pages["log"] = await page.evaluate("document.documentElement.outerHTML")
+        pages["log"] = await page.content()
     return pages, shots
 
 
@@ -64,7 +65,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_dashboard_shows_every_program_and_the_shape_over_time(
-    database: ServerDatabase, start_server: Any, tmp_path: Path
+    database: ServerDatabase, start_server: Any
 ) -> None:
     binary = chromium_or_skip()
     manage(database, "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com")
@@ -77,7 +78,7 @@ def test_dashboard_shows_every_program_and_the_shape_over_time(
             httpx.post(f"{server.url}/EchoAsync", json=question, headers=headers, timeout=30)
         wait_for(lambda: total_calls(server) == seeded + 4, 30, "the live requests in the aggregates")
         expected = {entry["program"]: entry for entry in metrics(server)["programs"]}
-        pages, shots = asyncio.run(browse(server.url, binary, tmp_path / "chromium"))
+        pages, shots = asyncio.run(browse(server.url, binary))
     ARTIFACTS.mkdir(exist_ok=True)
     for window, png in shots.items():
         (ARTIFACTS / f"telemetry-dashboard-{window}.png").write_bytes(png)
