@@ -131,6 +131,9 @@ def cluster(
             "DSPY_PROJECT_DIR": str(project),
             "WEB_CONCURRENCY": str(WORKERS),
             "TELEMETRY_FLUSH_INTERVAL_S": "0.2",
+            # A worker that does not know a key looks again at once: wait_for_key's probe reaches one
+            # of a server's two workers, and the other may have looked less than a second before.
+            "API_KEY_MISS_RELOAD_S": "0",
             **env,
         }
         servers = []
