@@ -25,7 +25,8 @@ from programs.calls import call_program
 from programs.context import client_request_id, new_request_id
 from programs.execution import CallFailed
 from programs.gateways import CronGateway
-from programs.runtime import Program, Runtime
+from programs.program import Program
+from programs.runtime import Runtime
 from telemetry.services import inference_log_enqueue_refused
 
 SOURCE = "mcp"

@@ -21,9 +21,10 @@ from programs.calls import call_program
 from programs.context import request_id_from
 from programs.execution import CallFailed
 from programs.gateways import APIGateway, CronGateway, maybe_await
+from programs.program import Program
 from programs.responses import Alive, ErrorBody, NotReady, ProgramListing, Ready, call_headers, call_responses
 from programs.routes import GatewayRoute, has_plain_route
-from programs.runtime import Program, Runtime
+from programs.runtime import Runtime
 from programs.schemas import with_body_model
 
 REQUEST_ID_HEADER = "X-Request-ID"

@@ -25,8 +25,9 @@ from pydantic_core import to_json
 
 from programs.calls import call_program, program_call
 from programs.execution import CallFailed
+from programs.program import Program
 from programs.responses import refusal_responses
-from programs.runtime import Program, Runtime
+from programs.runtime import Runtime
 from programs.schemas import with_body_model
 
 DEFAULT_CONCURRENCY = 8

@@ -22,7 +22,8 @@ from pydantic_core import to_json
 from programs import events
 from programs.context import current_request_id, new_request_id
 from programs.execution import CallFailed, run_program
-from programs.runtime import Program, get_runtime
+from programs.program import Program
+from programs.runtime import get_runtime
 from programs.usage import RequestUsage
 
 # Answers given without running the program (at capacity, draining): no duration, so an overload

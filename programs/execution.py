@@ -24,7 +24,8 @@ from dspy.utils.usage_tracker import UsageTracker
 from programs.dspy_speedups import inline_lm_steps
 from programs.limits import Limiter
 from programs.outputs import OutputMismatch, to_response_body
-from programs.runtime import Program, Runtime
+from programs.program import Program
+from programs.runtime import Runtime
 from programs.upstream import CircuitOpen, LimitsUnavailable, ModelBudgetExceeded
 
 logger = logging.getLogger(__name__)

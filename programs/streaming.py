@@ -43,8 +43,9 @@ from pydantic import BaseModel
 
 from programs.calls import call_program
 from programs.execution import RETRY_AFTER_S, CallFailed
+from programs.program import Program
 from programs.responses import refusal_responses, stream_responses
-from programs.runtime import Program, Runtime
+from programs.runtime import Runtime
 from programs.schemas import with_body_model
 
 # Chunks waiting for the client before the LM call is made to wait (backpressure, not a queue).
