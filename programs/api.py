@@ -18,7 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
 from programs.calls import call_program
-from programs.context import request_id_from
+from programs.context import REQUEST_ID_HEADER, request_id
 from programs.execution import CallFailed
 from programs.gateways import APIGateway, CronGateway, maybe_await
 from programs.program import Program
@@ -27,14 +27,8 @@ from programs.routes import GatewayRoute, has_plain_route
 from programs.runtime import Runtime
 from programs.schemas import with_body_model
 
-REQUEST_ID_HEADER = "X-Request-ID"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-__all__ = ["ErrorBody", "build_router", "request_id"]  # ErrorBody lives in programs.responses
-
-
-def request_id(request: HttpRequest) -> str:
-    """The client's ``X-Request-ID`` when well-formed, else a new one."""
-    return request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
+__all__ = ["ErrorBody", "build_router"]  # ErrorBody lives in programs.responses
 
 
 def route_auth() -> Any:

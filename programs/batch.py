@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationErr
 from pydantic_core import to_json
 
 from programs.calls import call_program, program_call
+from programs.context import REQUEST_ID_HEADER, request_id
 from programs.execution import CallFailed
 from programs.program import Program
 from programs.responses import refusal_responses
@@ -82,8 +83,6 @@ def add_batch_route(router: Router, runtime: Runtime, program: Program, **option
 def _batch_view(
     runtime: Runtime, program: Program, request_model: type[BaseModel]
 ) -> Callable[..., Awaitable[HttpResponse]]:
-    from programs.api import REQUEST_ID_HEADER, request_id
-
     async def view(request: HttpRequest, payload: Any) -> HttpResponse:
         rid = request_id(request)
         items: list[Any] = payload.inputs

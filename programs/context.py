@@ -15,8 +15,14 @@ import logging
 import re
 import uuid
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
 
 NO_REQUEST = "-"
+# The header a client may name its request by, echoed back on every program answer.
+REQUEST_ID_HEADER = "X-Request-ID"
 
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default=NO_REQUEST)
 
@@ -41,6 +47,11 @@ def client_request_id(value: object) -> str | None:
 def request_id_from(value: object) -> str:
     """The client's id when well-formed, else a new one: the rule of every front door."""
     return client_request_id(value) or new_request_id()
+
+
+def request_id(request: "HttpRequest") -> str:
+    """An HTTP request's id: its ``X-Request-ID`` when well-formed, else a new one."""
+    return request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
 
 
 class RequestIdFilter(logging.Filter):

@@ -42,6 +42,7 @@ from ninja import Router
 from pydantic import BaseModel
 
 from programs.calls import call_program
+from programs.context import REQUEST_ID_HEADER, request_id
 from programs.execution import RETRY_AFTER_S, CallFailed
 from programs.program import Program
 from programs.responses import refusal_responses, stream_responses
@@ -69,8 +70,6 @@ def add_stream_route(router: Router, runtime: Runtime, program: Program, **optio
 
 
 def _stream_view(runtime: Runtime, program: Program) -> Callable[..., Awaitable[HttpResponse]]:
-    from programs.api import REQUEST_ID_HEADER, request_id
-
     async def view(request: HttpRequest, payload: BaseModel) -> StreamingHttpResponse:
         rid = request_id(request)
         call = StreamedCall(program, program.inputs.to_kwargs(payload), rid, request.body)

@@ -16,7 +16,7 @@ from django.http.request import RawPostDataException
 from ninja import NinjaAPI, Query, Router
 from ninja.errors import ValidationError
 
-from programs.context import request_id_from
+from programs.context import REQUEST_ID_HEADER, request_id, request_id_from
 from programs.responses import ErrorBody, ValidationErrorBody, sse_content
 from programs.runtime import get_runtime
 from programs.streaming import sse_response
@@ -161,8 +161,6 @@ def record_refused_requests(api: NinjaAPI) -> None:
         response = handle(request, exc)
         route = _program_route(request.method or "", request.path_info)
         if route is not None:
-            from programs.api import REQUEST_ID_HEADER, request_id
-
             rid = request_id(request)
             response[REQUEST_ID_HEADER] = rid
             detail = exc.errors if isinstance(exc, ValidationError) else str(exc)
