@@ -22,6 +22,7 @@ from pydantic_core import to_json
 from programs import events
 from programs.context import current_request_id, new_request_id
 from programs.execution import CallFailed, run_program
+from programs.instances import Lease
 from programs.program import Program
 from programs.runtime import get_runtime
 from programs.usage import RequestUsage
@@ -139,18 +140,21 @@ async def call_program(
     entry: str = "",
     request_id: str | None = None,
     raw_inputs: bytes | None = None,
+    lease: Lease | None = None,
 ) -> CallResult:
     """Run ``program`` on ``kwargs`` and return its JSON outputs, or raise :class:`CallFailed`.
 
     ``source`` names the kind of door (``http``, ``gateway``, ``batch``, ``stream``, ``mcp``,
     ``cron``) and ``entry`` which one (a gateway class, a job, a tool); both are on the log row.
     ``raw_inputs`` is what the log stores as the inputs (the request body), by default the
-    keyword arguments as JSON. The :class:`CallFailed` carries the call's request id.
+    keyword arguments as JSON. ``lease``: the instance to run on, when the door took it itself
+    (a stream listens to it); else the call leases one. The :class:`CallFailed` carries the call's
+    request id.
     """
     inputs = raw_inputs if raw_inputs is not None else to_json(kwargs, fallback=str)
     with program_call(program, source=source, entry=entry, request_id=request_id, inputs=inputs) as call:
         try:
-            body = await run_program(get_runtime(), program, kwargs, call.usage)
+            body = await run_program(get_runtime(), program, kwargs, call.usage, lease)
         except CallFailed as failure:
             call.failed(failure.status, failure.error_type, failure.detail)
             failure.request_id = call.request_id

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import anyio
 import dspy
 from django.conf import settings
 
@@ -51,6 +52,8 @@ class Runtime:
     executor: ThreadPoolExecutor
     # Admission to the executor: a sync call is refused rather than queued behind busy threads.
     pool_limiter: Limiter
+    # Streamed sync calls run on AnyIO's worker threads (programs.execution), as many as the pool's.
+    stream_threads: anyio.CapacityLimiter
     lms: dict[str, dspy.LM] = field(default_factory=dict)
     # Every APIGateway route (programs.routes.GatewayRoute), checked for clashes at build time.
     routes: list[Any] = field(default_factory=list)
@@ -115,6 +118,7 @@ def build_runtime(config: LoadedConfig, discovery: Discovery) -> Runtime:
         failures=list(discovery.failures),
         executor=ThreadPoolExecutor(max_workers=server.sync_worker_threads, thread_name_prefix="dspy-sync"),
         pool_limiter=Limiter("sync worker threads", server.sync_worker_threads, server.max_queue_ms / 1000),
+        stream_threads=anyio.CapacityLimiter(server.sync_worker_threads),
     )
     base_settings = settings_snapshot()
     for spec in discovery.specs:
