@@ -99,14 +99,14 @@ class ProgramCall:
 
 
 @contextlib.contextmanager
-def program_call(
+def reported_call(
     program: Program, *, source: str, entry: str = "", request_id: str | None = None, inputs: bytes | None
 ) -> Iterator[ProgramCall]:
     """Bind a call's request id and report it as started and, whatever happens, finished.
 
     A cancelled call (client gone, server stopping) finishes as 499 with the tokens spent so far;
-    an exception the door did not expect, as 500. For doors that run the program themselves
-    (streaming, which needs its own task); the others use :func:`call_program`.
+    an exception the door did not expect, as 500. Doors do not use it directly: they call
+    :func:`call_program`, which runs the program inside it.
     """
     call = ProgramCall(program, request_id or new_request_id(), source, entry, inputs)
     scope = current_request_id.set(call.request_id)
@@ -152,7 +152,7 @@ async def call_program(
     request id.
     """
     inputs = raw_inputs if raw_inputs is not None else to_json(kwargs, fallback=str)
-    with program_call(program, source=source, entry=entry, request_id=request_id, inputs=inputs) as call:
+    with reported_call(program, source=source, entry=entry, request_id=request_id, inputs=inputs) as call:
         try:
             body = await run_program(get_runtime(), program, kwargs, call.usage, lease)
         except CallFailed as failure:

@@ -1,6 +1,6 @@
 """The request a piece of code is running for: a request id in a contextvar, and its log filter.
 
-The id is bound for the whole program call (by :func:`programs.calls.program_call`, which every
+The id is bound for the whole program call (by :func:`programs.calls.reported_call`, which every
 program request, gateway call, batch item, stream, MCP tool call and cron item goes through) and
 follows the call everywhere a contextvar goes: the event loop task, the sync worker thread
 (asgiref copies the context into it), DSPy's LM calls and callbacks. Nothing about a request is

@@ -45,7 +45,7 @@ from dspy.utils.exceptions import (
 )
 
 from programs import events
-from programs.circuits import ALLOWED, Admission, CircuitState
+from programs.circuits import ALLOWED, CircuitPermit, CircuitState
 from programs.context import current_request_id
 from programs.usage import current_usage
 
@@ -211,8 +211,8 @@ def _models(policy: ModelPolicy) -> tuple[ModelPolicy, ...]:
     return (policy, *policy.fallbacks)
 
 
-def _refused(policy: ModelPolicy, admission: Admission) -> CircuitOpen:
-    wait = admission.retry_after_s
+def _refused(policy: ModelPolicy, permit: CircuitPermit) -> CircuitOpen:
+    wait = permit.retry_after_s
     message = f"the circuit breaker of {policy.alias} is open (retry in {wait:.1f} s)"
     return CircuitOpen(message, model=policy.lm.model, retry_after=wait)
 
@@ -249,9 +249,9 @@ def _circuit_changed(policy: ModelPolicy, change: str | None) -> None:
         events.circuit_changed.emit(events.CircuitChanged(policy.alias, change))
 
 
-def _counts_against(admission: Admission, exc: BaseException) -> bool:
+def _counts_against(permit: CircuitPermit, exc: BaseException) -> bool:
     """Whether a failure counts towards the circuit: an upstream fault, or any failed trial."""
-    return admission.trial or isinstance(exc, CIRCUIT_FAULTS)
+    return permit.trial or isinstance(exc, CIRCUIT_FAULTS)
 
 
 def _mark_emitted(exc: BaseException, progress: Any) -> None:
@@ -320,9 +320,9 @@ def _on_model(policy: ModelPolicy, call: Any, run: _Call, failure: BaseException
 def _once(policy: ModelPolicy, call: Any, run: _Call) -> Any:
     """One request to the model, if its circuit and budget let it through."""
     circuit, budget = policy.circuit, policy.budget
-    admission = circuit.check() if circuit is not None else ALLOWED
-    if not admission.allowed:
-        raise _refused(policy, admission)
+    permit = circuit.check() if circuit is not None else ALLOWED
+    if not permit.allowed:
+        raise _refused(policy, permit)
     grant = budget.reserve(_estimate_tokens(policy, call)) if budget is not None else None
     if grant is not None and not grant.allowed:
         raise _over_budget(policy, grant)
@@ -332,13 +332,13 @@ def _once(policy: ModelPolicy, call: Any, run: _Call) -> Any:
     except Exception as exc:
         if grant is not None:
             budget.settle(grant, 0)  # type: ignore[union-attr]
-        if circuit is not None and _counts_against(admission, exc):
-            _circuit_changed(policy, circuit.record(admission, False))
+        if circuit is not None and _counts_against(permit, exc):
+            _circuit_changed(policy, circuit.record(permit, False))
         raise
     if grant is not None:
         budget.settle(grant, _used_tokens(result))  # type: ignore[union-attr]
     if circuit is not None:
-        _circuit_changed(policy, circuit.record(admission, True))
+        _circuit_changed(policy, circuit.record(permit, True))
     return _price(policy, result)
 
 
@@ -409,9 +409,9 @@ async def _aon_model(policy: ModelPolicy, call: Any, run: _Call, failure: BaseEx
 
 async def _aonce(policy: ModelPolicy, call: Any, run: _Call) -> Any:
     circuit, budget = policy.circuit, policy.budget
-    admission = await circuit.acheck() if circuit is not None else ALLOWED
-    if not admission.allowed:
-        raise _refused(policy, admission)
+    permit = await circuit.acheck() if circuit is not None else ALLOWED
+    if not permit.allowed:
+        raise _refused(policy, permit)
     grant = await budget.areserve(_estimate_tokens(policy, call)) if budget is not None else None
     if grant is not None and not grant.allowed:
         raise _over_budget(policy, grant)
@@ -421,13 +421,13 @@ async def _aonce(policy: ModelPolicy, call: Any, run: _Call) -> Any:
     except Exception as exc:
         if grant is not None:
             await budget.asettle(grant, 0)  # type: ignore[union-attr]
-        if circuit is not None and _counts_against(admission, exc):
-            _circuit_changed(policy, await circuit.arecord(admission, False))
+        if circuit is not None and _counts_against(permit, exc):
+            _circuit_changed(policy, await circuit.arecord(permit, False))
         raise
     if grant is not None:
         await budget.asettle(grant, _used_tokens(result))  # type: ignore[union-attr]
     if circuit is not None:
-        _circuit_changed(policy, await circuit.arecord(admission, True))
+        _circuit_changed(policy, await circuit.arecord(permit, True))
     return _price(policy, result)
 
 
