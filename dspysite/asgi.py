@@ -24,7 +24,7 @@ scheduler = build_scheduler_or_exit(runtime)  # an invalid cron schedule stops s
 
 import dspysite.urls  # noqa: E402,F401 - build the routes now, not on the first request
 from mcp_tools.endpoint import mcp_endpoint  # noqa: E402
-from telemetry.api import record_body_too_large  # noqa: E402
+from programs.api import report_body_too_large  # noqa: E402
 from telemetry.server_spans import traced  # noqa: E402
 from telemetry.services import telemetry_shutdown, telemetry_startup  # noqa: E402
 from telemetry.tracing import tracing_shutdown, tracing_startup  # noqa: E402
@@ -34,7 +34,7 @@ mcp = mcp_endpoint(ASGIStaticFilesHandler(ServiceASGIHandler()), runtime)
 
 application = LifespanMiddleware(
     # The server span of each request (only when OTEL_* configures tracing), around all the rest.
-    traced(BodyLimitMiddleware(mcp, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, on_refused=record_body_too_large)),
+    traced(BodyLimitMiddleware(mcp, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, on_refused=report_body_too_large)),
     # Cron jobs start after the gateways' setup() and stop before their shutdown() (runs call their
     # hooks). Tracing starts in each worker process (after gunicorn's fork), before any call.
     on_startup=[

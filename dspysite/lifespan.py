@@ -94,7 +94,7 @@ class BodyLimitMiddleware:
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.on_refused = on_refused  # told of each refusal (telemetry records it)
+        self.on_refused = on_refused  # told of each refusal (reported as the program's call)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._declared_length(scope) > self.max_bytes:

@@ -23,7 +23,7 @@ from ninja import Router
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError, create_model
 from pydantic_core import to_json
 
-from programs.calls import call_program, reported_call
+from programs.calls import call_program, report_rejected
 from programs.context import REQUEST_ID_HEADER, request_id
 from programs.execution import CallFailed
 from programs.program import Program
@@ -114,8 +114,10 @@ async def run_item(program: Program, item: Any, rid: str) -> bytes:
         payload = program.inputs.model.model_validate(item)
     except ValidationError as exc:
         errors = json.loads(exc.json(include_url=False, include_input=False))
-        with reported_call(program, source="batch", request_id=rid, inputs=raw) as call:  # its log row
-            call.failed(422, "ValidationError", errors)
+        report_rejected(
+            program, status=422, error_type="ValidationError", detail=errors, inputs=raw, source="batch",
+            request_id=rid,
+        )  # fmt: skip
         return _failure(422, _summary(errors), "ValidationError", errors)
     kwargs = program.inputs.to_kwargs(payload)
     try:

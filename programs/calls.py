@@ -46,7 +46,7 @@ class CallResult:
 class ProgramCall:
     """One call in progress: its id, usage tracker and outcome, reported when it ends."""
 
-    __slots__ = ("entry", "error_detail", "error_type", "inputs", "outputs", "program", "request_id",
+    __slots__ = ("entry", "error_detail", "error_type", "inputs", "outputs", "program", "ran", "request_id",
                  "source", "status_code", "usage")  # fmt: skip
 
     def __init__(
@@ -62,6 +62,7 @@ class ProgramCall:
         self.status_code = 500
         self.error_type = ""
         self.error_detail: Any = ""
+        self.ran = True  # False: refused before the program ran (report_rejected), not timed
 
     def succeeded(self, body: bytes) -> None:
         self.status_code = 200
@@ -79,7 +80,7 @@ class ProgramCall:
             program=program.name,
             request_id=self.request_id,
             status_code=self.status_code,
-            duration_ms=None if self.status_code in REFUSED_STATUSES else duration_ms,
+            duration_ms=duration_ms if self.ran and self.status_code not in REFUSED_STATUSES else None,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cost_usd=usage.cost_usd,
@@ -106,7 +107,7 @@ def reported_call(
 
     A cancelled call (client gone, server stopping) finishes as 499 with the tokens spent so far;
     an exception the door did not expect, as 500. Doors do not use it directly: they call
-    :func:`call_program`, which runs the program inside it.
+    :func:`call_program`, which runs the program inside it, or :func:`report_rejected`.
     """
     call = ProgramCall(program, request_id or new_request_id(), source, entry, inputs)
     scope = current_request_id.set(call.request_id)
@@ -130,6 +131,31 @@ def reported_call(
         finally:
             with contextlib.suppress(ValueError):  # exited in another context: nothing to undo there
                 current_request_id.reset(scope)
+
+
+def report_rejected(
+    program: Program,
+    *,
+    status: int,
+    error_type: str,
+    detail: Any,
+    inputs: bytes | None,
+    source: str,
+    entry: str = "",
+    request_id: str | None = None,
+) -> str:
+    """Report a call refused before ``program`` ran, for its input (400 malformed, 413 too large,
+    422 invalid) or anything else a door checks first (a 401 without a key...).
+
+    The refusal is a call like any other for whoever listens (``request_started`` and
+    ``request_finished``: the log row, counters, traces), with ``inputs`` as received (``None``:
+    not read) and the door's error ``detail``; untimed. Every door reports its refused inputs
+    here. Returns the call's request id.
+    """
+    with reported_call(program, source=source, entry=entry, request_id=request_id, inputs=inputs) as call:
+        call.ran = False
+        call.failed(status, error_type, detail)
+    return call.request_id
 
 
 async def call_program(

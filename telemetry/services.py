@@ -93,37 +93,6 @@ def inference_log_enqueue(record: InferenceRecord) -> bool:
     return telemetry_writer().enqueue(record)
 
 
-def inference_log_enqueue_refused(
-    program_name: str,
-    request_id: str,
-    status_code: int,
-    error_type: str,
-    detail: Any,
-    body: bytes | None,
-    source: str = "http",
-    entry: str = "",
-) -> bool:
-    """Record a request refused before its program ran (400, 413, 422...). Unknown programs: no row."""
-    program = get_runtime().programs.get(program_name)
-    if program is None:
-        return False
-    record = InferenceRecord(
-        program=program.name,
-        model_alias=program.model_alias,
-        model=program.lm.model,
-        request_id=request_id,
-        status_code=status_code,
-        finished_at=time.time(),
-        duration_ms=None,
-        error_type=error_type,
-        error_detail=detail,
-        inputs=_capture(body or b"") if capture_io(program.name) else None,
-        source=source,
-        entry=entry,
-    )
-    return inference_log_enqueue(record)
-
-
 def _observe_attempts(record: InferenceRecord, call: dict[str, Any]) -> None:
     """The request that answered an LM call (the failed ones are counted by :func:`on_lm_retry`)."""
     alias = call.get("model_alias") or ""
