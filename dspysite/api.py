@@ -2,21 +2,30 @@
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 
 from apikeys.auth import api_key_auth, docs_decorator
 from apikeys.auth import install as install_api_key_errors
 from apikeys.context import READ
 from dspysite.openapi import ServiceAPI
-from programs.api import build_router
+from programs.api import build_router, report_refused
 from programs.runtime import get_runtime_or_exit
 from telemetry import api as telemetry_api
 
 
+class API(ServiceAPI):
+    def on_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse:
+        """Every error answer, whichever handler gave it; one for a program route is reported as its
+        call (a log row for a 400/413/422 too): ninja answers those before the view runs."""
+        response = super().on_exception(request, exc)
+        report_refused(request, exc, response)
+        return response
+
+
 def build_api() -> NinjaAPI:
     runtime = get_runtime_or_exit()
-    api = ServiceAPI(
+    api = API(
         title=runtime.config.config.app_id,
         version="1.0.0",
         description="DSPy programs served as HTTP endpoints. GET /programs lists them with their schemas.",
@@ -34,7 +43,6 @@ def build_api() -> NinjaAPI:
     api.add_router("", build_router(runtime))
     # None unless server.auth is on; a key needs `read` (its own calls and spend) or `admin` there.
     api.add_router("", telemetry_api.router, auth=api_key_auth(READ))
-    telemetry_api.record_refused_requests(api)  # 400/413/422 on program routes get a log row too
     return api
 
 

@@ -28,7 +28,7 @@ scheduler = build_scheduler_or_exit(runtime)  # an invalid cron schedule stops s
 
 import dspysite.urls  # noqa: E402,F401 - build the routes now, not on the first request
 from mcp_tools.endpoint import mcp_endpoint  # noqa: E402
-from telemetry.api import record_body_too_large  # noqa: E402
+from programs.api import report_body_too_large  # noqa: E402
 from telemetry.lifecycle import telemetry_shutdown, telemetry_startup  # noqa: E402
 from telemetry.server_spans import traced  # noqa: E402
 from telemetry.tracing import tracing_shutdown, tracing_startup  # noqa: E402
@@ -47,7 +47,9 @@ application = LifespanMiddleware(
     # Host against ALLOWED_HOSTS first, on every path but /mcp's own check and the health probes (400).
     TrustedHosts(
         # The server span of each request (only when OTEL_* configures tracing), around all the rest.
-        traced(BodyLimitMiddleware(api, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, record_body_too_large)),
+        traced(
+            BodyLimitMiddleware(api, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, on_refused=report_body_too_large)
+        ),
         allowed_hosts(settings.ALLOWED_HOSTS, settings.DEBUG),
     ),
     # Cron jobs start after the gateways' setup() and stop before their shutdown() (runs call their

@@ -110,7 +110,7 @@ class BodyLimitMiddleware:
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.on_refused = on_refused  # told of each refusal (telemetry records it)
+        self.on_refused = on_refused  # told of each refusal (reported as the program's call)
         self.detail = f"Request body is larger than {max_bytes} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

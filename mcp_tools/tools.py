@@ -21,12 +21,12 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from programs.api import program_listing
-from programs.calls import call_program
+from programs.calls import call_program, report_rejected
 from programs.context import client_request_id, new_request_id
 from programs.execution import CallFailed
 from programs.gateways import CronGateway
-from programs.runtime import Program, Runtime
-from telemetry.services import inference_log_enqueue_refused
+from programs.program import Program
+from programs.runtime import Runtime
 
 SOURCE = "mcp"
 # The field of the wrapper object around outputs whose schema is not an object.
@@ -124,9 +124,10 @@ def _invalid_arguments(
 ) -> types.CallToolResult:
     errors = exc.errors(include_url=False, include_context=False)
     inputs = to_json(arguments or {}, fallback=str)
-    inference_log_enqueue_refused(
-        program.name, request_id, 422, "ValidationError", errors, inputs, source=SOURCE, entry=program.name
-    )
+    report_rejected(
+        program, status=422, error_type="ValidationError", detail=errors, inputs=inputs, source=SOURCE,
+        entry=program.name, request_id=request_id,
+    )  # fmt: skip
     problems = "; ".join(f"{_location(error['loc'])}: {error['msg']}" for error in errors)
     return _error(
         f"Invalid arguments for {program.name}: {problems}", {REQUEST_ID_META: request_id, "status": 422}

@@ -10,30 +10,27 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.request import RawPostDataException
 from django.utils.module_loading import import_string
 from ninja import Query, Router
 from ninja.errors import ValidationError as NinjaValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
-from programs.calls import call_program
-from programs.context import request_id_from
+from programs.calls import call_program, report_rejected
+from programs.context import REQUEST_ID_HEADER, request_id, request_id_from
 from programs.execution import CallFailed
 from programs.gateways import APIGateway, CronGateway, maybe_await
+from programs.program import Program
 from programs.responses import Alive, ErrorBody, NotReady, ProgramListing, Ready, call_headers, call_responses
 from programs.routes import GatewayRoute
-from programs.runtime import Program, Runtime
+from programs.runtime import Runtime, get_runtime
 from programs.schemas import with_body_model
 
-REQUEST_ID_HEADER = "X-Request-ID"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-__all__ = ["ErrorBody", "build_router", "request_id"]  # ErrorBody lives in programs.responses
-
-
-def request_id(request: HttpRequest) -> str:
-    """The client's ``X-Request-ID`` when well-formed, else a new one."""
-    return request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
+__all__ = ["ErrorBody", "build_router"]  # ErrorBody lives in programs.responses
 
 
 def route_auth() -> Any:
@@ -237,3 +234,52 @@ async def _pipeline_kwargs(route: GatewayRoute, payload: BaseModel) -> dict[str,
             error["loc"] = ["pipeline_inputs", *error["loc"]]
         raise NinjaValidationError(errors) from None
     return program.inputs.to_kwargs(validated)
+
+
+# -- requests refused before a program route's view ran -------------------------------------------
+
+
+def report_refused(request: HttpRequest, exc: Exception, response: HttpResponse) -> None:
+    """For the API's exception handling: a program route's request that django-ninja answered
+    with an error (malformed JSON 400, invalid inputs 422, a body too large 413...) is reported as
+    the route's call (:func:`programs.calls.report_rejected`), its request id on the answer."""
+    route = get_runtime().routes.gateway_route(request.method or "", request.path_info)
+    if route is None:
+        return
+    rid = request_id(request)
+    response[REQUEST_ID_HEADER] = rid
+    report_rejected(
+        route.program,
+        status=response.status_code,
+        error_type=type(exc).__name__,
+        detail=exc.errors if isinstance(exc, NinjaValidationError) else str(exc),
+        inputs=_body(request),
+        source=route.source,
+        entry=route.entry,
+        request_id=rid,
+    )
+
+
+def report_body_too_large(scope: dict[str, Any], detail: str) -> None:
+    """For ``dspysite.lifespan.BodyLimitMiddleware``: a 413 sent before Django saw the request."""
+    route = get_runtime().routes.gateway_route(str(scope.get("method", "")), str(scope.get("path", "")))
+    if route is None:
+        return
+    headers = dict(scope.get("headers", ()))
+    report_rejected(
+        route.program,
+        status=413,
+        error_type="RequestDataTooBig",
+        detail=detail,
+        inputs=None,
+        source=route.source,
+        entry=route.entry,
+        request_id=request_id_from(headers.get(b"x-request-id", b"").decode("latin-1")),
+    )
+
+
+def _body(request: HttpRequest) -> bytes | None:
+    try:
+        return request.body
+    except (RequestDataTooBig, RawPostDataException):
+        return None

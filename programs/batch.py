@@ -23,10 +23,12 @@ from ninja import Router
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError, create_model
 from pydantic_core import to_json
 
-from programs.calls import call_program, program_call
+from programs.calls import call_program, report_rejected
+from programs.context import REQUEST_ID_HEADER, request_id
 from programs.execution import CallFailed
+from programs.program import Program
 from programs.responses import refusal_responses
-from programs.runtime import Program, Runtime
+from programs.runtime import Runtime
 from programs.schemas import with_body_model
 
 DEFAULT_CONCURRENCY = 8
@@ -81,8 +83,6 @@ def add_batch_route(router: Router, runtime: Runtime, program: Program, **option
 def _batch_view(
     runtime: Runtime, program: Program, request_model: type[BaseModel]
 ) -> Callable[..., Awaitable[HttpResponse]]:
-    from programs.api import REQUEST_ID_HEADER, request_id
-
     async def view(request: HttpRequest, payload: Any) -> HttpResponse:
         rid = request_id(request)
         items: list[Any] = payload.inputs
@@ -114,8 +114,10 @@ async def run_item(program: Program, item: Any, rid: str) -> bytes:
     except ValidationError as exc:
         errors = json.loads(exc.json(include_url=False, include_input=False))
         raw = json.dumps(item).encode()  # escapes what to_json cannot encode (lone surrogates)
-        with program_call(program, source="batch", request_id=rid, inputs=raw) as call:  # its log row
-            call.failed(422, "ValidationError", errors)
+        report_rejected(
+            program, status=422, error_type="ValidationError", detail=errors, inputs=raw, source="batch",
+            request_id=rid,
+        )  # fmt: skip
         return _failure(422, _summary(errors), "ValidationError", errors)
     kwargs = program.inputs.to_kwargs(payload)
     try:

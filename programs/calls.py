@@ -22,7 +22,9 @@ from pydantic_core import to_json
 from programs import events
 from programs.context import current_request_id, new_request_id
 from programs.execution import CallFailed, run_program
-from programs.runtime import Program, get_runtime
+from programs.instances import Lease
+from programs.program import Program
+from programs.runtime import get_runtime
 from programs.usage import RequestUsage
 
 # Answers given without running the program (at capacity, draining): no duration, so an overload
@@ -44,7 +46,7 @@ class CallResult:
 class ProgramCall:
     """One call in progress: its id, usage tracker and outcome, reported when it ends."""
 
-    __slots__ = ("entry", "error_detail", "error_type", "inputs", "outputs", "program", "request_id",
+    __slots__ = ("entry", "error_detail", "error_type", "inputs", "outputs", "program", "ran", "request_id",
                  "source", "status_code", "usage")  # fmt: skip
 
     def __init__(
@@ -60,6 +62,7 @@ class ProgramCall:
         self.status_code = 500
         self.error_type = ""
         self.error_detail: Any = ""
+        self.ran = True  # False: refused before the program ran (report_rejected), not timed
 
     def succeeded(self, body: bytes) -> None:
         self.status_code = 200
@@ -77,7 +80,7 @@ class ProgramCall:
             program=program.name,
             request_id=self.request_id,
             status_code=self.status_code,
-            duration_ms=None if self.status_code in REFUSED_STATUSES else duration_ms,
+            duration_ms=duration_ms if self.ran and self.status_code not in REFUSED_STATUSES else None,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cost_usd=usage.cost_usd,
@@ -97,14 +100,14 @@ class ProgramCall:
 
 
 @contextlib.contextmanager
-def program_call(
+def reported_call(
     program: Program, *, source: str, entry: str = "", request_id: str | None = None, inputs: bytes | None
 ) -> Iterator[ProgramCall]:
     """Bind a call's request id and report it as started and, whatever happens, finished.
 
     A cancelled call (client gone, server stopping) finishes as 499 with the tokens spent so far;
-    an exception the door did not expect, as 500. For doors that run the program themselves
-    (streaming, which needs its own task); the others use :func:`call_program`.
+    an exception the door did not expect, as 500. Doors do not use it directly: they call
+    :func:`call_program`, which runs the program inside it, or :func:`report_rejected`.
     """
     call = ProgramCall(program, request_id or new_request_id(), source, entry, inputs)
     scope = current_request_id.set(call.request_id)
@@ -130,6 +133,31 @@ def program_call(
                 current_request_id.reset(scope)
 
 
+def report_rejected(
+    program: Program,
+    *,
+    status: int,
+    error_type: str,
+    detail: Any,
+    inputs: bytes | None,
+    source: str,
+    entry: str = "",
+    request_id: str | None = None,
+) -> str:
+    """Report a call refused before ``program`` ran, for its input (400 malformed, 413 too large,
+    422 invalid) or anything else a door checks first (a 401 without a key...).
+
+    The refusal is a call like any other for whoever listens (``request_started`` and
+    ``request_finished``: the log row, counters, traces), with ``inputs`` as received (``None``:
+    not read) and the door's error ``detail``; untimed. Every door reports its refused inputs
+    here. Returns the call's request id.
+    """
+    with reported_call(program, source=source, entry=entry, request_id=request_id, inputs=inputs) as call:
+        call.ran = False
+        call.failed(status, error_type, detail)
+    return call.request_id
+
+
 async def call_program(
     program: Program,
     kwargs: dict[str, Any],
@@ -138,18 +166,21 @@ async def call_program(
     entry: str = "",
     request_id: str | None = None,
     raw_inputs: bytes | None = None,
+    lease: Lease | None = None,
 ) -> CallResult:
     """Run ``program`` on ``kwargs`` and return its JSON outputs, or raise :class:`CallFailed`.
 
     ``source`` names the kind of door (``http``, ``gateway``, ``batch``, ``stream``, ``mcp``,
     ``cron``) and ``entry`` which one (a gateway class, a job, a tool); both are on the log row.
     ``raw_inputs`` is what the log stores as the inputs (the request body), by default the
-    keyword arguments as JSON. The :class:`CallFailed` carries the call's request id.
+    keyword arguments as JSON. ``lease``: the instance to run on, when the door took it itself
+    (a stream listens to it); else the call leases one. The :class:`CallFailed` carries the call's
+    request id.
     """
     inputs = raw_inputs if raw_inputs is not None else to_json(kwargs, fallback=str)
-    with program_call(program, source=source, entry=entry, request_id=request_id, inputs=inputs) as call:
+    with reported_call(program, source=source, entry=entry, request_id=request_id, inputs=inputs) as call:
         try:
-            body = await run_program(get_runtime(), program, kwargs, call.usage)
+            body = await run_program(get_runtime(), program, kwargs, call.usage, lease)
         except CallFailed as failure:
             call.failed(failure.status, failure.error_type, failure.logged_detail)
             failure.request_id = call.request_id

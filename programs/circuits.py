@@ -23,7 +23,7 @@ from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
-class Admission:
+class CircuitPermit:
     """The circuit's answer to one call: go (perhaps as the trial), or wait ``retry_after_s``."""
 
     allowed: bool
@@ -34,7 +34,7 @@ class Admission:
     clean: bool = False
 
 
-ALLOWED = Admission(True)
+ALLOWED = CircuitPermit(True)
 
 
 class CircuitState(Protocol):
@@ -43,12 +43,12 @@ class CircuitState(Protocol):
     failures: int
     cooldown_s: float
 
-    def check(self) -> Admission: ...
+    def check(self) -> CircuitPermit: ...
 
-    def record(self, admission: Admission, ok: bool) -> str | None:
+    def record(self, permit: CircuitPermit, ok: bool) -> str | None:
         """Count the call's outcome; returns ``"open"`` or ``"closed"`` when this changed the state."""
         ...
 
-    async def acheck(self) -> Admission: ...
+    async def acheck(self) -> CircuitPermit: ...
 
-    async def arecord(self, admission: Admission, ok: bool) -> str | None: ...
+    async def arecord(self, permit: CircuitPermit, ok: bool) -> str | None: ...

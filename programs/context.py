@@ -1,6 +1,6 @@
 """The request a piece of code is running for: a request id in a contextvar, and its log filter.
 
-The id is bound for the whole program call (by :func:`programs.calls.program_call`, which every
+The id is bound for the whole program call (by :func:`programs.calls.reported_call`, which every
 program request, gateway call, batch item, stream, MCP tool call and cron item goes through) and
 follows the call everywhere a contextvar goes: the event loop task, the sync worker thread
 (asgiref copies the context into it), DSPy's LM calls and callbacks. Nothing about a request is
@@ -15,8 +15,14 @@ import logging
 import re
 import uuid
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
 
 NO_REQUEST = "-"
+# The header a client may name its request by, echoed back on every program answer.
+REQUEST_ID_HEADER = "X-Request-ID"
 
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default=NO_REQUEST)
 
@@ -41,6 +47,11 @@ def client_request_id(value: object) -> str | None:
 def request_id_from(value: object) -> str:
     """The client's id when well-formed, else a new one: the rule of every front door."""
     return client_request_id(value) or new_request_id()
+
+
+def request_id(request: "HttpRequest") -> str:
+    """An HTTP request's id: its ``X-Request-ID`` when well-formed, else a new one."""
+    return request_id_from(request.headers.get(REQUEST_ID_HEADER, ""))
 
 
 class RequestIdFilter(logging.Filter):

@@ -8,12 +8,14 @@ open, 429 + ``Retry-After`` when the model's rpm/tpm budget is spent (programs/u
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 import dspy
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
@@ -22,10 +24,12 @@ from dspy.utils.exceptions import AdapterParseError, LMError, LMRateLimitError, 
 from dspy.utils.usage_tracker import UsageTracker
 
 from programs.dspy_speedups import inline_lm_steps
+from programs.instances import InstancesBusy, Lease
 from programs.limits import Limiter
 from programs.lm_gates import LMCallRefused
 from programs.outputs import OutputMismatch, to_response_body
-from programs.runtime import Program, Runtime
+from programs.program import Program
+from programs.runtime import Runtime
 from programs.upstream import CircuitOpen, LimitsUnavailable, ModelBudgetExceeded
 
 logger = logging.getLogger(__name__)
@@ -67,12 +71,18 @@ class CallFailed(Exception):
 
 
 async def run_program(
-    runtime: Runtime, program: Program, kwargs: dict[str, Any], usage: UsageTracker
+    runtime: Runtime,
+    program: Program,
+    kwargs: dict[str, Any],
+    usage: UsageTracker,
+    lease: Lease | None = None,
 ) -> bytes:
     """Call the program and return the JSON response body, or raise :class:`CallFailed`.
 
     ``usage`` collects this call's token usage per LM call, whether the call succeeds or not: it
     lives in this request's context, so concurrent requests never see each other's numbers.
+    The call runs on the instance ``lease`` holds (a stream takes it first, to listen to it), else
+    on one it leases itself.
     """
     if runtime.draining:
         detail = "The server is shutting down; retry on another instance"
@@ -82,12 +92,15 @@ async def run_program(
     inline = inline_lm_steps.set(program.static_credentials)
     usage.deadline = time.monotonic() + program.timeout_s  # retries never wait past it
     try:
-        with dspy.context(**call_settings(program, usage)):
-            async with asyncio.timeout(program.timeout_s):
+        settings = call_settings(program, usage)
+        leasing = program.lease() if lease is None else contextlib.nullcontext(lease)
+        with dspy.context(**settings):
+            async with asyncio.timeout(program.timeout_s), leasing as leased:
                 if program.is_async:
-                    result = await _call_native(program, kwargs)
+                    result = await leased.instance.acall(**kwargs)
                 else:
-                    result = await _call_in_pool(runtime, program, kwargs)
+                    streamed = settings["send_stream"] is not None
+                    result = await _call_in_pool(runtime, program, leased, kwargs, streamed=streamed)
         return to_response_body(result, program.outputs)
     except CallFailed:
         raise
@@ -116,47 +129,34 @@ def call_settings(program: Program, usage: UsageTracker) -> dict[str, Any]:
     }
 
 
-async def _call_native(program: Program, kwargs: dict[str, Any]) -> Any:
-    instances = program.instances
-    if instances is None:
-        return await program.instance.acall(**kwargs)
-    instance = instances.acquire()
-    if instance is None:
-        raise _no_instance(program)
-    try:
-        return await instance.acall(**kwargs)
-    finally:
-        instances.release(instance)
-
-
-async def _call_in_pool(runtime: Runtime, program: Program, kwargs: dict[str, Any]) -> Any:
+async def _call_in_pool(
+    runtime: Runtime, program: Program, lease: Lease, kwargs: dict[str, Any], *, streamed: bool
+) -> Any:
     """Run a sync program on a worker thread, if one is free (or frees up within the bound).
 
     The pool slot is given back when the thread finishes, not when the request ends: a timed-out
     call keeps its thread until the LM call returns, and must keep counting until then. So does
-    its instance (``instance_mode: pool``).
+    its instance (the lease gives both back when the thread is done).
+
+    A streamed call runs on one of AnyIO's worker threads instead of the service's executor (its
+    slot is still one of the pool's): DSPy sends a sync call's stream chunks to the event loop
+    with ``anyio.from_thread.run()``, which finds the loop only from AnyIO's own worker threads.
     """
     pool = runtime.pool_limiter
     if not await pool.try_acquire():
         raise _refused(program, pool)
-    instances = program.instances
-    instance = program.instance if instances is None else instances.acquire()
-    if instance is None:
-        pool.release()
-        raise _no_instance(program)
     loop = asyncio.get_running_loop()
 
-    def call() -> Any:
-        try:
-            return instance(**kwargs)
-        finally:
-            if instances is not None:
-                instances.release(instance)
-            with contextlib.suppress(RuntimeError):  # the loop is already closed at shutdown
-                loop.call_soon_threadsafe(pool.release)
+    def free_slot() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed at shutdown
+            loop.call_soon_threadsafe(pool.release)
 
     # Contextvars (the dspy.context of the caller included) are copied into the worker thread.
-    return await sync_to_async(call, thread_sensitive=False, executor=runtime.executor)()
+    async with lease.in_thread(free_slot) as call:
+        if streamed:
+            run = functools.partial(call, **kwargs)
+            return await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=runtime.stream_threads)
+        return await sync_to_async(call, thread_sensitive=False, executor=runtime.executor)(**kwargs)
 
 
 def _refused(program: Program, limiter: Limiter) -> CallFailed:
@@ -164,12 +164,10 @@ def _refused(program: Program, limiter: Limiter) -> CallFailed:
     return CallFailed(429, detail, "ConcurrencyLimit", program.name, retry_after=RETRY_AFTER_S)
 
 
-def _no_instance(program: Program) -> CallFailed:
-    detail = f"{program.name} is at capacity: every instance of its pool is still busy; retry later"
-    return CallFailed(429, detail, "ConcurrencyLimit", program.name, retry_after=RETRY_AFTER_S)
-
-
 def classify(program: Program, exc: BaseException) -> CallFailed:
+    if isinstance(exc, InstancesBusy):
+        detail = f"{program.name} is at capacity: every instance of its pool is still busy; retry later"
+        return CallFailed(429, detail, "ConcurrencyLimit", program.name, retry_after=RETRY_AFTER_S)
     if isinstance(
         exc, CircuitOpen | ModelBudgetExceeded | LimitsUnavailable | LMRateLimitError | LMCallRefused
     ):

@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import dspy
 
@@ -110,12 +110,126 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
     return False
 
 
+class InstancesBusy(Exception):
+    """Every instance of the program's pool is in use (the caller answers 429)."""
+
+
+class Lease:
+    """One call's own instance (``pool``, ``per_request``), given back exactly once.
+
+    Taken when the call enters ``async with``, given back when it leaves, unless it was handed to a
+    worker thread (:meth:`in_thread`): then the hand-off gives it back.
+    """
+
+    __slots__ = ("_handed", "_source", "instance")
+
+    def __init__(self, source: "InstancePool | PerRequest") -> None:
+        self._source = source
+        self._handed = False
+
+    async def __aenter__(self) -> "Lease":
+        instance = self._source.acquire()
+        if instance is None:
+            raise InstancesBusy
+        self.instance = instance
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if not self._handed:
+            self._source.release(self.instance)
+
+    def in_thread(self, on_done: Callable[[], None]) -> "ThreadHandoff":
+        self._handed = True
+        return ThreadHandoff(self.instance, self._source.release, on_done)
+
+
+class SharedLease(Lease):
+    """``shared``: one lease for every call at once, the loaded instance, nothing to give back
+    (no allocation on the way of a native call)."""
+
+    __slots__ = ()
+
+    def __init__(self, instance: dspy.Module) -> None:
+        self.instance = instance
+
+    async def __aenter__(self) -> "SharedLease":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        pass
+
+    def in_thread(self, on_done: Callable[[], None]) -> "ThreadHandoff":
+        return ThreadHandoff(self.instance, None, on_done)
+
+
+class ThreadHandoff:
+    """A leased instance run by a worker thread, given back with ``on_done`` (e.g. the thread's
+    pool slot) exactly once: by the thread when it finishes, not when the call ends (a timed-out
+    sync call keeps its thread, and its instance, until its LM call returns); by the call when it
+    leaves ``async with`` if the thread never started (cancelled while queued: it then runs nothing).
+    """
+
+    __slots__ = ("_claimed", "_on_done", "_release", "instance")
+
+    def __init__(
+        self,
+        instance: dspy.Module,
+        release: Callable[[dspy.Module], None] | None,
+        on_done: Callable[[], None],
+    ) -> None:
+        self.instance = instance
+        self._release = release
+        self._on_done = on_done
+        self._claimed = threading.Lock()  # taken, never released, by the thread or the call: the first wins
+
+    async def __aenter__(self) -> Callable[..., Any]:
+        return self.run
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._claimed.acquire(blocking=False):  # the thread never started
+            self._give_back()
+
+    def run(self, **kwargs: Any) -> Any:
+        """The call, in the worker thread."""
+        if not self._claimed.acquire(blocking=False):
+            raise RuntimeError("the call ended before its worker thread started")
+        try:
+            return self.instance(**kwargs)
+        finally:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        if self._release is not None:
+            self._release(self.instance)
+        self._on_done()
+
+
+class InstanceSource(Protocol):
+    """Where a call gets its instance: ``async with source.lease() as lease: lease.instance``."""
+
+    def lease(self) -> Lease: ...
+
+
+class SharedInstance:
+    """``shared``: the loaded instance, for every call at once."""
+
+    def __init__(self, instance: dspy.Module) -> None:
+        self.instance = instance
+        self._lease = SharedLease(instance)
+
+    def lease(self) -> Lease:
+        return self._lease
+
+
 class InstancePool:
     """``pool``: pre-built forks, one per concurrent call. Safe to give back from any thread."""
 
     def __init__(self, template: dspy.Module, size: int, shared: Iterable[Any] = ()) -> None:
         shared = list(shared)
         self._free: deque[dspy.Module] = deque(fork(template, shared) for _ in range(size))
+
+    def lease(self) -> Lease:
+        return Lease(self)
 
     def acquire(self) -> dspy.Module | None:
         """A free instance, or None when all are busy (deque pops are atomic: no lock needed)."""
@@ -135,6 +249,9 @@ class PerRequest:
         self.template = template
         self.shared = list(shared)
 
+    def lease(self) -> Lease:
+        return Lease(self)
+
     def acquire(self) -> dspy.Module:
         return fork(self.template, self.shared)
 
@@ -142,18 +259,15 @@ class PerRequest:
         pass
 
 
-Instances = InstancePool | PerRequest
-
-
 def build_instances(
     mode: InstanceMode, template: dspy.Module, size: int, shared: Iterable[Any]
-) -> Instances | None:
-    """The instance source of a program; None for ``shared`` (every call uses the loaded instance)."""
+) -> InstanceSource:
+    """The instance source of a program whose loaded instance is ``template``."""
     if mode == "pool":
         return InstancePool(template, size, shared)
     if mode == "per_request":
         return PerRequest(template, shared)
-    return None
+    return SharedInstance(template)
 
 
 def per_thread(template: dspy.Module, shared: Iterable[Any] = ()) -> Callable[..., Any]:

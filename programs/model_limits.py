@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from programs.circuits import ALLOWED, Admission
+from programs.circuits import ALLOWED, CircuitPermit
 from programs.upstream import Grant, LimitsUnavailable
 from ratelimit import Store, StoreUnavailable
 from ratelimit.circuit import CircuitCheck
@@ -23,7 +23,7 @@ from ratelimit.failures import FailMode, limit_failed
 from ratelimit.windows import Charge, Decision
 
 WINDOW_S = 60.0  # rpm and tpm are per minute
-CLEAN = Admission(True, clean=True)
+CLEAN = CircuitPermit(True, clean=True)
 MIN_SLEEP_S = 0.001
 STORE_RETRY_AFTER_S = 1.0  # what a fail_closed refusal asks the client to wait
 
@@ -47,55 +47,55 @@ class StoreCircuit:
         self.cooldown_s = cooldown_s
         self.mode = mode
 
-    def check(self) -> Admission:
+    def check(self) -> CircuitPermit:
         try:
-            return _admission(self.store.circuit_check(self.key, self.cooldown_s))
+            return _permit(self.store.circuit_check(self.key, self.cooldown_s))
         except StoreUnavailable as exc:
             return self._failed(exc)
 
-    async def acheck(self) -> Admission:
+    async def acheck(self) -> CircuitPermit:
         try:
-            return _admission(await self.store.acircuit_check(self.key, self.cooldown_s))
+            return _permit(await self.store.acircuit_check(self.key, self.cooldown_s))
         except StoreUnavailable as exc:
             return self._failed(exc)
 
-    def record(self, admission: Admission, ok: bool) -> str | None:
-        if ok and admission.clean:
+    def record(self, permit: CircuitPermit, ok: bool) -> str | None:
+        if ok and permit.clean:
             return None
         try:
             opened = self.store.circuit_record(self.key, ok, self.failures, self.cooldown_s)
         except StoreUnavailable:
             limit_failed("models", self.mode)
             return None
-        return _change(admission, ok, opened)
+        return _change(permit, ok, opened)
 
-    async def arecord(self, admission: Admission, ok: bool) -> str | None:
-        if ok and admission.clean:
+    async def arecord(self, permit: CircuitPermit, ok: bool) -> str | None:
+        if ok and permit.clean:
             return None
         try:
             opened = await self.store.acircuit_record(self.key, ok, self.failures, self.cooldown_s)
         except StoreUnavailable:
             limit_failed("models", self.mode)
             return None
-        return _change(admission, ok, opened)
+        return _change(permit, ok, opened)
 
-    def _failed(self, exc: StoreUnavailable) -> Admission:
+    def _failed(self, exc: StoreUnavailable) -> CircuitPermit:
         refusal = _unavailable("circuit breaker", self.alias, self.mode, exc)
         if refusal is not None:
             raise refusal
         return ALLOWED
 
 
-def _admission(check: CircuitCheck) -> Admission:
+def _permit(check: CircuitCheck) -> CircuitPermit:
     if check.state == "closed":
         return CLEAN if check.failures == 0 else ALLOWED
-    return Admission(check.allowed, check.state == "trial", check.retry_after_s)
+    return CircuitPermit(check.allowed, check.state == "trial", check.retry_after_s)
 
 
-def _change(admission: Admission, ok: bool, opened: bool) -> str | None:
+def _change(permit: CircuitPermit, ok: bool, opened: bool) -> str | None:
     if opened:
         return "open"
-    return "closed" if ok and admission.trial else None
+    return "closed" if ok and permit.trial else None
 
 
 class StoreBudget:

@@ -18,7 +18,7 @@ from ninja.schema import NinjaGenerateJsonSchema
 from pydantic import BaseModel, Field, create_model
 from pydantic.json_schema import models_json_schema
 
-from programs.runtime import Program
+from programs.program import Program
 
 # Where the definitions of hand-written response schemas go: dspysite.openapi moves each
 # schema's "$defs" into the document's components, where these references point.

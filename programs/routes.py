@@ -19,7 +19,7 @@ from programs.discovery import DiscoveryError
 from programs.gateways import APIGateway, Gateway, IdentityGateway, route_path
 
 if TYPE_CHECKING:
-    from programs.runtime import Program
+    from programs.program import Program
 
 # The service's own routes (programs.api, telemetry.api, the admin, the playground, MCP).
 SERVICE_PATHS = frozenset(

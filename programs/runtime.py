@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import anyio
 import dspy
 from django.conf import settings
 
@@ -29,42 +30,19 @@ from programs.config import (
     load_config,
 )
 from programs.discovery import Discovery, DiscoveryError, LoadFailure, ProgramSpec, discover, module_sources
-from programs.gateways import Gateway, IdentityGateway
-from programs.instances import Instances, build_instances
+from programs.gateways import IdentityGateway
+from programs.instances import build_instances
 from programs.limits import Limiter
 from programs.lms import build_lm, configure_dspy, settings_snapshot
 from programs.model_policies import build_policy
-from programs.schemas import InputSchema, OutputSchema, build_input_schema, build_output_schema, entry_point
+from programs.program import Program
+from programs.schemas import build_input_schema, build_output_schema, entry_point
 from programs.upstream import attach, policy_of
 
 logger = logging.getLogger(__name__)
 
 # Upper bound on upstream connections per LM and event loop; the server's own limits bind first.
 MIN_UPSTREAM_CONNECTIONS = 1024
-
-
-@dataclass(frozen=True)
-class Program:
-    name: str
-    instance: dspy.Module
-    is_async: bool
-    model_alias: str
-    lm: dspy.LM
-    adapter: dspy.Adapter
-    timeout_s: float
-    # The LM authenticates with a key from the config: no credential refresh can do I/O.
-    static_credentials: bool
-    inputs: InputSchema
-    outputs: OutputSchema
-    module_file: Path
-    description: str
-    limiter: Limiter
-    # The DSPy settings of every call (the LM and adapter above included), fixed at start-up.
-    dspy_settings: dict[str, Any] = field(default_factory=dict)
-    # instance_mode pool or per_request: where a call gets its instance (None: ``instance``).
-    instances: Instances | None = None
-    # The module's dspy-cli gateways (instances, in declaration order): its routes and cron jobs.
-    gateways: tuple[Gateway, ...] = ()
 
 
 @dataclass
@@ -75,6 +53,8 @@ class Runtime:
     executor: ThreadPoolExecutor
     # Admission to the executor: a sync call is refused rather than queued behind busy threads.
     pool_limiter: Limiter
+    # Streamed sync calls run on AnyIO's worker threads (programs.execution), as many as the pool's.
+    stream_threads: anyio.CapacityLimiter
     lms: dict[str, dspy.LM] = field(default_factory=dict)
     # The route table (programs.routes.RouteTable): every HTTP door, checked for clashes at build time.
     routes: Any = None
@@ -139,6 +119,7 @@ def build_runtime(config: LoadedConfig, discovery: Discovery) -> Runtime:
         failures=list(discovery.failures),
         executor=ThreadPoolExecutor(max_workers=server.sync_worker_threads, thread_name_prefix="dspy-sync"),
         pool_limiter=Limiter("sync worker threads", server.sync_worker_threads, server.max_queue_ms / 1000),
+        stream_threads=anyio.CapacityLimiter(server.sync_worker_threads),
     )
     base_settings = settings_snapshot()
     for spec in discovery.specs:

@@ -19,22 +19,21 @@ A failure, at any point after validation (capacity 429, upstream 502, timeout 50
 
 How: the call is an ordinary :func:`programs.calls.call_program` (admission, the program's LM
 and adapter, timeout, error mapping, telemetry) run as a task inside ``dspy.context(send_stream=...,
-stream_listeners=...)``, which is what ``dspy.streamify`` does. The listeners, one per output field
-of every predictor, are built for each request: a ``StreamListener`` streams only on its first
-use. The task ends when the client goes away (its request task is cancelled), which releases the
-program's slot and cancels the upstream call; the telemetry record then says 499.
+stream_listeners=...)``, which is what ``dspy.streamify`` does. The task leases the call's instance
+first (``program.lease()``) and builds the listeners on it, one per output field of every
+predictor, for each request: a ``StreamListener`` streams only on its first use. The task ends when
+the client goes away (its request task is cancelled), which releases the program's slot and
+cancels the upstream call; the telemetry record then says 499. A sync program's chunks come from
+its worker thread (programs.execution runs a streamed sync call where DSPy can send them from).
 """
 
 import asyncio
 import contextlib
-import dataclasses
 import json
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import dspy
 from anyio.streams.memory import MemoryObjectSendStream
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -43,9 +42,12 @@ from ninja import Router
 from pydantic import BaseModel
 
 from programs.calls import call_program
-from programs.execution import RETRY_AFTER_S, CallFailed
+from programs.context import REQUEST_ID_HEADER, request_id
+from programs.execution import CallFailed, classify
+from programs.instances import InstancesBusy
+from programs.program import Program
 from programs.responses import refusal_responses, stream_responses
-from programs.runtime import Program, Runtime
+from programs.runtime import Runtime
 from programs.schemas import with_body_model
 
 # Chunks waiting for the client before the LM call is made to wait (backpressure, not a queue).
@@ -71,8 +73,6 @@ def add_stream_route(router: Router, runtime: Runtime, program: Program, **optio
 
 
 def _stream_view(runtime: Runtime, program: Program) -> Callable[..., Awaitable[HttpResponse]]:
-    from programs.api import REQUEST_ID_HEADER, request_id
-
     async def view(request: HttpRequest, payload: BaseModel) -> StreamingHttpResponse:
         rid = request_id(request)
         call = StreamedCall(program, program.inputs.to_kwargs(payload), rid, request.body)
@@ -171,21 +171,9 @@ class StreamedCall:
         self.by_predictor: dict[int, list[StreamListener]] = {}
 
     async def events(self) -> AsyncIterator[bytes]:
-        try:
-            lease = Lease.take(self.program)
-        except CallFailed as failure:
-            yield _error_event(failure)
-            yield DONE
-            return
-        # Listen to the very module instance that will run (a copy, with instance_mode pool/per_request).
-        self.listeners = build_listeners(lease.instance)
-        for listener in self.listeners:
-            self.by_predictor.setdefault(id(listener.predict), []).append(listener)
         send, receive = anyio.create_memory_object_stream[Any](BUFFER_CHUNKS)
-        task = asyncio.create_task(self._call(send, lease))
+        task = asyncio.create_task(self._call(send))
         task.add_done_callback(_retrieve)  # a failure nobody awaited (client gone) is not an error
-        # Even a task cancelled before it started gives its instance back.
-        task.add_done_callback(lambda _: lease.give_back_unless_running())
         # Whatever way the request ends (client gone, server stopping), the call ends with it: the
         # client's request task is cancelled when the client disconnects, possibly while this
         # generator waits at a ``yield`` where the cancellation cannot reach it.
@@ -218,15 +206,28 @@ class StreamedCall:
         finally:
             task.cancel()
 
-    async def _call(self, send: MemoryObjectSendStream[Any], lease: "Lease") -> bytes:
+    async def _call(self, send: MemoryObjectSendStream[Any]) -> bytes:
         """The program call, recorded like any other; CallFailed for every failure."""
-        program = lease.program(anyio.lowlevel.current_token())
+        program = self.program
         async with send:  # closing it ends the relay loop
-            with dspy.context(send_stream=send, stream_listeners=self.listeners):
-                result = await call_program(
-                    program, self.kwargs, source="stream", request_id=self.rid, raw_inputs=self.body
-                )
+            try:
+                async with program.lease() as lease:
+                    # Listen to the very instance the call runs on (with instance_mode pool or
+                    # per_request, a copy of the program's).
+                    self._listen_to(lease.instance)
+                    with dspy.context(send_stream=send, stream_listeners=self.listeners):
+                        result = await call_program(
+                            program, self.kwargs, source="stream", request_id=self.rid, raw_inputs=self.body,
+                            lease=lease,
+                        )  # fmt: skip
+            except InstancesBusy as busy:  # taken before the call: refused without a log row, as before
+                raise classify(program, busy) from None
         return result.body
+
+    def _listen_to(self, instance: dspy.Module) -> None:
+        self.listeners = build_listeners(instance)
+        for listener in self.listeners:
+            self.by_predictor.setdefault(id(listener.predict), []).append(listener)
 
     def _relay(self, chunk: Any) -> list[bytes]:
         """The events for one LM stream chunk: what the listeners of its predictor let through."""
@@ -265,78 +266,3 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 def sse(event: str, data: dict[str, Any]) -> bytes:
     """One Server-Sent Event (compact JSON has no newline, so one ``data:`` line)."""
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, default=str)}\n\n".encode()
-
-
-class Lease:
-    """The module instance one streamed call runs, taken before the call so listeners can watch it.
-
-    ``instance_mode: shared``: the program's instance. ``pool`` / ``per_request``: a copy from the
-    program's instance source, given back exactly once, by whoever finishes with it last: the worker
-    thread of a sync call (which may outlive a timed-out request), else the call's task.
-    """
-
-    def __init__(self, program: Program, instance: dspy.Module) -> None:
-        self.source = program.instances
-        self.template = program
-        self.instance = instance
-        self._lock = threading.Lock()
-        self._owner: str | None = None
-
-    @classmethod
-    def take(cls, program: Program) -> "Lease":
-        if program.instances is None:
-            return cls(program, program.instance)
-        instance = program.instances.acquire()
-        if instance is None:
-            detail = f"{program.name} is at capacity: every instance of its pool is still busy; retry later"
-            raise CallFailed(429, detail, "ConcurrencyLimit", program.name, retry_after=RETRY_AFTER_S)
-        return cls(program, instance)
-
-    def program(self, token: anyio.lowlevel.EventLoopToken) -> Program:
-        """The program to hand to ``call_program``: this instance, reachable from its worker thread."""
-        instance: Any = self.instance
-        if not self.template.is_async:
-            instance = _InWorkerThread(self, token)
-        return dataclasses.replace(self.template, instance=instance, instances=None)
-
-    def claim(self, owner: str) -> bool:
-        with self._lock:
-            if self._owner is None:
-                self._owner = owner
-                return True
-            return False
-
-    def give_back(self) -> None:
-        if self.source is not None:
-            self.source.release(self.instance)
-
-    def give_back_unless_running(self) -> None:
-        """When the call's task is done: give the instance back, unless a worker thread took it (it
-        will, when it finishes: a sync call can outlive its timed-out request)."""
-        if self.claim("task"):
-            self.give_back()
-
-
-class _InWorkerThread:
-    """A sync program's call in the service's worker pool, able to stream back to the event loop.
-
-    DSPy streams a sync call's chunks with ``anyio.from_thread.run``, which only works from anyio's
-    own worker threads: they carry the loop's token in a thread-local. Sync programs run in the
-    service's capped pool instead (:mod:`programs.execution`), so the call sets that token itself.
-    """
-
-    def __init__(self, lease: Lease, token: anyio.lowlevel.EventLoopToken) -> None:
-        self.lease = lease
-        self.token = token
-
-    def __call__(self, **kwargs: Any) -> Any:
-        from anyio._core._eventloop import threadlocals  # what anyio.from_thread.run reads
-
-        if not self.lease.claim("thread"):
-            raise RuntimeError("the streamed call was abandoned before its thread started")
-        threadlocals.current_token = self.token
-        try:
-            return self.lease.instance(**kwargs)
-        finally:
-            del threadlocals.current_token
-            self.lease.give_back()

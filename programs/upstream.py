@@ -50,7 +50,7 @@ from dspy.utils.exceptions import (
 )
 
 from programs import dspy_patches, events
-from programs.circuits import ALLOWED, Admission, CircuitState
+from programs.circuits import ALLOWED, CircuitPermit, CircuitState
 from programs.context import current_request_id
 from programs.lm_gates import CallBound, LMCallGate, LMCallRefused, current_lm_gate
 from programs.pricing import Prices, billed_tokens, call_cost, call_token_bound
@@ -228,8 +228,8 @@ def _models(policy: ModelPolicy) -> tuple[ModelPolicy, ...]:
     return (policy, *policy.fallbacks)
 
 
-def _refused(policy: ModelPolicy, admission: Admission) -> CircuitOpen:
-    wait = admission.retry_after_s
+def _refused(policy: ModelPolicy, permit: CircuitPermit) -> CircuitOpen:
+    wait = permit.retry_after_s
     message = f"the circuit breaker of {policy.alias} is open (retry in {wait:.1f} s)"
     return CircuitOpen(message, model=policy.lm.model, retry_after=wait)
 
@@ -267,9 +267,9 @@ def _circuit_changed(policy: ModelPolicy, change: str | None) -> None:
         events.circuit_changed.emit(events.CircuitChanged(policy.alias, change))
 
 
-def _counts_against(admission: Admission, exc: BaseException) -> bool:
+def _counts_against(permit: CircuitPermit, exc: BaseException) -> bool:
     """Whether a failure counts towards the circuit: an upstream fault, or any failed trial."""
-    return admission.trial or isinstance(exc, CIRCUIT_FAULTS)
+    return permit.trial or isinstance(exc, CIRCUIT_FAULTS)
 
 
 def _mark_emitted(exc: BaseException, progress: Any) -> None:
@@ -354,9 +354,9 @@ def _once(policy: ModelPolicy, call: Any, run: _Call) -> Any:
 
 def _guarded(policy: ModelPolicy, call: Any, run: _Call, bound: CallBound | None = None) -> Any:
     circuit, budget = policy.circuit, policy.budget
-    admission = circuit.check() if circuit is not None else ALLOWED
-    if not admission.allowed:
-        raise _refused(policy, admission)
+    permit = circuit.check() if circuit is not None else ALLOWED
+    if not permit.allowed:
+        raise _refused(policy, permit)
     if budget is not None and bound is None:
         bound = _bound(policy, call)
     grant = budget.reserve(bound.tokens) if budget is not None else None  # type: ignore[union-attr]
@@ -368,13 +368,13 @@ def _guarded(policy: ModelPolicy, call: Any, run: _Call, bound: CallBound | None
     except Exception as exc:
         if grant is not None:
             budget.settle(grant, 0)  # type: ignore[union-attr]
-        if circuit is not None and _counts_against(admission, exc):
-            _circuit_changed(policy, circuit.record(admission, False))
+        if circuit is not None and _counts_against(permit, exc):
+            _circuit_changed(policy, circuit.record(permit, False))
         raise
     if grant is not None:
         budget.settle(grant, _used_tokens(result))  # type: ignore[union-attr]
     if circuit is not None:
-        _circuit_changed(policy, circuit.record(admission, True))
+        _circuit_changed(policy, circuit.record(permit, True))
     return _price(policy, result)
 
 
@@ -461,9 +461,9 @@ async def _aonce(policy: ModelPolicy, call: Any, run: _Call) -> Any:
 
 async def _aguarded(policy: ModelPolicy, call: Any, run: _Call, bound: CallBound | None = None) -> Any:
     circuit, budget = policy.circuit, policy.budget
-    admission = await circuit.acheck() if circuit is not None else ALLOWED
-    if not admission.allowed:
-        raise _refused(policy, admission)
+    permit = await circuit.acheck() if circuit is not None else ALLOWED
+    if not permit.allowed:
+        raise _refused(policy, permit)
     if budget is not None and bound is None:
         bound = _bound(policy, call)
     grant = await budget.areserve(bound.tokens) if budget is not None else None  # type: ignore[union-attr]
@@ -475,13 +475,13 @@ async def _aguarded(policy: ModelPolicy, call: Any, run: _Call, bound: CallBound
     except Exception as exc:
         if grant is not None:
             await budget.asettle(grant, 0)  # type: ignore[union-attr]
-        if circuit is not None and _counts_against(admission, exc):
-            _circuit_changed(policy, await circuit.arecord(admission, False))
+        if circuit is not None and _counts_against(permit, exc):
+            _circuit_changed(policy, await circuit.arecord(permit, False))
         raise
     if grant is not None:
         await budget.asettle(grant, _used_tokens(result))  # type: ignore[union-attr]
     if circuit is not None:
-        _circuit_changed(policy, await circuit.arecord(admission, True))
+        _circuit_changed(policy, await circuit.arecord(permit, True))
     return _price(policy, result)
 
 

@@ -13,7 +13,7 @@ from datetime import tzinfo
 import dspy
 
 from programs.gateways import CronGateway
-from programs.runtime import Program
+from programs.program import Program
 from scheduling.schedules import Schedule, ScheduleError, dspy_cli_reads_differently, parse_schedule
 
 logger = logging.getLogger(__name__)

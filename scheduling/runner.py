@@ -11,6 +11,7 @@ hands every item the cancellation error then, the finished ones included).
 """
 
 import asyncio
+import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -18,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import to_json
 
-from programs.calls import call_program
+from programs.calls import call_program, report_rejected
 from programs.execution import CallFailed
 from scheduling.jobs import CronJob
 from scheduling.models import CronRun
@@ -110,7 +112,16 @@ async def _run_item(job: CronJob, request_id: str, index: int, raw: Any, report:
     try:
         if not isinstance(raw, dict):
             raise TypeError(f"get_pipeline_inputs gave a {type(raw).__name__}, not a dict")
-        payload = program.inputs.model.model_validate(job.gateway.extract_pipeline_kwargs(raw))
+        inputs = job.gateway.extract_pipeline_kwargs(raw)
+        try:
+            payload = program.inputs.model.model_validate(inputs)
+        except ValidationError as exc:  # refused before the call: reported like every door's
+            errors = json.loads(exc.json(include_url=False, include_input=False))
+            report_rejected(
+                program, status=422, error_type="ValidationError", detail=errors,
+                inputs=to_json(inputs, fallback=str), source="cron", entry=job.id, request_id=request_id,
+            )  # fmt: skip
+            raise
         kwargs = program.inputs.to_kwargs(payload)
         result = await call_program(program, kwargs, source="cron", entry=job.id, request_id=request_id)
         await job.gateway.on_complete(raw, result.output)

@@ -1,5 +1,4 @@
-"""Telemetry routes (dspy-cli compatible ``/api/metrics`` and ``/api/logs``, Prometheus ``/metrics``)
-and the hooks that record requests refused before their program ran.
+"""Telemetry routes (dspy-cli compatible ``/api/metrics`` and ``/api/logs``, Prometheus ``/metrics``).
 
 ``/api/metrics`` reads the database aggregates: the totals of every worker and machine, current
 to within the writer's flush interval (``TELEMETRY_FLUSH_INTERVAL_S``). ``?scope=process`` answers
@@ -10,15 +9,9 @@ import asyncio
 from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
-from asgiref.typing import HTTPScope
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.http.request import RawPostDataException
-from ninja import NinjaAPI, Query, Router
-from ninja.errors import ValidationError
-from starlette.datastructures import Headers
+from ninja import Query, Router
 
-from programs.context import request_id_from
 from programs.responses import ErrorBody, ValidationErrorBody, sse_content
 from programs.runtime import get_runtime
 from programs.streaming import sse_response
@@ -27,7 +20,6 @@ from telemetry.counters import PROCESS_COUNTERS, ProgramCounters
 from telemetry.lifecycle import telemetry_writer
 from telemetry.live import event_stream
 from telemetry.responses import BatchEvent, LogListing, MetricsDetail, MetricsListing
-from telemetry.services import inference_log_enqueue_refused
 
 Scope = Literal["all", "process"]
 MAX_LOG_LIMIT = 1000
@@ -159,57 +151,3 @@ async def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     prometheus.TELEMETRY_QUEUE_DEPTH.set(telemetry_writer().depth)
     body, content_type = await asyncio.to_thread(prometheus.exposition)
     return HttpResponse(body, content_type=content_type)
-
-
-# -- requests refused before the program ran ------------------------------------------------------
-
-
-def record_refused_requests(api: NinjaAPI) -> None:
-    """Give 4xx answers to program routes (bad JSON, validation, body too large) a log row too.
-
-    These are produced by ninja's exception handlers, before the view runs; wrapping
-    ``api.on_exception`` catches every one of them whichever handler answers.
-    """
-    handle = api.on_exception
-
-    def on_exception(request: HttpRequest, exc: Exception) -> HttpResponse:
-        response = handle(request, exc)
-        route = get_runtime().routes.gateway_route(request.method or "", request.path_info)
-        if route is not None:
-            from programs.api import REQUEST_ID_HEADER, request_id
-
-            rid = request_id(request)
-            response[REQUEST_ID_HEADER] = rid
-            detail = exc.errors if isinstance(exc, ValidationError) else str(exc)
-            status = response.status_code
-            inference_log_enqueue_refused(
-                route.program.name,
-                rid,
-                status,
-                type(exc).__name__,
-                detail,
-                _body(request),
-                route.source,
-                route.entry,
-            )
-        return response
-
-    api.on_exception = on_exception  # type: ignore[method-assign]
-
-
-def _body(request: HttpRequest) -> bytes | None:
-    try:
-        return request.body
-    except (RequestDataTooBig, RawPostDataException):
-        return None
-
-
-def record_body_too_large(scope: HTTPScope, detail: str) -> None:
-    """For ``dspysite.lifespan.BodyLimitMiddleware``: a 413 sent before Django saw the request."""
-    route = get_runtime().routes.gateway_route(str(scope.get("method", "")), str(scope.get("path", "")))
-    if route is None:
-        return
-    rid = request_id_from(Headers(scope=scope).get("x-request-id", ""))  # type: ignore[arg-type]
-    inference_log_enqueue_refused(
-        route.program.name, rid, 413, "RequestDataTooBig", detail, None, route.source, route.entry
-    )

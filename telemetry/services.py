@@ -8,7 +8,6 @@ that call these), :mod:`telemetry.lifecycle` (the writer's start, flush and stop
 rows and aggregates in the database, pruning); reads are in :mod:`telemetry.selectors`.
 """
 
-import time
 from typing import Any
 
 from django.conf import settings
@@ -30,37 +29,6 @@ def inference_log_enqueue(record: InferenceRecord) -> bool:
     count(PROCESS_COUNTERS.get(record.program), record)
     _observe(record, record.usage)
     return telemetry_writer().enqueue(record)
-
-
-def inference_log_enqueue_refused(
-    program_name: str,
-    request_id: str,
-    status_code: int,
-    error_type: str,
-    detail: Any,
-    body: bytes | None,
-    source: str = "http",
-    entry: str = "",
-) -> bool:
-    """Record a request refused before its program ran (400, 413, 422...). Unknown programs: no row."""
-    program = get_runtime().programs.get(program_name)
-    if program is None:
-        return False
-    record = InferenceRecord(
-        program=program.name,
-        model_alias=program.model_alias,
-        model=program.lm.model,
-        request_id=request_id,
-        status_code=status_code,
-        finished_at=time.time(),
-        duration_ms=None,
-        error_type=error_type,
-        error_detail=detail,
-        inputs=captured_body(body or b"") if capture_io(program.name) else None,
-        source=source,
-        entry=entry,
-    )
-    return inference_log_enqueue(record)
 
 
 def _observe_attempts(record: InferenceRecord, call: dict[str, Any]) -> None:

@@ -16,8 +16,9 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
+from programs.program import Program
 from programs.routes import GatewayRoute
-from programs.runtime import Program, Runtime, get_runtime
+from programs.runtime import Runtime, get_runtime
 from telemetry import selectors
 from ui.forms import form_fields
 

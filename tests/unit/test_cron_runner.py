@@ -22,6 +22,8 @@ from programs.gateways import CronGateway
 from programs.runtime import build_runtime
 from scheduling.jobs import CronJob, JobError, cron_jobs
 from scheduling.runner import RunReport, RunStopped, run_job
+from telemetry import services as telemetry_services
+from telemetry.records import InferenceRecord
 
 
 class Shout(dspy.Module):
@@ -201,3 +203,30 @@ def test_get_pipeline_inputs_raising_fails_the_run_without_hooks(
         "get_pipeline_inputs raised ConnectionError: queue down",
     )
     assert job.gateway.calls == []  # type: ignore[attr-defined]
+
+
+def test_an_item_refused_for_its_inputs_gets_its_log_record_like_any_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Mixed(Recording):
+        items = [{"text": "a"}, {"wrong": "field", "_meta": {"id": 2}}]
+
+    job = build_job(tmp_path, monkeypatch, Mixed)
+    records: list[InferenceRecord] = []  # what telemetry's request_finished subscriber would write
+    monkeypatch.setattr(telemetry_services, "inference_log_enqueue", records.append)
+    report = run(job)
+    assert (report.ok, report.failed) == (1, 1)
+    by_id = {record.request_id: record for record in records}
+    assert set(by_id) == {"cron-7.0", "cron-7.1"}
+    refused = by_id["cron-7.1"]
+    assert (refused.status_code, refused.error_type, refused.source, refused.entry) == (
+        422, "ValidationError", "cron", "Shout.Mixed",
+    )  # fmt: skip
+    assert refused.duration_ms is None  # refused before the program ran: not timed
+    assert [(error["loc"], error["type"]) for error in refused.error_detail] == [
+        (["text"], "missing"), (["wrong"], "extra_forbidden"),
+    ]  # fmt: skip
+    assert refused.inputs is not None and json.loads(refused.inputs.raw or b"") == {
+        "wrong": "field"
+    }  # no _meta
+    assert by_id["cron-7.0"].status_code == 200

@@ -32,7 +32,8 @@ from programs.config import ConfigError
 from programs.discovery import DiscoveryError
 from programs.execution import call_settings
 from programs.instances import per_thread, plain_state
-from programs.runtime import Program, get_runtime
+from programs.program import Program
+from programs.runtime import get_runtime
 from programs.usage import RequestUsage
 
 Metric = Callable[..., Any]
