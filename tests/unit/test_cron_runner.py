@@ -22,7 +22,7 @@ from programs.gateways import CronGateway
 from programs.runtime import build_runtime
 from scheduling.jobs import CronJob, JobError, cron_jobs
 from scheduling.runner import RunReport, RunStopped, run_job
-from telemetry import services as telemetry_services
+from telemetry import subscribers as telemetry_subscribers
 from telemetry.records import InferenceRecord
 
 
@@ -213,7 +213,7 @@ def test_an_item_refused_for_its_inputs_gets_its_log_record_like_any_call(
 
     job = build_job(tmp_path, monkeypatch, Mixed)
     records: list[InferenceRecord] = []  # what telemetry's request_finished subscriber would write
-    monkeypatch.setattr(telemetry_services, "inference_log_enqueue", records.append)
+    monkeypatch.setattr(telemetry_subscribers, "inference_log_enqueue", records.append)
     report = run(job)
     assert (report.ok, report.failed) == (1, 1)
     by_id = {record.request_id: record for record in records}
