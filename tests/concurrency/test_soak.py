@@ -2,7 +2,7 @@
 its curve are in docs/PERFORMANCE.md).
 
 The 3,000-request run, whose limit tells DSPy's history on from off, takes minutes: marked
-``slow`` (``make test-all`` and CI run it). ``make test`` keeps a 600-request run of the same
+``slow`` (``make test-all`` runs it). ``make test`` keeps a 600-request run of the same
 script and checks.
 """
 

@@ -6,8 +6,8 @@ timeout about one in 20 of theirs was reset unanswered), and requests cut off mi
 it. Every answered request must have exactly one inference log row, a cut-off one none or one.
 
 The full short run (one uvicorn process and gunicorn with 2 workers, 2,500 requests each, 40
-pollers reusing their connection twice) takes minutes: marked ``slow`` (``make test-all`` and CI
-run it). ``make test`` keeps a smaller run of every client kind on one process.
+pollers reusing their connection twice) takes minutes: marked ``slow`` (``make test-all`` runs
+it). ``make test`` keeps a smaller run of every client kind on one process.
 """
 
 import json
