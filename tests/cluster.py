@@ -29,6 +29,7 @@ shared circuits)::
 * ``configs``: one config for both servers, or one per server (two failure modes side by side).
 """
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -48,6 +49,8 @@ from tests.telemetry.conftest import wait_for
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "dspysite/gunicorn.conf.py"]
 SERVICE_PROJECT = FIXTURES / "service_project"
 WORKERS = 2
+# Concurrent probes of a new key per server: enough connections that both workers answer some.
+PROBES = 8
 
 
 def require_cluster_database() -> None:
@@ -86,15 +89,18 @@ class Cluster:
     def wait_for_key(self, token: str) -> None:
         """Until every server knows a new key (its key cache reloads on a miss, at most so often).
 
-        Polls ``GET /programs``, which no quota counts.
+        Polls ``GET /programs``, which no quota counts, over several connections at once: each
+        server has two workers, each with its own key cache, and one request reaches only one.
         """
         headers = {"Authorization": f"Bearer {token}"}
+
+        async def all_know(url: str) -> bool:
+            async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+                answers = await asyncio.gather(*(client.get(f"{url}/programs") for _ in range(PROBES)))
+            return all(answer.status_code == 200 for answer in answers)
+
         for url in self.urls:
-            wait_for(
-                lambda u=url: httpx.get(f"{u}/programs", headers=headers, timeout=30).status_code == 200,
-                30,
-                f"{url} to know the new key",
-            )
+            wait_for(lambda u=url: asyncio.run(all_know(u)), 30, f"{url} to know the new key")
 
     def manage(self, *args: str) -> str:
         """``manage.py <args>`` against the cluster's database; its standard output."""
