@@ -159,7 +159,10 @@ def test_rpm_30_admits_exactly_30_of_60_requests_over_both_servers(nodes: Cluste
     responses = _burst(nodes.urls, key, [{"question": f"rpm {i}"} for i in range(60)])
     assert Counter(r.status_code for r in responses) == {200: 30, 429: 30}, [r.text for r in responses[:3]]
     admitted = [r for r in responses if r.status_code == 200]
-    assert {r.url.port for r in admitted} == {int(url.rsplit(":", 1)[1]) for url in nodes.urls}
+    # Each server answered 30 of the 60 (counted per server, 60 would pass); which one admits
+    # which is a race the counter decides, and one server may take them all.
+    ports = Counter(r.url.port for r in responses)
+    assert ports == {int(url.rsplit(":", 1)[1]): 30 for url in nodes.urls}
     # Each admitted request saw its own count: the remaining values are 29, 28, ... 0, once each.
     assert sorted(_ratelimit(r)["rpm"]["r"] for r in admitted) == list(range(30))
     for response in admitted:  # and API_KEY_DEFAULT_MAX_IN_FLIGHT (64) for a key without its own
