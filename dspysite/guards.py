@@ -16,7 +16,7 @@ whose body is not JSON.
   (``/static/../../etc/passwd``, encoded or not) answered 404 like any missing file, not 500.
 """
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from asgiref.typing import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
@@ -24,7 +24,7 @@ from django.core.exceptions import SuspiciousFileOperation
 from django.http import Http404, HttpRequest, HttpResponseBase
 from django.http.request import split_domain_port, validate_host
 
-from dspysite.lifespan import send_json
+from dspysite.lifespan import body_framing, header, send_json
 
 EXEMPT_PATHS = frozenset({"/mcp", "/mcp/", "/health/live", "/health/ready"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -50,7 +50,7 @@ class TrustedHosts:
         if self.allow_any or scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
-        host = _header(scope["headers"], b"host")
+        host = header(scope, b"host")  # type: ignore[arg-type]
         if host in self._allowed or self._check(host):
             await self.app(scope, receive, send)
             return
@@ -75,8 +75,8 @@ class JsonBodies:
         if (
             scope["type"] == "http"
             and scope["method"] in BODY_METHODS
-            and _has_body(scope["headers"])
-            and not is_json(_header(scope["headers"], b"content-type"))
+            and _has_body(scope)
+            and not is_json(header(scope, b"content-type"))  # type: ignore[arg-type]
             and self.is_program_door(scope["method"], scope["path"])
         ):
             # Its body is never read: the connection closes rather than read a large one to discard it.
@@ -90,20 +90,9 @@ def is_json(content_type: bytes) -> bool:
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
-def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"content-length":
-            return value.strip() not in (b"0", b"")
-        if name == b"transfer-encoding":
-            return True
-    return False
-
-
-def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes:
-    for key, value in headers:
-        if key == name:
-            return value
-    return b""
+def _has_body(scope: Scope) -> bool:
+    declared, chunked = body_framing(scope)  # type: ignore[arg-type]
+    return chunked or bool(declared)
 
 
 class StaticFiles(ASGIStaticFilesHandler):

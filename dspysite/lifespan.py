@@ -95,6 +95,29 @@ async def send_json(
     await send({"type": "http.response.body", "body": content})
 
 
+def header(scope: Scope, name: bytes) -> bytes:
+    """The first value of request header ``name`` (lowercase, as ASGI gives names), or b""."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value
+    return b""
+
+
+def body_framing(scope: Scope) -> tuple[int | None, bool]:
+    """The declared length, if any, and whether the body comes in chunks (Transfer-Encoding)."""
+    declared = None
+    chunked = False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = None
+        elif name == b"transfer-encoding":
+            chunked = True
+    return declared, chunked
+
+
 class BodyLimitMiddleware:
     """413 for a body over the limit: at once from ``Content-Length``, else as its bytes arrive.
 
@@ -117,7 +140,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared, chunked = self._framing(scope)
+        declared, chunked = body_framing(scope)
         if declared is not None and declared > self.max_bytes:
             await self._refuse(scope, send)
             return
@@ -131,21 +154,6 @@ class BodyLimitMiddleware:
         if self.on_refused is not None:
             self.on_refused(scope, self.detail)
         await send_json(send, 413, {"detail": self.detail}, [(b"connection", b"close")])
-
-    @staticmethod
-    def _framing(scope: Scope) -> tuple[int | None, bool]:
-        """The declared length, if any, and whether the body comes in chunks (Transfer-Encoding)."""
-        declared = None
-        chunked = False
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = None
-            elif name == b"transfer-encoding":
-                chunked = True
-        return declared, chunked
 
 
 class _CountedBody:

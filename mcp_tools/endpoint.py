@@ -38,7 +38,7 @@ from starlette.requests import Request
 
 from apikeys.auth import UNAUTHORIZED, WWW_AUTHENTICATE, ScopeMissing, bearer_caller
 from apikeys.context import INVOKE
-from dspysite.lifespan import ASGIApp, Message, Receive, Scope, Send, send_json
+from dspysite.lifespan import ASGIApp, Message, Receive, Scope, Send, header, send_json
 from mcp_tools.server import CALLER_STATE, RESERVATION_STATE, build_server
 from programs.reservations import QuotaRefused, QuotaReservation, quota_reserved
 from programs.runtime import Runtime
@@ -72,7 +72,7 @@ class McpEndpoint:
             await send_json(send, 405, {"detail": NO_STREAM}, [(b"allow", b"POST")])
             return
         if self.auth:
-            caller = await bearer_caller(_header(scope, b"authorization"))
+            caller = await bearer_caller(header(scope, b"authorization").decode("latin-1"))
             if caller is None:
                 await send_json(
                     send, 401, {"detail": UNAUTHORIZED}, [(b"www-authenticate", WWW_AUTHENTICATE.encode())]
@@ -137,10 +137,3 @@ def _answering(scope: Scope, send: Send, reservation: QuotaReservation | None) -
         await send(message)
 
     return send_with_headers
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return ""
