@@ -36,6 +36,7 @@ REFUSED_STATUSES = frozenset({429, 503})
 class CallResult:
     body: bytes  # the JSON object the plain route answers
     request_id: str
+    version: str = ""  # the program version that answered ("": the program has no versions)
 
     @property
     def output(self) -> dict[str, Any]:
@@ -167,6 +168,7 @@ async def call_program(
     request_id: str | None = None,
     raw_inputs: bytes | None = None,
     lease: Lease | None = None,
+    version: str | None = None,
 ) -> CallResult:
     """Run ``program`` on ``kwargs`` and return its JSON outputs, or raise :class:`CallFailed`.
 
@@ -174,8 +176,9 @@ async def call_program(
     ``cron``) and ``entry`` which one (a gateway class, a job, a tool); both are on the log row.
     ``raw_inputs`` is what the log stores as the inputs (the request body), by default the
     keyword arguments as JSON. ``lease``: the instance to run on, when the door took it itself
-    (a stream listens to it); else the call leases one. The :class:`CallFailed` carries the call's
-    request id.
+    (a stream listens to it); else the call leases one. ``version``: the program version the
+    caller asked for (a number such as ``v3`` or an alias name; None: the door's default,
+    ``production``), resolved in the lease. The :class:`CallFailed` carries the call's request id.
     """
     inputs = raw_inputs if raw_inputs is not None else to_json(kwargs, fallback=str)
     with reported_call(program, source=source, entry=entry, request_id=request_id, inputs=inputs) as call:

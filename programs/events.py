@@ -195,6 +195,10 @@ class RequestFinished:
     # call made no LM call), and the upstream requests all its LM calls took (retries included).
     answered_by: str = ""
     attempts: int = 0
+    # The program version that ran the call ("": unversioned), and whether it ran as a shadow (a
+    # sampled copy of a call off the answer's path).
+    version: str = ""
+    shadow: bool = False
 
     @property
     def success(self) -> bool:
