@@ -114,6 +114,8 @@ class LogEntry(BaseModel):
     attempts: int = Field(description="upstream requests of the LM calls, retries included")
     worker: str
     api_key: str | None
+    version: str | None = Field(description="the program version that ran the call; null: unversioned")
+    shadow: bool = Field(description="a shadow run: a sampled copy of a call, off the answer's path")
 
 
 class LogListing(BaseModel):

@@ -194,6 +194,8 @@ def inference_log_entry(row: InferenceLog) -> dict[str, Any]:
         "attempts": row.attempts,
         "worker": row.worker,
         "api_key": row.api_key_name or None,
+        "version": row.version or None,
+        "shadow": row.shadow,
     }
 
 

@@ -1,0 +1,122 @@
+"""Versions over a real socket: registered at start-up, by API and by command; pinned by header
+(the prompt carries the version's demos); 404 for an unknown version, 422 for a state that does
+not fit, 401/403 for a caller without ``admin``; promote and rollback; the log rows' version."""
+
+import json
+from pathlib import Path
+
+import httpx
+
+from tests.support import Running
+from tests.telemetry.conftest import wait_for
+from tests.versions.conftest import Served, last_prompt, manage, state_with_demo
+
+P = "Optimized"
+
+
+def ask(served: Served, headers: dict[str, str], question: str, version: str | None = None) -> httpx.Response:
+    extra = {"X-Program-Version": version} if version else {}
+    return httpx.post(
+        f"{served.url}/{P}", json={"question": question}, headers={**headers, **extra}, timeout=30
+    )
+
+
+def test_the_loaded_state_is_v1_and_production(keyed: Served, admin: dict[str, str], mock: Running) -> None:
+    answer = ask(keyed, admin, "which version?")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["X-Program-Version"] == "v1"
+    assert "SAVED-DEMO-QUESTION" in last_prompt(mock)
+    listing = httpx.get(f"{keyed.url}/api/programs/{P}/versions", headers=admin).json()["versions"]
+    assert listing[0]["version"] == "v1" and listing[0]["aliases"] == ["production"]
+    programs = {p["name"]: p for p in httpx.get(f"{keyed.url}/programs", headers=admin).json()["programs"]}
+    assert programs[P]["versions"][0] == "v1"
+    assert programs[P]["aliases"]["production"] == {"version": "v1"}
+
+
+def test_a_version_registered_by_api_answers_a_pinned_request(
+    keyed: Served, admin: dict[str, str], mock: Running
+) -> None:
+    state = state_with_demo("API-DEMO-QUESTION", "API-DEMO-ANSWER")
+    created = httpx.post(
+        f"{keyed.url}/api/programs/{P}/versions", json={"state": state, "note": "api"}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    label = created.json()["version"]
+    assert created.json()["created"] is True
+    again = httpx.post(f"{keyed.url}/api/programs/{P}/versions", json={"state": state}, headers=admin)
+    assert again.status_code == 200 and again.json() == {**again.json(), "version": label, "created": False}
+    pinned = wait_for(
+        lambda: (r := ask(keyed, admin, "pinned", label)).status_code == 200 and r, 10, "the pin"
+    )
+    assert pinned.headers["X-Program-Version"] == label
+    prompt = last_prompt(mock)
+    assert "API-DEMO-QUESTION" in prompt and "SAVED-DEMO-QUESTION" not in prompt
+    assert ask(keyed, admin, "unpinned").headers["X-Program-Version"] == "v1"  # production unchanged
+
+
+def test_an_unknown_version_is_a_404_naming_it(keyed: Served, admin: dict[str, str]) -> None:
+    answer = ask(keyed, admin, "nope", "v999")
+    assert answer.status_code == 404
+    assert "'v999'" in answer.json()["detail"] and answer.json()["error_type"] == "UnknownVersion"
+    alias = ask(keyed, admin, "nope", "no-such-alias")
+    assert alias.status_code == 404 and "'no-such-alias'" in alias.json()["detail"]
+
+
+def test_a_state_that_does_not_fit_is_a_422_naming_predictor_and_field(
+    keyed: Served, admin: dict[str, str]
+) -> None:
+    state = state_with_demo("q", "a")
+    state["predict"]["demos"] = [{"question": "q", "rationale": "not a field"}]
+    refused = httpx.post(f"{keyed.url}/api/programs/{P}/versions", json={"state": state}, headers=admin)
+    assert refused.status_code == 422, refused.text
+    assert "'predict'" in refused.json()["detail"] and "'rationale'" in refused.json()["detail"]
+    state = {"generate": state["predict"]}
+    refused = httpx.post(f"{keyed.url}/api/programs/{P}/versions", json={"state": state}, headers=admin)
+    assert refused.status_code == 422 and "'generate'" in refused.json()["detail"]
+
+
+def test_the_management_api_needs_the_admin_scope(keyed: Served, invoker: dict[str, str]) -> None:
+    url = f"{keyed.url}/api/programs/{P}/versions"
+    assert httpx.get(url).status_code == 401
+    forbidden = httpx.get(url, headers=invoker)
+    assert forbidden.status_code == 403 and "admin" in forbidden.json()["detail"]
+    moved = httpx.put(
+        f"{keyed.url}/api/programs/{P}/aliases/production", json={"version": "v1"}, headers=invoker
+    )
+    assert moved.status_code == 403
+    assert ask(keyed, invoker, "an invoker may still call").status_code == 200
+
+
+def test_command_add_promote_rollback(
+    keyed: Served, admin: dict[str, str], tmp_path: Path, mock: Running
+) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state_with_demo("CMD-DEMO-QUESTION", "CMD-DEMO-ANSWER")))
+    out = manage(keyed, "program_versions", "add", P, str(path), "--note", "by command").stdout.strip()
+    label = out.split()[1]
+    assert out.endswith("registered") and label.startswith("v")
+    manage(keyed, "program_versions", "promote", P, label)
+    wait_for(
+        lambda: ask(keyed, admin, "promoted").headers.get("X-Program-Version") == label, 5, "the promotion"
+    )
+    assert "CMD-DEMO-QUESTION" in last_prompt(mock)
+    manage(keyed, "program_versions", "rollback", P)
+    wait_for(
+        lambda: ask(keyed, admin, "rolled back").headers.get("X-Program-Version") == "v1", 5, "the rollback"
+    )
+    history = manage(keyed, "program_versions", "history", P).stdout.splitlines()
+    assert "rollback" in history[0] and "set" in history[1]
+    nothing = manage(keyed, "program_versions", "rollback", P, check=False)
+    assert nothing.returncode != 0 and "no earlier target" in nothing.stderr
+
+
+def test_log_rows_carry_the_version(keyed: Served, admin: dict[str, str]) -> None:
+    answer = ask(keyed, admin, "logged")
+    rid = answer.headers["X-Request-ID"]
+
+    def row() -> dict | None:
+        logs = httpx.get(f"{keyed.url}/api/logs/{P}", params={"limit": 50}, headers=admin).json()["logs"]
+        return next((entry for entry in logs if entry["request_id"] == rid), None)
+
+    entry = wait_for(row, 10, "the log row")
+    assert entry["version"] == answer.headers["X-Program-Version"] and entry["shadow"] is False
