@@ -181,7 +181,7 @@ async def alias_rollback(request: HttpRequest, program: str, alias: str) -> Json
     return JsonResponse(_alias_entry(row))
 
 
-@router.get("/api/programs/{program}/aliases/history", response={200: HistoryListing, **AUTH_ERRORS},
+@router.get("/api/programs/{program}/history", response={200: HistoryListing, **AUTH_ERRORS},
             summary="The moves of a program's aliases, newest first (who, when, from -> to)")  # fmt: skip
 async def aliases_history(request: HttpRequest, program: str, alias: str | None = None) -> JsonResponse:
     if (unknown := _unknown(program)) is not None:

@@ -3,6 +3,7 @@
 not fit, 401/403 for a caller without ``admin``; promote and rollback; the log rows' version."""
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,7 @@ import httpx
 from tests.support import Running
 from tests.telemetry.conftest import wait_for
 from tests.versions.conftest import Served, last_prompt, manage, state_with_demo
+from versions.routing import compile_route
 
 P = "Optimized"
 
@@ -120,3 +122,74 @@ def test_log_rows_carry_the_version(keyed: Served, admin: dict[str, str]) -> Non
 
     entry = wait_for(row, 10, "the log row")
     assert entry["version"] == answer.headers["X-Program-Version"] and entry["shadow"] is False
+
+
+def register(served: Served, admin: dict[str, str], state: dict) -> str:
+    created = httpx.post(f"{served.url}/api/programs/{P}/versions", json={"state": state}, headers=admin)
+    assert created.status_code in (200, 201), created.text
+    return created.json()["version"]
+
+
+def put_alias(served: Served, admin: dict[str, str], alias: str, target: dict) -> httpx.Response:
+    return httpx.put(f"{served.url}/api/programs/{P}/aliases/{alias}", json=target, headers=admin)
+
+
+def test_a_split_is_sticky_per_header_value_as_the_hash_says(keyed: Served, admin: dict[str, str]) -> None:
+    canary = register(keyed, admin, state_with_demo("CANARY-Q", "CANARY-A"))
+    split = {"split": {"v1": 90, canary: 10}, "sticky": "header:X-User"}
+    assert put_alias(keyed, admin, "canary", split).status_code == 200
+    route = compile_route(split)
+    for user in (f"user-{i}" for i in range(60)):
+        answer = ask(keyed, {**admin, "X-User": user}, "split", "canary")
+        assert answer.headers["X-Program-Version"] == route.pick(user), user
+    again = {
+        ask(keyed, {**admin, "X-User": "user-7"}, "again", "canary").headers["X-Program-Version"]
+        for _ in range(5)
+    }
+    assert again == {route.pick("user-7")}
+    by_key = {"split": {"v1": 50, canary: 50}, "sticky": "key"}
+    assert put_alias(keyed, admin, "canary", by_key).status_code == 200
+    wait_for(lambda: ask(keyed, admin, "k", "canary").status_code == 200, 5, "the split")
+    assert len({ask(keyed, admin, f"key {i}", "canary").headers["X-Program-Version"] for i in range(8)}) == 1
+
+
+def test_a_slow_shadow_is_logged_and_never_delays_the_answer(keyed: Served, admin: dict[str, str]) -> None:
+    slow = register(
+        keyed, admin, state_with_demo("SHADOW-Q", "SHADOW-A", instructions="Answer. [delay=3000]")
+    )
+    target = {"version": "v1", "shadow": {"version": slow, "fraction": 1.0}}
+    assert put_alias(keyed, admin, "shadowed", target).status_code == 200
+    questions = [f"shadowed {i}" for i in range(3)]
+    for question in questions:
+        started = time.monotonic()
+        answer = ask(keyed, admin, question, "shadowed")
+        assert answer.status_code == 200 and answer.headers["X-Program-Version"] == "v1"
+        assert time.monotonic() - started < 1.5  # the shadow takes 3 s
+
+    def shadow_rows() -> list[dict] | None:
+        logs = httpx.get(f"{keyed.url}/api/logs/{P}", params={"limit": 100}, headers=admin).json()["logs"]
+        rows = [e for e in logs if e["shadow"] and (e["inputs"] or {}).get("question") in questions]
+        return rows if len(rows) == len(questions) else None
+
+    rows = wait_for(shadow_rows, 20, "the shadow runs' log rows")
+    assert {row["version"] for row in rows} == {slow}
+    assert all(row["status_code"] == 200 and row["duration_ms"] >= 3000 for row in rows)
+
+
+def test_rollback_by_api(keyed: Served, admin: dict[str, str]) -> None:
+    url = f"{keyed.url}/api/programs/{P}/aliases/staging"
+    assert httpx.put(url, json={"version": "v1"}, headers=admin).status_code == 200
+    two = register(keyed, admin, state_with_demo("STAGING-Q", "STAGING-A"))
+    assert httpx.put(url, json={"version": two}, headers=admin).json()["version"] == two
+    back = httpx.post(f"{url}/rollback", headers=admin)
+    assert back.status_code == 200 and back.json()["version"] == "v1"
+    wait_for(
+        lambda: ask(keyed, admin, "staging", "staging").headers.get("X-Program-Version") == "v1",
+        5,
+        "rollback",
+    )
+    assert httpx.post(f"{url}/rollback", headers=admin).status_code == 409
+    missing = httpx.put(url, json={"version": "v404"}, headers=admin)
+    assert missing.status_code == 404 and "'v404'" in missing.json()["detail"]
+    history = httpx.get(f"{keyed.url}/api/programs/{P}/history", params={"alias": "staging"}, headers=admin)
+    assert [move["action"] for move in history.json()["history"]] == ["rollback", "set", "set"]
