@@ -73,8 +73,19 @@ class KeySpend(BaseModel):
     month: Spend
 
 
+class VersionMetrics(ProgramMetrics):
+    """One version of a program: the program totals' fields, over the calls that version ran."""
+
+    version: str
+    aliases: list[str] = Field(description="the aliases that answer with this version (not as a shadow)")
+    shadow_count: int = Field(description="of call_count, the shadow runs")
+
+
 class MetricsListing(BaseModel):
     programs: list[ProgramMetrics]
+    versions: list[VersionMetrics] | None = Field(
+        default=None, description="with `by=version`: one entry per program and version that was called"
+    )
     scope: Literal["all", "process"]
     telemetry: WriterStatus
     api_keys: list[KeySpend] = Field(
@@ -85,6 +96,7 @@ class MetricsListing(BaseModel):
 class MetricsDetail(BaseModel):
     metrics: ProgramMetrics
     scope: Literal["all", "process"]
+    versions: list[VersionMetrics] = Field(description="each version that was called, oldest first")
 
 
 class Tokens(BaseModel):

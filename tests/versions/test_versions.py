@@ -193,3 +193,22 @@ def test_rollback_by_api(keyed: Served, admin: dict[str, str]) -> None:
     assert missing.status_code == 404 and "'v404'" in missing.json()["detail"]
     history = httpx.get(f"{keyed.url}/api/programs/{P}/history", params={"alias": "staging"}, headers=admin)
     assert [move["action"] for move in history.json()["history"]] == ["rollback", "set", "set"]
+
+
+def test_metrics_and_logs_per_version(keyed: Served, admin: dict[str, str]) -> None:
+    pinned = register(keyed, admin, state_with_demo("METRICS-Q", "METRICS-A"))
+    for i in range(3):
+        assert ask(keyed, admin, f"metrics {i}", pinned).headers["X-Program-Version"] == pinned
+
+    def versions() -> dict[str, dict] | None:
+        body = httpx.get(f"{keyed.url}/api/metrics/{P}", headers=admin).json()
+        found = {entry["version"]: entry for entry in body["versions"]}
+        return found if found.get(pinned, {}).get("call_count") == 3 else None
+
+    found = wait_for(versions, 15, "the pinned version's numbers")
+    assert found[pinned]["error_rate"] == 0.0 and found[pinned]["p50_latency_ms"] is not None
+    assert "production" in found["v1"]["aliases"] and found["v1"]["call_count"] >= 1
+    listed = httpx.get(f"{keyed.url}/api/metrics", params={"by": "version"}, headers=admin).json()["versions"]
+    assert {(e["program"], e["version"]) for e in listed} >= {(P, "v1"), (P, pinned)}
+    logs = httpx.get(f"{keyed.url}/api/logs/{P}", params={"version": pinned}, headers=admin).json()["logs"]
+    assert len(logs) == 3 and {entry["version"] for entry in logs} == {pinned}
