@@ -27,7 +27,7 @@ from programs.calls import call_program, report_rejected
 from programs.context import REQUEST_ID_HEADER, VERSION_HEADER, request_id
 from programs.execution import CallFailed
 from programs.program import Program, VersionAsk
-from programs.responses import refusal_responses
+from programs.responses import VERSION_PARAMETER, refusal_responses
 from programs.runtime import Runtime
 from programs.schemas import with_body_model
 
@@ -73,6 +73,7 @@ def add_batch_route(router: Router, runtime: Runtime, program: Program, **option
         _batch_view(runtime, program, request_model),
         response=refusal_responses(response_model),
         operation_id=f"{program.name}_batch",
+        openapi_extra={"parameters": [VERSION_PARAMETER]},  # every item asks for it
         summary=f"Run {program.name} on many inputs (concurrently, answers in input order)",
         description=__doc__,
         tags=["batch"],

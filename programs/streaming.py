@@ -46,7 +46,7 @@ from programs.context import REQUEST_ID_HEADER, VERSION_HEADER, request_id
 from programs.execution import CallFailed, classify
 from programs.instances import InstancesBusy, Lease
 from programs.program import Program, UnknownVersion, VersionAsk, current_ask
-from programs.responses import refusal_responses, stream_responses
+from programs.responses import ErrorBody, refusal_responses, stream_responses
 from programs.runtime import Runtime
 from programs.schemas import with_body_model
 
@@ -62,7 +62,7 @@ def add_stream_route(router: Router, runtime: Runtime, program: Program, **optio
         f"/{program.name}/stream",
         ["POST"],
         _stream_view(runtime, program),
-        response=refusal_responses(),
+        response={**refusal_responses(), 404: ErrorBody},  # 404: an unknown X-Program-Version
         operation_id=f"{program.name}_stream",
         summary=f"Run {program.name}, streaming its output fields as Server-Sent Events",
         description=__doc__,
