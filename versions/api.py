@@ -78,8 +78,8 @@ class AliasListing(BaseModel):
 
 class Move(BaseModel):
     alias: str
-    from_: dict[str, Any] | None = Field(alias="from")
-    to: dict[str, Any]
+    before: dict[str, Any] | None = Field(description="the target before the move; null: a new alias")
+    after: dict[str, Any]
     action: str
     by: str
     at: str
@@ -117,7 +117,13 @@ async def versions_list(request: HttpRequest, program: str) -> JsonResponse:
 
 @router.post(
     "/api/programs/{program}/versions",
-    response={200: VersionOut, 201: VersionOut, 422: ErrorBody | ValidationErrorBody, **AUTH_ERRORS},
+    response={
+        200: VersionOut,
+        201: VersionOut,
+        400: ErrorBody,
+        422: ErrorBody | ValidationErrorBody,
+        **AUTH_ERRORS,
+    },
     summary="Register a saved state (201; 200 with created: false when that content is registered)",
     description="422 names the predictor and field when the state does not fit the program's code.",
 )
@@ -145,7 +151,7 @@ async def aliases_list(request: HttpRequest, program: str) -> JsonResponse:
 
 @router.put(
     "/api/programs/{program}/aliases/{alias}",
-    response={200: AliasOut, 422: ErrorBody | ValidationErrorBody, **AUTH_ERRORS},
+    response={200: AliasOut, 400: ErrorBody, 422: ErrorBody | ValidationErrorBody, **AUTH_ERRORS},
     summary="Point an alias at a version, or a split (sticky by key, header or none), maybe with a shadow",
     description="404 names an unknown version; every worker follows within a second.",
 )

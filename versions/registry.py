@@ -166,8 +166,8 @@ def history_listing(program: str, alias: str | None = None, limit: int = 100) ->
     return [
         {
             "alias": row.alias,
-            "from": row.before,
-            "to": row.after,
+            "before": row.before,
+            "after": row.after,
             "action": row.action,
             "by": row.by,
             "at": row.at.isoformat(),

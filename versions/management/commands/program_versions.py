@@ -94,8 +94,8 @@ class Command(BaseCommand):
         program = _program(options["program"]).name
         for move in registry.history_listing(program, options["alias"]):
             self.stdout.write(
-                f"{move['at']}\t{move['alias']}\t{move['action']}\t{json.dumps(move['from'])} -> "
-                f"{json.dumps(move['to'])}\t{move['by']}"
+                f"{move['at']}\t{move['alias']}\t{move['action']}\t{json.dumps(move['before'])} -> "
+                f"{json.dumps(move['after'])}\t{move['by']}"
             )
 
 
