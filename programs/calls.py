@@ -17,12 +17,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import dspy
 from pydantic_core import to_json
 
 from programs import events
 from programs.context import current_request_id, new_request_id
 from programs.execution import CallFailed, run_program
 from programs.instances import Lease
+from programs.lm_gates import current_lm_gate
 from programs.program import Program, VersionAsk, current_ask
 from programs.runtime import get_runtime
 from programs.usage import RequestUsage
@@ -233,7 +235,9 @@ def _shadow(
     own call (``shadow: true``, its own request id and cost), its outcome never seen by the caller."""
 
     async def run() -> None:
-        with contextlib.suppress(CallFailed):  # logged as the shadow's own call
+        # Not the caller's: no stream to write to, no quota reservation to charge (it has ended).
+        current_lm_gate.set(None)
+        with contextlib.suppress(CallFailed), dspy.context(send_stream=None, stream_listeners=[]):
             await call_program(
                 program, kwargs, source=source, entry=entry, raw_inputs=inputs, version=version, shadow=True
             )

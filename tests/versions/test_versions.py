@@ -2,12 +2,15 @@
 (the prompt carries the version's demos); 404 for an unknown version, 422 for a state that does
 not fit, 401/403 for a caller without ``admin``; promote and rollback; the log rows' version."""
 
+import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from tests.mcp.conftest import connect
 from tests.support import Running
 from tests.telemetry.conftest import wait_for
 from tests.versions.conftest import Served, last_prompt, manage, state_with_demo
@@ -212,3 +215,22 @@ def test_metrics_and_logs_per_version(keyed: Served, admin: dict[str, str]) -> N
     assert {(e["program"], e["version"]) for e in listed} >= {(P, "v1"), (P, pinned)}
     logs = httpx.get(f"{keyed.url}/api/logs/{P}", params={"version": pinned}, headers=admin).json()["logs"]
     assert len(logs) == 3 and {entry["version"] for entry in logs} == {pinned}
+
+
+def test_an_mcp_call_asks_for_a_version_in_its_meta(
+    keyed: Served, admin: dict[str, str], mock: Running
+) -> None:
+    label = register(keyed, admin, state_with_demo("MCP-DEMO-Q", "MCP-DEMO-A"))
+    key = admin["Authorization"].removeprefix("Bearer ")
+
+    async def calls() -> tuple[Any, Any, Any]:
+        async with connect(keyed.server, "legacy", key) as client:
+            pinned = await client.call_tool(P, {"question": "mcp pinned"}, meta={"program_version": label})
+            prompt = last_prompt(mock)
+            unknown = await client.call_tool(P, {"question": "mcp unknown"}, meta={"program_version": "v777"})
+            return pinned, prompt, unknown
+
+    pinned, prompt, unknown = asyncio.run(calls())
+    assert not pinned.is_error and pinned.meta["program_version"] == label
+    assert "MCP-DEMO-Q" in prompt
+    assert unknown.is_error and unknown.meta["status"] == 404 and "'v777'" in unknown.content[0].text
