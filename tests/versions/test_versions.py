@@ -234,3 +234,21 @@ def test_an_mcp_call_asks_for_a_version_in_its_meta(
     assert not pinned.is_error and pinned.meta["program_version"] == label
     assert "MCP-DEMO-Q" in prompt
     assert unknown.is_error and unknown.meta["status"] == 404 and "'v777'" in unknown.content[0].text
+
+
+def test_batch_and_stream_ask_and_answer_the_version(keyed: Served, admin: dict[str, str]) -> None:
+    label = register(keyed, admin, state_with_demo("DOORS-Q", "DOORS-A"))
+    pinned = {**admin, "X-Program-Version": label}
+    batch = httpx.post(
+        f"{keyed.url}/{P}/batch", json={"inputs": [{"question": "b1"}, {"question": "b2"}]}, headers=pinned
+    )
+    assert batch.status_code == 200 and batch.headers["X-Program-Version"] == label
+    assert all(item["ok"] for item in batch.json()["results"])
+    unknown = {**admin, "X-Program-Version": "v888"}
+    refused = httpx.post(f"{keyed.url}/{P}/batch", json={"inputs": [{"question": "b3"}]}, headers=unknown)
+    assert refused.json()["results"][0]["status"] == 404
+    with httpx.stream("POST", f"{keyed.url}/{P}/stream", json={"question": "s1"}, headers=pinned) as stream:
+        assert stream.status_code == 200 and stream.headers["X-Program-Version"] == label
+        assert "event: final" in "".join(stream.iter_text())
+    missing = httpx.post(f"{keyed.url}/{P}/stream", json={"question": "s2"}, headers=unknown)
+    assert missing.status_code == 404 and "'v888'" in missing.json()["detail"]
