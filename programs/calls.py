@@ -187,8 +187,9 @@ async def call_program(
     caller asked for (a number such as ``v3`` or an alias name; None: the door's default,
     ``production``), resolved in the lease; ``headers``: the request's (a split sticky by a
     header reads them); ``shadow``: this call is a shadow run of ``version``. A door that leased
-    itself bound its question first (:func:`asking`). The :class:`CallFailed` carries the call's
-    request id and the version that answered, as the :class:`CallResult` does.
+    itself bound its question first (``current_ask``, as ``/stream`` does). The
+    :class:`CallFailed` carries the call's request id and the version that answered, as the
+    :class:`CallResult` does.
     """
     inputs = raw_inputs if raw_inputs is not None else to_json(kwargs, fallback=str)
     bound = current_ask.get() if lease is not None else None
@@ -211,17 +212,6 @@ async def call_program(
     if ask.shadow_version:
         _shadow(program, kwargs, source, entry, ask.shadow_version, inputs)
     return CallResult(body, call.request_id, ask.version)
-
-
-@contextlib.contextmanager
-def asking(version: str | None, headers: Mapping[str, str] | None = None) -> Iterator[VersionAsk]:
-    """Bind a call's version question for a door that leases the instance itself (a stream)."""
-    ask = VersionAsk(version, headers)
-    scope = current_ask.set(ask)
-    try:
-        yield ask
-    finally:
-        current_ask.reset(scope)
 
 
 # Shadow runs in flight (a task only weakly referenced by the loop could be collected mid-run).
