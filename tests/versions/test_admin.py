@@ -10,6 +10,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from programs.runtime import get_runtime
+from telemetry import storage
+from tests.telemetry.factories import make_record
 from versions import registry
 from versions.models import Alias, AliasHistory, Version
 from versions.states import loaded_state
@@ -56,5 +58,12 @@ def test_upload_promote_rollback_and_history(staff: Client) -> None:
     alias = Alias.objects.get(program=P, name="production")
     staff.post("/admin/versions/alias/", {"action": "roll_back", "_selected_action": [alias.pk]})
     assert Alias.objects.get(program=P, name="production").target == {"version": v1.label}
+    side_by_side = staff.get("/admin/versions/version/", {"program__exact": P}).content.decode()
+    assert "versions side by side" in side_by_side and 'data-version="' not in side_by_side  # no calls yet
+    record = make_record(request_id="side-by-side")
+    record.program, record.version = P, "v2"
+    storage.inference_logs_write([record])
+    side_by_side = staff.get("/admin/versions/version/", {"program__exact": P}).content.decode()
+    assert 'data-version="v2"' in side_by_side
     history = staff.get("/admin/versions/aliashistory/").content.decode()
     assert AliasHistory.objects.filter(program=P).count() == 3 and "rollback" in history
