@@ -7,11 +7,12 @@ from ninja import NinjaAPI
 
 from apikeys.auth import api_key_auth, docs_decorator
 from apikeys.auth import install as install_api_key_errors
-from apikeys.context import READ
+from apikeys.context import ADMIN, READ
 from dspysite.openapi import ServiceAPI
 from programs.api import build_router, report_refused
 from programs.runtime import get_runtime_or_exit
 from telemetry import api as telemetry_api
+from versions import api as versions_api
 
 
 class API(ServiceAPI):
@@ -43,6 +44,8 @@ def build_api() -> NinjaAPI:
     api.add_router("", build_router(runtime))
     # None unless server.auth is on; a key needs `read` (its own calls and spend) or `admin` there.
     api.add_router("", telemetry_api.router, auth=api_key_auth(READ))
+    # The version registry's management API: `admin` only (docs/VERSIONS.md).
+    api.add_router("", versions_api.router, auth=api_key_auth(ADMIN))
     return api
 
 

@@ -32,6 +32,7 @@ from programs.api import report_body_too_large  # noqa: E402
 from telemetry.lifecycle import telemetry_shutdown, telemetry_startup  # noqa: E402
 from telemetry.server_spans import traced  # noqa: E402
 from telemetry.tracing import tracing_shutdown, tracing_startup  # noqa: E402
+from versions.lifecycle import versions_shutdown, versions_startup  # noqa: E402
 
 # /mcp is answered by the MCP SDK in front of Django (docs/MCP.md); every other path goes on.
 mcp = mcp_endpoint(StaticFiles(ServiceASGIHandler()), runtime)
@@ -59,9 +60,17 @@ application = LifespanMiddleware(
         tracing_startup,
         runtime.start_gateways,
         telemetry_startup,
+        versions_startup,  # the loaded states registered, the registry read and polled
         scheduler.start,
     ],
     # Telemetry last: calls still finishing (sync pool, cron runs) are recorded before the flush.
-    on_shutdown=[scheduler.stop, runtime.stop_gateways, runtime.aclose, telemetry_shutdown, tracing_shutdown],
+    on_shutdown=[
+        scheduler.stop,
+        versions_shutdown,
+        runtime.stop_gateways,
+        runtime.aclose,
+        telemetry_shutdown,
+        tracing_shutdown,
+    ],
     contexts=[mcp.running],  # left before the shutdown hooks: no MCP call outlives the LM pools
 )

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "apikeys",
     "ui",
     "scheduling",
+    "versions",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -18,7 +18,8 @@ reached the model; ``GET /requests`` returns the request bodies themselves.
 Markers anywhere in the last user message steer a single request:
 
 * ``[usage=P,C]``  report ``prompt_tokens=P`` and ``completion_tokens=C`` instead of the char-based estimate;
-* ``[delay=MS]``   answer after MS milliseconds instead of ``MOCK_DELAY_MS``;
+* ``[delay=MS]``   answer after MS milliseconds instead of ``MOCK_DELAY_MS`` (also read from the system
+  message, when the last user message has none: a program version whose instructions carry it is slow);
 * ``[gather=N]``   hold the request until N requests carrying ``[gather=N]`` are in flight together (then
   all of them go on), or until ``MOCK_GATHER_TIMEOUT_S`` passes: a test of concurrency waits for the event
   itself instead of hoping a delay is long enough;
@@ -48,6 +49,7 @@ import ast
 import asyncio
 import binascii
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -278,6 +280,12 @@ def _scan_messages(messages: list[Any]) -> tuple[str, str, int]:
         elif role in ("system", "developer") and not system:
             system = text
     return system, last_user, chars
+
+
+def _system_delay(system: str) -> float | None:
+    """A ``[delay=MS]`` in the system message (a program's instructions), else None."""
+    match = re.search(r"\[delay=([0-9.]+)\]", system)
+    return float(match.group(1)) if match else None
 
 
 def _parse_markers(text: str) -> Markers:
@@ -680,6 +688,8 @@ class MockLLM:
         self.recorded.append(body)
         system, last_user, prompt_chars = _scan_messages(body["messages"])
         markers = _parse_markers(last_user)
+        if markers.delay_ms is None and "[delay=" in system:
+            markers = dataclasses.replace(markers, delay_ms=_system_delay(system))
         model = str(body.get("model") or MODEL_ID)
         self.model_requests[model] = self.model_requests.get(model, 0) + 1
         script = self._script_for(model) if markers.fault is None else None

@@ -1,7 +1,8 @@
 """The programs as MCP resources: ``dspy://programs`` (the ``GET /programs`` listing) and
 ``dspy://programs/{name}/schema`` (one program's entry of it: schemas, model, endpoint).
 
-The listing is built once: the programs do not change while the process runs.
+The programs do not change while the process runs, their versions and aliases do (docs/VERSIONS.md):
+the resources are listed once, their text is built when read (a rare call), as ``GET /programs``.
 """
 
 import json
@@ -20,10 +21,8 @@ JSON = "application/json"
 
 class ProgramResources:
     def __init__(self, runtime: Runtime) -> None:
-        listing = program_listing(runtime)
-        schemas = {SCHEMA_URI.format(name=entry["name"]): entry for entry in listing}
-        self._texts = {LISTING_URI: _json({"programs": listing})}
-        self._texts.update({uri: _json(entry) for uri, entry in schemas.items()})
+        self.runtime = runtime
+        schemas = {SCHEMA_URI.format(name=entry["name"]): entry for entry in program_listing(runtime)}
         self.listed = [
             _resource(LISTING_URI, "programs", "The served programs: models, endpoints, JSON schemas"),
             *(
@@ -41,7 +40,10 @@ class ProgramResources:
         ]
 
     def read(self, uri: str) -> types.ReadResourceResult:
-        text = self._texts.get(uri)
+        listing = program_listing(self.runtime)
+        texts = {LISTING_URI: _json({"programs": listing})}
+        texts.update({SCHEMA_URI.format(name=entry["name"]): _json(entry) for entry in listing})
+        text = texts.get(uri)
         if text is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown resource: {uri}", {"uri": uri})
         return types.ReadResourceResult(

@@ -33,6 +33,9 @@ SOURCE = "mcp"
 RESULT_FIELD = "result"
 # A call's own request id, when the client sends one: ``"_meta": {"request_id": "..."}``.
 REQUEST_ID_META = "request_id"  # well-formed as the HTTP routes' X-Request-ID, else a new id is used
+# The program version a call asks for, ``"_meta": {"program_version": "v3"}`` (or an alias name),
+# as X-Program-Version on HTTP; the answer's ``_meta`` names the version that answered.
+VERSION_META = "program_version"
 
 
 @dataclass(frozen=True)
@@ -73,14 +76,19 @@ class ToolCatalog:
             return _invalid_arguments(program, exc, arguments, request_id or new_request_id())
         kwargs = program.inputs.to_kwargs(payload)
         try:
-            result = await call_program(program, kwargs, source=SOURCE, entry=name, request_id=request_id)
+            result = await call_program(
+                program, kwargs, source=SOURCE, entry=name, request_id=request_id, version=_version(meta)
+            )
         except CallFailed as failure:
             return _failed(failure)
         output = result.output
+        answer_meta = {REQUEST_ID_META: result.request_id}
+        if result.version:
+            answer_meta[VERSION_META] = result.version
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=result.body.decode())],
             structured_content={RESULT_FIELD: output} if tool.wrapped else output,
-            meta={REQUEST_ID_META: result.request_id},
+            meta=answer_meta,
         )
 
 
@@ -117,6 +125,11 @@ def _object_schema(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 
 def _request_id(meta: dict[str, Any] | None) -> str | None:
     return client_request_id((meta or {}).get(REQUEST_ID_META))
+
+
+def _version(meta: dict[str, Any] | None) -> str | None:
+    version = (meta or {}).get(VERSION_META)
+    return version if isinstance(version, str) and version else None
 
 
 def _invalid_arguments(

@@ -20,10 +20,10 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
 from programs.calls import call_program, report_rejected
-from programs.context import REQUEST_ID_HEADER, request_id, request_id_from
+from programs.context import REQUEST_ID_HEADER, VERSION_HEADER, request_id, request_id_from
 from programs.execution import CallFailed
 from programs.gateways import APIGateway, CronGateway, maybe_await
-from programs.program import Program
+from programs.program import Program, describe_versions
 from programs.responses import Alive, ErrorBody, NotReady, ProgramListing, Ready, call_headers, call_responses
 from programs.routes import GatewayRoute
 from programs.runtime import Runtime, get_runtime
@@ -51,6 +51,7 @@ def program_listing(runtime: Runtime) -> list[dict[str, Any]]:
             "input_schema": program.inputs.model.model_json_schema(),
             "output_schema": _json_schema(program.outputs.model),
             "gateways": [_gateway_entry(runtime, program, gateway) for gateway in program.gateways],
+            **describe_versions(program),
         }
         for program in runtime.programs.values()
     ]
@@ -171,13 +172,18 @@ def _program_view(program: Program) -> Callable[..., Awaitable[HttpResponse]]:
         kwargs = program.inputs.to_kwargs(payload)
         try:
             result = await call_program(
-                program, kwargs, source="http", request_id=rid, raw_inputs=request.body
-            )
+                program, kwargs, source="http", request_id=rid, raw_inputs=request.body,
+                version=request.headers.get(VERSION_HEADER), headers=request.headers,
+            )  # fmt: skip
         except CallFailed as failure:
             response: HttpResponse = failure.response()
+            answered = failure.version
         else:
             response = HttpResponse(result.body, content_type="application/json")
+            answered = result.version
         response[REQUEST_ID_HEADER] = rid
+        if answered:
+            response[VERSION_HEADER] = answered
         return response
 
     return view
@@ -193,15 +199,19 @@ def _gateway_view(route: GatewayRoute) -> Callable[..., Awaitable[HttpResponse]]
         rid = request_id(request)
         kwargs = await _pipeline_kwargs(route, payload)
         raw = request.body if route.method in BODY_METHODS else to_json(payload)
+        answered = ""
         try:
             result = await call_program(
-                program, kwargs, source=route.source, entry=route.entry, request_id=rid, raw_inputs=raw
-            )
+                program, kwargs, source=route.source, entry=route.entry, request_id=rid, raw_inputs=raw,
+                version=request.headers.get(VERSION_HEADER), headers=request.headers,
+            )  # fmt: skip
+            answered = result.version
             body = await maybe_await(gateway.from_pipeline_output(result.output))
             if answer is not None:
                 body = answer.validate_python(body)
         except CallFailed as failure:
             response: HttpResponse = failure.response()
+            answered = failure.version
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "answer"
@@ -210,6 +220,8 @@ def _gateway_view(route: GatewayRoute) -> Callable[..., Awaitable[HttpResponse]]
         else:
             response = HttpResponse(to_json(body, fallback=str), content_type="application/json")
         response[REQUEST_ID_HEADER] = rid
+        if answered:
+            response[VERSION_HEADER] = answered
         return response
 
     return view

@@ -24,10 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationErr
 from pydantic_core import to_json
 
 from programs.calls import call_program, report_rejected
-from programs.context import REQUEST_ID_HEADER, request_id
+from programs.context import REQUEST_ID_HEADER, VERSION_HEADER, request_id
 from programs.execution import CallFailed
-from programs.program import Program
-from programs.responses import refusal_responses
+from programs.program import Program, VersionAsk
+from programs.responses import VERSION_PARAMETER, refusal_responses
 from programs.runtime import Runtime
 from programs.schemas import with_body_model
 
@@ -73,6 +73,7 @@ def add_batch_route(router: Router, runtime: Runtime, program: Program, **option
         _batch_view(runtime, program, request_model),
         response=refusal_responses(response_model),
         operation_id=f"{program.name}_batch",
+        openapi_extra={"parameters": [VERSION_PARAMETER]},  # every item asks for it
         summary=f"Run {program.name} on many inputs (concurrently, answers in input order)",
         description=__doc__,
         tags=["batch"],
@@ -86,6 +87,8 @@ def _batch_view(
     async def view(request: HttpRequest, payload: Any) -> HttpResponse:
         rid = request_id(request)
         items: list[Any] = payload.inputs
+        asked = VersionAsk(request.headers.get(VERSION_HEADER), request.headers)
+        answered: set[str] = set()  # the versions that answered items (several under a split)
         limit = runtime.config.config.server.max_batch_items
         if len(items) > limit:
             detail = f"{len(items)} items in one batch; at most {limit} (server.max_batch_items)"
@@ -96,19 +99,26 @@ def _batch_view(
 
             async def one(index: int, item: Any) -> bytes:
                 async with gate:
-                    return await run_item(program, item, f"{rid}.{index}")
+                    return await run_item(program, item, f"{rid}.{index}", asked, answered)
 
             parts = await asyncio.gather(*(one(index, item) for index, item in enumerate(items)))
             body = b'{"results":[' + b",".join(parts) + b"]}"
             response = HttpResponse(body, content_type="application/json")
         response[REQUEST_ID_HEADER] = rid
+        if answered:
+            response[VERSION_HEADER] = ", ".join(sorted(answered))
         return response
 
     return with_body_model(view, request_model, f"batch_{program.name}")
 
 
-async def run_item(program: Program, item: Any, rid: str) -> bytes:
-    """One item's slot, as JSON bytes. Never raises for a failure of the item itself."""
+async def run_item(
+    program: Program, item: Any, rid: str, asked: VersionAsk | None = None, answered: set[str] | None = None
+) -> bytes:
+    """One item's slot, as JSON bytes. Never raises for a failure of the item itself.
+
+    ``asked``: the batch's version question (every item asks it); ``answered`` collects the versions
+    that answered."""
     try:
         payload = program.inputs.model.model_validate(item)
     except ValidationError as exc:
@@ -121,9 +131,16 @@ async def run_item(program: Program, item: Any, rid: str) -> bytes:
         return _failure(422, _summary(errors), "ValidationError", errors)
     kwargs = program.inputs.to_kwargs(payload)
     try:
-        result = await call_program(program, kwargs, source="batch", request_id=rid, raw_inputs=to_json(item))
+        result = await call_program(
+            program, kwargs, source="batch", request_id=rid, raw_inputs=to_json(item),
+            version=asked.asked if asked else None, headers=asked.headers if asked else None,
+        )  # fmt: skip
     except CallFailed as failure:
+        if answered is not None and failure.version:
+            answered.add(failure.version)
         return _failure(failure.status, failure.detail, failure.error_type)
+    if answered is not None and result.version:
+        answered.add(result.version)
     return b'{"ok":true,"outputs":' + result.body + b"}"
 
 

@@ -13,17 +13,19 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import dspy
 from pydantic_core import to_json
 
 from programs import events
 from programs.context import current_request_id, new_request_id
 from programs.execution import CallFailed, run_program
 from programs.instances import Lease
-from programs.program import Program
+from programs.lm_gates import current_lm_gate
+from programs.program import Program, VersionAsk, current_ask
 from programs.runtime import get_runtime
 from programs.usage import RequestUsage
 
@@ -47,8 +49,8 @@ class CallResult:
 class ProgramCall:
     """One call in progress: its id, usage tracker and outcome, reported when it ends."""
 
-    __slots__ = ("entry", "error_detail", "error_type", "inputs", "outputs", "program", "ran", "request_id",
-                 "source", "status_code", "usage")  # fmt: skip
+    __slots__ = ("ask", "entry", "error_detail", "error_type", "inputs", "outputs", "program", "ran",
+                 "request_id", "source", "status_code", "usage")  # fmt: skip
 
     def __init__(
         self, program: Program, request_id: str, source: str, entry: str, inputs: bytes | None
@@ -64,6 +66,7 @@ class ProgramCall:
         self.error_type = ""
         self.error_detail: Any = ""
         self.ran = True  # False: refused before the program ran (report_rejected), not timed
+        self.ask: VersionAsk | None = None  # the version question, answered by the lease
 
     def succeeded(self, body: bytes) -> None:
         self.status_code = 200
@@ -97,6 +100,8 @@ class ProgramCall:
             finished_at=time.time(),
             answered_by=usage.answered_by,
             attempts=usage.attempts,
+            version=self.ask.version if self.ask is not None else "",
+            shadow=self.ask.shadow if self.ask is not None else False,
         )
 
 
@@ -169,6 +174,8 @@ async def call_program(
     raw_inputs: bytes | None = None,
     lease: Lease | None = None,
     version: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    shadow: bool = False,
 ) -> CallResult:
     """Run ``program`` on ``kwargs`` and return its JSON outputs, or raise :class:`CallFailed`.
 
@@ -178,15 +185,53 @@ async def call_program(
     keyword arguments as JSON. ``lease``: the instance to run on, when the door took it itself
     (a stream listens to it); else the call leases one. ``version``: the program version the
     caller asked for (a number such as ``v3`` or an alias name; None: the door's default,
-    ``production``), resolved in the lease. The :class:`CallFailed` carries the call's request id.
+    ``production``), resolved in the lease; ``headers``: the request's (a split sticky by a
+    header reads them); ``shadow``: this call is a shadow run of ``version``. A door that leased
+    itself bound its question first (``current_ask``, as ``/stream`` does). The
+    :class:`CallFailed` carries the call's request id and the version that answered, as the
+    :class:`CallResult` does.
     """
     inputs = raw_inputs if raw_inputs is not None else to_json(kwargs, fallback=str)
-    with reported_call(program, source=source, entry=entry, request_id=request_id, inputs=inputs) as call:
-        try:
-            body = await run_program(get_runtime(), program, kwargs, call.usage, lease)
-        except CallFailed as failure:
-            call.failed(failure.status, failure.error_type, failure.logged_detail)
-            failure.request_id = call.request_id
-            raise
-        call.succeeded(body)
-        return CallResult(body, call.request_id)
+    bound = current_ask.get() if lease is not None else None
+    ask = bound or VersionAsk(version, headers, shadow)
+    scope = current_ask.set(ask) if bound is None else None
+    try:
+        with reported_call(program, source=source, entry=entry, request_id=request_id, inputs=inputs) as call:
+            call.ask = ask
+            try:
+                body = await run_program(get_runtime(), program, kwargs, call.usage, lease)
+            except CallFailed as failure:
+                call.failed(failure.status, failure.error_type, failure.logged_detail)
+                failure.request_id = call.request_id
+                failure.version = ask.version
+                raise
+            call.succeeded(body)
+    finally:
+        if scope is not None:
+            current_ask.reset(scope)
+    if ask.shadow_version:
+        _shadow(program, kwargs, source, entry, ask.shadow_version, inputs)
+    return CallResult(body, call.request_id, ask.version)
+
+
+# Shadow runs in flight (a task only weakly referenced by the loop could be collected mid-run).
+_shadows: set[asyncio.Task[Any]] = set()
+
+
+def _shadow(
+    program: Program, kwargs: dict[str, Any], source: str, entry: str, version: str, inputs: bytes
+) -> None:
+    """Run the call again on ``version``, off the answer's path: a task of its own, logged as its
+    own call (``shadow: true``, its own request id and cost), its outcome never seen by the caller."""
+
+    async def run() -> None:
+        # Not the caller's: no stream to write to, no quota reservation to charge (it has ended).
+        current_lm_gate.set(None)
+        with contextlib.suppress(CallFailed), dspy.context(send_stream=None, stream_listeners=[]):
+            await call_program(
+                program, kwargs, source=source, entry=entry, raw_inputs=inputs, version=version, shadow=True
+            )
+
+    task = asyncio.get_running_loop().create_task(run())
+    _shadows.add(task)
+    task.add_done_callback(_shadows.discard)

@@ -135,6 +135,9 @@ class ServerSection(BaseModel):
     max_queue_ms: float = Field(default=0, ge=0)
     # POST /{Program}/batch: a request with more items than this gets 413.
     max_batch_items: int = Field(default=DEFAULT_MAX_BATCH_ITEMS, ge=1)
+    # Program versions built into instances per program and process (the registry app, versions/):
+    # the least recently used one is dropped beyond this (the start-up one is always kept).
+    max_loaded_versions: int = Field(default=8, ge=1)
     # API keys (Authorization: Bearer) on the program and metrics routes; see docs/DEVELOPING.md.
     # Unset: on when DEBUG is off (production), off with DEBUG on (runserver); load_config decides.
     auth: bool = False

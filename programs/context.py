@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 NO_REQUEST = "-"
 # The header a client may name its request by, echoed back on every program answer.
 REQUEST_ID_HEADER = "X-Request-ID"
+# The program version a client asks for (``v3`` or an alias name; none: ``production``), and the
+# one that answered, on every program answer (the versions app resolves it: programs.program).
+VERSION_HEADER = "X-Program-Version"
 
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default=NO_REQUEST)
 

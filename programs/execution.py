@@ -28,7 +28,7 @@ from programs.instances import InstancesBusy, Lease
 from programs.limits import Limiter
 from programs.lm_gates import LMCallRefused
 from programs.outputs import OutputMismatch, to_response_body
-from programs.program import Program
+from programs.program import Program, UnknownVersion
 from programs.runtime import Runtime
 from programs.upstream import CircuitOpen, LimitsUnavailable, ModelBudgetExceeded
 
@@ -48,6 +48,7 @@ class CallFailed(Exception):
     upstream_status: int | None = None
     retry_after: int | None = None
     request_id: str = ""  # set by programs.calls for the door's answer
+    version: str = ""  # the program version that answered (programs.calls), for X-Program-Version
     # The provider's own text: kept in the log row, never sent to the client (it may quote the
     # prompt, the provider's internals, or an error page).
     upstream_message: str = ""
@@ -165,6 +166,8 @@ def _refused(program: Program, limiter: Limiter) -> CallFailed:
 
 
 def classify(program: Program, exc: BaseException) -> CallFailed:
+    if isinstance(exc, UnknownVersion):
+        return CallFailed(404, str(exc), "UnknownVersion", program.name)
     if isinstance(exc, InstancesBusy):
         detail = f"{program.name} is at capacity: every instance of its pool is still busy; retry later"
         return CallFailed(429, detail, "ConcurrencyLimit", program.name, retry_after=RETRY_AFTER_S)

@@ -7,8 +7,14 @@ versions, whichever version the call gets: it asks the installed :class:`Version
 has one version per program, the one loaded at start-up (:func:`loaded_version`); an app that
 keeps versions installs its own resolver at ``ready()`` (:func:`install_resolver`), the way
 telemetry subscribes to the core's events. The core never imports that app.
+
+What a call asks for (``X-Program-Version``, its headers for a sticky split) is bound for the call
+in :data:`current_ask` by :func:`programs.calls.call_program`; the resolver writes back on the same
+:class:`VersionAsk` which version answered and which one shadows it.
 """
 
+import contextvars
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,7 +22,7 @@ from typing import Any, Protocol
 import dspy
 
 from programs.gateways import Gateway
-from programs.instances import InstanceSource, Lease, SharedInstance
+from programs.instances import InstanceSource, Lease, SharedInstance, build_instances, lms_in
 from programs.limits import Limiter
 from programs.schemas import InputSchema, OutputSchema
 
@@ -43,6 +49,10 @@ class Program:
     instances: InstanceSource = None  # type: ignore[assignment]
     # The module's dspy-cli gateways (instances, in declaration order): its routes and cron jobs.
     gateways: tuple[Gateway, ...] = ()
+    # How a version's instances are built (``instances_for``): the program's instance_mode and the
+    # number of instances a pool holds.
+    instance_mode: str = "shared"
+    pool_size: int = 1
 
     def __post_init__(self) -> None:
         if self.instances is None:
@@ -54,25 +64,75 @@ class Program:
         Raises :class:`~programs.instances.InstancesBusy` (entering) when every instance of its
         pool is in use. A sync call hands it to its worker thread with ``lease.in_thread(...)``.
         """
-        return _resolver(self).lease()
+        return _resolver(self, current_ask.get() or VersionAsk()).lease()
+
+    def instances_for(self, state: dict[str, Any]) -> InstanceSource:
+        """A version's instances: this program's code with ``state`` loaded, built like the loaded
+        one (same instance_mode, same LMs shared). Slow (it builds modules): never on the event loop."""
+        instance = type(self.instance)()
+        instance.load_state(state)
+        return build_instances(
+            self.instance_mode,  # type: ignore[arg-type]
+            instance,
+            self.pool_size,
+            [*lms_in(self.instance), self.lm],
+        )
+
+
+class UnknownVersion(LookupError):
+    """The version a call asked for does not exist (the caller answers 404 naming it)."""
+
+
+@dataclass(slots=True)
+class VersionAsk:
+    """One call's version question and the resolver's answer.
+
+    ``asked``: ``v3``, an alias name, or None for ``production``; ``headers``: the request's, for a
+    split sticky by a header; ``shadow``: True when this call is itself a shadow run (pinned, never
+    split or shadowed again). The resolver sets ``version`` (what answers) and ``shadow_version``
+    (the version that also runs this call, off the answer's path).
+    """
+
+    asked: str | None = None
+    headers: Mapping[str, str] | None = None
+    shadow: bool = False
+    version: str = ""
+    shadow_version: str = ""
+
+
+current_ask: contextvars.ContextVar[VersionAsk | None] = contextvars.ContextVar("version_ask", default=None)
 
 
 class VersionResolver(Protocol):
     """Which version of ``program`` a call runs: the source its instance is leased from.
 
-    Asked once per call, on the request path: it answers from memory. The source's ``release``
-    may be called from a worker thread.
+    Asked once per call, on the request path: it answers from memory, sets ``ask.version`` (and
+    ``ask.shadow_version``), or raises :class:`UnknownVersion`. The source's ``release`` may be
+    called from a worker thread. ``describe`` is the program's versions and aliases for ``/programs``.
     """
 
-    def __call__(self, program: Program) -> InstanceSource: ...
+    def __call__(self, program: Program, ask: VersionAsk) -> InstanceSource: ...
+
+    def describe(self, program: Program) -> dict[str, Any]: ...
 
 
-def loaded_version(program: Program) -> InstanceSource:
-    """The default: every call runs the version loaded at start-up."""
-    return program.instances
+class LoadedVersion:
+    """The default: every call runs the version loaded at start-up (unversioned: ``version`` "")."""
+
+    def __call__(self, program: Program, ask: VersionAsk) -> InstanceSource:
+        return program.instances
+
+    def describe(self, program: Program) -> dict[str, Any]:
+        return {}
 
 
+loaded_version = LoadedVersion()
 _resolver: VersionResolver = loaded_version
+
+
+def describe_versions(program: Program) -> dict[str, Any]:
+    """The program's versions and aliases as the installed resolver knows them (``/programs``)."""
+    return _resolver.describe(program)
 
 
 def install_resolver(resolver: VersionResolver | None) -> None:

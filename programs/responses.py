@@ -107,6 +107,12 @@ class ProgramInfo(BaseModel):
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
     gateways: list[GatewayInfo]
+    versions: list[str] | None = Field(
+        default=None, description="the program's versions, oldest first (when versions are on)"
+    )
+    aliases: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="alias -> its target: {version} or {split, sticky}, maybe with shadow"
+    )
 
 
 class ProgramListing(BaseModel):
@@ -129,20 +135,39 @@ REQUEST_ID = {
 }
 
 
+VERSION = {
+    "X-Program-Version": {
+        "description": "The program version that answered (`v3`), when the program has versions",
+        "schema": {"type": "string"},
+    }
+}
+# The version a caller asks for (docs/VERSIONS.md); absent: production.
+VERSION_PARAMETER = {
+    "name": "X-Program-Version",
+    "in": "header",
+    "required": False,
+    "description": "A version (`v3`) or an alias name (`staging`); absent: `production`. Unknown: 404",
+    "schema": {"type": "string"},
+}
+
+
 def call_responses(ok: Any) -> dict[Any, Any]:
-    """``response=`` of ``POST /{Program}``: its outputs, or an error of the call."""
-    return {200: ok, 422: ValidationErrorBody, (400, 413, 429, 500, 502, 503, 504): ErrorBody}
+    """``response=`` of ``POST /{Program}``: its outputs, or an error of the call (404: an unknown
+    ``X-Program-Version``)."""
+    return {200: ok, 422: ValidationErrorBody, (400, 404, 413, 429, 500, 502, 503, 504): ErrorBody}
 
 
 def call_headers() -> dict[str, Any]:
-    """``openapi_extra`` of ``POST /{Program}``: the headers of its answers (status keys are ints,
-    as django-ninja's, so that they merge into its responses instead of standing beside them)."""
+    """``openapi_extra`` of ``POST /{Program}``: the version it may ask for, the headers of its
+    answers (status keys are ints, as django-ninja's, so that they merge into its responses
+    instead of standing beside them)."""
     return {
+        "parameters": [VERSION_PARAMETER],
         "responses": {
-            200: {"headers": REQUEST_ID},
+            200: {"headers": {**REQUEST_ID, **VERSION}},
             429: {"headers": {**RETRY_AFTER, **REQUEST_ID}},
             503: {"headers": {**RETRY_AFTER, **REQUEST_ID}},
-        }
+        },
     }
 
 
@@ -162,7 +187,10 @@ def stream_responses(program: Program) -> dict[str, Any]:
     )
     events = {"chunk": StreamChunk, "final": final, "error": StreamError}
     description = "Server-Sent Events: `chunk`s, then `final` (or `error`), then `data: [DONE]`"
-    return {"responses": {200: {"description": description, "content": sse_content(events, done=True)}}}
+    return {
+        "parameters": [VERSION_PARAMETER],
+        "responses": {200: {"description": description, "content": sse_content(events, done=True)}},
+    }
 
 
 def sse_content(events: dict[str, type[BaseModel]], *, done: bool = False) -> dict[str, Any]:

@@ -177,6 +177,8 @@ def _build_program(spec: ProgramSpec, runtime: Runtime, base_settings: dict[str,
         },
         instances=instances,
         gateways=tuple(gateway() for gateway in spec.gateways or (IdentityGateway,)),
+        instance_mode=options.instance_mode,
+        pool_size=limit,
     )
 
 

@@ -42,11 +42,11 @@ from ninja import Router
 from pydantic import BaseModel
 
 from programs.calls import call_program
-from programs.context import REQUEST_ID_HEADER, request_id
+from programs.context import REQUEST_ID_HEADER, VERSION_HEADER, request_id
 from programs.execution import CallFailed, classify
-from programs.instances import InstancesBusy
-from programs.program import Program
-from programs.responses import refusal_responses, stream_responses
+from programs.instances import InstancesBusy, Lease
+from programs.program import Program, UnknownVersion, VersionAsk, current_ask
+from programs.responses import ErrorBody, refusal_responses, stream_responses
 from programs.runtime import Runtime
 from programs.schemas import with_body_model
 
@@ -62,7 +62,7 @@ def add_stream_route(router: Router, runtime: Runtime, program: Program, **optio
         f"/{program.name}/stream",
         ["POST"],
         _stream_view(runtime, program),
-        response=refusal_responses(),
+        response={**refusal_responses(), 404: ErrorBody},  # 404: an unknown X-Program-Version
         operation_id=f"{program.name}_stream",
         summary=f"Run {program.name}, streaming its output fields as Server-Sent Events",
         description=__doc__,
@@ -73,11 +73,25 @@ def add_stream_route(router: Router, runtime: Runtime, program: Program, **optio
 
 
 def _stream_view(runtime: Runtime, program: Program) -> Callable[..., Awaitable[HttpResponse]]:
-    async def view(request: HttpRequest, payload: BaseModel) -> StreamingHttpResponse:
+    async def view(request: HttpRequest, payload: BaseModel) -> HttpResponse:
         rid = request_id(request)
-        call = StreamedCall(program, program.inputs.to_kwargs(payload), rid, request.body)
-        response = sse_response(call.events())
+        # The version is resolved before the answer starts, so its header names it (and an unknown
+        # one is a plain 404); the call enters the lease later, in its own task.
+        ask = VersionAsk(request.headers.get(VERSION_HEADER), request.headers)
+        scope = current_ask.set(ask)
+        try:
+            leasing = program.lease()
+        except UnknownVersion as exc:
+            failure = classify(program, exc)
+            response: HttpResponse = failure.response()
+        else:
+            call = StreamedCall(program, program.inputs.to_kwargs(payload), rid, request.body, (ask, leasing))
+            response = sse_response(call.events())
+        finally:
+            current_ask.reset(scope)
         response[REQUEST_ID_HEADER] = rid
+        if ask.version:
+            response[VERSION_HEADER] = ask.version
         return response
 
     return with_body_model(view, program.inputs.model, f"stream_{program.name}")
@@ -161,7 +175,16 @@ _PLAIN_ADAPTERS: dict[type, dspy.Adapter] = {}
 class StreamedCall:
     """One streamed program call: the call runs in its own task, :meth:`events` relays what it emits."""
 
-    def __init__(self, program: Program, kwargs: dict[str, Any], rid: str, body: bytes) -> None:
+    def __init__(
+        self,
+        program: Program,
+        kwargs: dict[str, Any],
+        rid: str,
+        body: bytes,
+        leased: tuple[VersionAsk, Lease] | None = None,
+    ) -> None:
+        # The version question, answered, and its lease (not entered); None: production's.
+        self.ask, self.leasing = leased or (VersionAsk(), None)
         self.program = program
         self.kwargs = kwargs
         self.rid = rid
@@ -209,9 +232,10 @@ class StreamedCall:
     async def _call(self, send: MemoryObjectSendStream[Any]) -> bytes:
         """The program call, recorded like any other; CallFailed for every failure."""
         program = self.program
+        current_ask.set(self.ask)  # this task's own context: the call reports the version it asked
         async with send:  # closing it ends the relay loop
             try:
-                async with program.lease() as lease:
+                async with self.leasing or program.lease() as lease:
                     # Listen to the very instance the call runs on (with instance_mode pool or
                     # per_request, a copy of the program's).
                     self._listen_to(lease.instance)

@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from ninja import Query, Router
 
+from programs.program import describe_versions
 from programs.responses import ErrorBody, ValidationErrorBody, sse_content
 from programs.runtime import get_runtime
 from programs.streaming import sse_response
@@ -57,6 +58,7 @@ async def metrics_list(
     sort_by: selectors.SortBy = "calls",
     order: selectors.Order = "desc",
     scope: Scope = "all",
+    by: Literal["program", "version"] = "program",
 ) -> JsonResponse:
     names = list(get_runtime().programs)
     keys: list[dict[str, Any]] = []
@@ -66,7 +68,13 @@ async def metrics_list(
     else:
         listing, keys = await sync_to_async(_stored_metrics)(names, sort_by, order, _own_key_id(request))
     body = {"programs": [counters.as_dict() for counters in listing], "scope": scope, "api_keys": keys}
+    if by == "version":
+        body["versions"] = await sync_to_async(_all_version_metrics)(names)
     return JsonResponse({**body, "telemetry": writer_status()})
+
+
+def _all_version_metrics(names: list[str]) -> list[dict[str, Any]]:
+    return [entry for name in names for entry in version_metrics(name)]
 
 
 def _stored_metrics(
@@ -95,7 +103,28 @@ async def metrics_detail(request: HttpRequest, program: str, scope: Scope = "all
         counters = PROCESS_COUNTERS.programs.get(program) or ProgramCounters(program)
     else:
         counters = await sync_to_async(selectors.program_stats_get)(program)
-    return JsonResponse({"metrics": counters.as_dict(), "scope": scope})
+    versions = await sync_to_async(version_metrics)(program)
+    return JsonResponse({"metrics": counters.as_dict(), "scope": scope, "versions": versions})
+
+
+def version_metrics(program: str) -> list[dict[str, Any]]:
+    """Each called version of ``program`` with the program totals' fields, its aliases and shadow runs
+    (from the log rows, every worker's)."""
+    aliases = describe_versions(get_runtime().programs[program]).get("aliases", {})
+    return [
+        {
+            "version": version,
+            "aliases": sorted(name for name, target in aliases.items() if version in _runs(target)),
+            **counters.as_dict(),
+            "shadow_count": shadows,
+        }
+        for version, counters, shadows in selectors.version_stats_list(program)
+    ]
+
+
+def _runs(target: dict[str, Any]) -> set[str]:
+    """The versions an alias target answers with (not its shadow)."""
+    return {target["version"]} if "version" in target else set(target.get("split") or {})
 
 
 @router.get(
@@ -112,10 +141,13 @@ async def logs_list(
     before: str | None = Query(
         None, pattern=selectors.LOG_CURSOR_PATTERN, description="the previous page's `next`: older records"
     ),
+    version: str | None = Query(None, max_length=20, description="only the calls this version ran (`v3`)"),
 ) -> JsonResponse:
     if program not in get_runtime().programs:
         return _unknown(program)
-    page = await sync_to_async(selectors.inference_log_page)(program, limit, before, _own_key_id(request))
+    page = await sync_to_async(selectors.inference_log_page)(
+        program, limit, before, _own_key_id(request), version
+    )
     return JsonResponse({"logs": page.logs, "count": len(page.logs), "next": page.next})
 
 

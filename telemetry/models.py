@@ -56,6 +56,9 @@ class InferenceLog(models.Model):
     # empty when none answered) and the upstream requests the LM calls took, retries included.
     answered_by = models.CharField(max_length=100, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # The program version that ran the call ("": unversioned) and whether it was a shadow run.
+    version = models.CharField(max_length=20, blank=True, default="")
+    shadow = models.BooleanField(default=False)
     created_at = models.DateTimeField(help_text="when the response was sent")
 
     class Meta:
@@ -63,6 +66,10 @@ class InferenceLog(models.Model):
         indexes = [
             models.Index(fields=["program", "-created_at", "-id"], name="telemetry_log_program_recent"),
             models.Index(fields=["request_id"], name="telemetry_log_request_id"),
+            # One version's calls (``/api/logs/{P}?version=v3``, per-version metrics), newest first.
+            models.Index(
+                fields=["program", "version", "-created_at", "-id"], name="telemetry_log_version_recent"
+            ),
             # A key's own calls (``/api/logs`` for a key without the admin scope), newest first.
             models.Index(
                 fields=["api_key_id", "program", "-created_at", "-id"],

@@ -57,11 +57,14 @@ LATENCY_BUCKETS_S = (
 )  # fmt: skip
 
 REQUESTS = Labelled(
-    Counter("dspy_requests_total", "Finished program requests by outcome", ["program", "outcome"])
+    Counter("dspy_requests_total", "Finished program requests by outcome", ["program", "outcome", "version"])
 )
 LATENCY = Labelled(
     Histogram(
-        "dspy_request_duration_seconds", "Program request latency", ["program"], buckets=LATENCY_BUCKETS_S
+        "dspy_request_duration_seconds",
+        "Program request latency",
+        ["program", "version"],
+        buckets=LATENCY_BUCKETS_S,
     )
 )
 IN_FLIGHT = Labelled(

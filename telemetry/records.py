@@ -69,6 +69,8 @@ class InferenceRecord:
     source: str = "http"  # the front door: http, gateway, batch, stream, mcp, cron
     entry: str = ""  # which one: a gateway class, a job, a tool
     trace_id: str | None = None  # the OpenTelemetry trace (telemetry.tracing); None when not traced
+    version: str = ""  # the program version that ran the call ("": unversioned)
+    shadow: bool = False  # a shadow run (a sampled copy of a call, off the answer's path)
 
     @property
     def success(self) -> bool:
@@ -107,6 +109,8 @@ def to_log_values(record: InferenceRecord) -> dict[str, Any]:
         lm_calls=list(usage.lm_calls),
         answered_by=usage.answered_by[:100],
         attempts=usage.attempts,
+        version=record.version[:20],
+        shadow=record.shadow,
         created_at=datetime.fromtimestamp(record.finished_at, tz=UTC),
     )
 

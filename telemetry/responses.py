@@ -73,8 +73,19 @@ class KeySpend(BaseModel):
     month: Spend
 
 
+class VersionMetrics(ProgramMetrics):
+    """One version of a program: the program totals' fields, over the calls that version ran."""
+
+    version: str
+    aliases: list[str] = Field(description="the aliases that answer with this version (not as a shadow)")
+    shadow_count: int = Field(description="of call_count, the shadow runs")
+
+
 class MetricsListing(BaseModel):
     programs: list[ProgramMetrics]
+    versions: list[VersionMetrics] | None = Field(
+        default=None, description="with `by=version`: one entry per program and version that was called"
+    )
     scope: Literal["all", "process"]
     telemetry: WriterStatus
     api_keys: list[KeySpend] = Field(
@@ -85,6 +96,7 @@ class MetricsListing(BaseModel):
 class MetricsDetail(BaseModel):
     metrics: ProgramMetrics
     scope: Literal["all", "process"]
+    versions: list[VersionMetrics] = Field(description="each version that was called, oldest first")
 
 
 class Tokens(BaseModel):
@@ -114,6 +126,8 @@ class LogEntry(BaseModel):
     attempts: int = Field(description="upstream requests of the LM calls, retries included")
     worker: str
     api_key: str | None
+    version: str | None = Field(description="the program version that ran the call; null: unversioned")
+    shadow: bool = Field(description="a shadow run: a sampled copy of a call, off the answer's path")
 
 
 class LogListing(BaseModel):

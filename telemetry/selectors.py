@@ -144,7 +144,11 @@ def parse_log_cursor(cursor: str) -> tuple[datetime, int]:
 
 
 def inference_log_page(
-    program: str, limit: int = 50, before: str | None = None, api_key_id: int | None = None
+    program: str,
+    limit: int = 50,
+    before: str | None = None,
+    api_key_id: int | None = None,
+    version: str | None = None,
 ) -> LogPage:
     """A program's records newest first, ``limit`` at a time: keyset pagination, never an OFFSET.
 
@@ -157,6 +161,8 @@ def inference_log_page(
     rows = InferenceLog.objects.filter(program=program)
     if api_key_id is not None:
         rows = rows.filter(api_key_id=api_key_id)
+    if version is not None:  # the (program, version, created_at, id) index
+        rows = rows.filter(version=version)
     if before is not None:
         created, pk = parse_log_cursor(before)
         rows = rows.filter(created_at__lte=created).filter(Q(created_at__lt=created) | Q(pk__lt=pk))
@@ -194,6 +200,8 @@ def inference_log_entry(row: InferenceLog) -> dict[str, Any]:
         "attempts": row.attempts,
         "worker": row.worker,
         "api_key": row.api_key_name or None,
+        "version": row.version or None,
+        "shadow": row.shadow,
     }
 
 
@@ -328,3 +336,58 @@ def key_spend_list(api_key_id: int | None = None) -> list[dict[str, Any]]:
         }
         for key_id, (day, month) in sorted(spend.items())
     ]
+
+
+# -- per-version numbers ---------------------------------------------------------------------------
+
+# Latency percentiles of a version are over its newest calls (the counts, tokens and cost over all).
+VERSION_LATENCY_ROWS = 5_000
+
+
+def version_stats_list(program: str) -> list[tuple[str, ProgramCounters, int]]:
+    """``(version, its totals, its shadow runs)`` for every version of ``program`` that was called,
+    oldest version first: one grouped query on the (program, version, created_at) index, plus one
+    bounded read of durations per version."""
+    from django.db.models import Count, Max, Sum
+
+    grouped = (
+        InferenceLog.objects.filter(program=program)
+        .exclude(version="")
+        .values("version")
+        .annotate(
+            calls=Count("id"),
+            ok=Count("id", filter=Q(success=True)),
+            shadows=Count("id", filter=Q(shadow=True)),
+            prompt=Sum("prompt_tokens"),
+            completion=Sum("completion_tokens"),
+            cost=Sum("cost_usd"),
+            last=Max("created_at"),
+        )
+    )
+    stats = []
+    for row in sorted(grouped, key=lambda row: _version_number(row["version"])):
+        prompt, completion = row["prompt"] or 0, row["completion"] or 0
+        counters = ProgramCounters(
+            program,
+            call_count=row["calls"],
+            success_count=row["ok"],
+            error_count=row["calls"] - row["ok"],
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            cost_usd=row["cost"] or 0.0,
+            last_call_ts=row["last"].timestamp() if row["last"] else None,
+        )
+        durations = (
+            InferenceLog.objects.filter(program=program, version=row["version"], duration_ms__isnull=False)
+            .order_by(*NEWEST_FIRST)
+            .values_list("duration_ms", flat=True)[:VERSION_LATENCY_ROWS]
+        )
+        for duration in durations:
+            counters.latency.observe(duration)
+        stats.append((row["version"], counters, row["shadows"]))
+    return stats
+
+
+def _version_number(label: str) -> int:
+    return int(label[1:]) if label[1:].isdigit() else 0

@@ -43,12 +43,12 @@ def _observe_attempts(record: InferenceRecord, call: dict[str, Any]) -> None:
 
 def _observe(record: InferenceRecord, usage: UsageSnapshot) -> None:
     program = record.program
-    prometheus.REQUESTS.labels(program, prometheus.outcome(record.status_code)).inc()
+    prometheus.REQUESTS.labels(program, prometheus.outcome(record.status_code), record.version).inc()
     reason = prometheus.rejection_reason(record.status_code)
     if reason is not None:
         prometheus.REJECTED.labels(program, reason).inc()
     if record.duration_ms is not None:
-        prometheus.LATENCY.labels(program).observe(record.duration_ms / 1000)
+        prometheus.LATENCY.labels(program, record.version).observe(record.duration_ms / 1000)
     for call in usage.lm_calls:
         model = call["model"]
         prometheus.LM_CALLS.labels(model).inc()

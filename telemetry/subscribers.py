@@ -34,6 +34,8 @@ def on_request_finished(done: events.RequestFinished) -> None:
         outputs=captured_body(done.outputs) if capture and done.outputs is not None else None,
         source=done.source,
         entry=done.entry,
+        version=done.version,
+        shadow=done.shadow,
     )
     if (caller := current_caller.get()) is not None:  # set by the API-key check (apikeys)
         record.api_key_id, record.api_key_name = caller.key_id, caller.name

@@ -237,6 +237,8 @@ def on_request_finished(done: events.RequestFinished) -> None:
                 "dspy.usage.input_tokens": done.prompt_tokens,
                 "dspy.usage.output_tokens": done.completion_tokens,
                 "dspy.lm_calls": len(done.lm_calls),
+                "dspy.program.version": done.version,
+                "dspy.shadow": done.shadow,
             }
             if done.cost_usd is not None:
                 attributes["dspy.cost_usd"] = done.cost_usd

@@ -23,7 +23,7 @@ from programs.config import load_config
 from programs.discovery import Discovery, ProgramSpec
 from programs.execution import CallFailed, run_program
 from programs.instances import InstancePool, SharedInstance
-from programs.program import Program, install_resolver
+from programs.program import Program, VersionAsk, install_resolver
 from programs.runtime import Runtime, build_runtime
 from programs.streaming import StreamedCall
 from programs.usage import RequestUsage
@@ -192,9 +192,16 @@ def test_the_installed_resolver_decides_the_instance_every_call_runs_on(runtime:
     other = PooledStory()
     seen: list[Program] = []
 
-    def resolver(asked: Program) -> SharedInstance:
-        seen.append(asked)
-        return SharedInstance(other)
+    class Resolver:
+        def __call__(self, asked: Program, ask: VersionAsk) -> SharedInstance:
+            seen.append(asked)
+            ask.version = "v2"
+            return SharedInstance(other)
+
+        def describe(self, program: Program) -> dict[str, Any]:
+            return {}
+
+    resolver = Resolver()
 
     async def instance_of_a_call() -> dspy.Module:
         async with program.lease() as lease:

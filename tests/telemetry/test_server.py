@@ -155,7 +155,8 @@ def test_tokens_per_row_match_the_mock_under_200_concurrent_requests(
     prompt_total = sum(value for (name, labels), value in samples.items()
                        if name == "dspy_lm_tokens_total" and ("type", "prompt") in labels)  # fmt: skip
     assert prompt_total == sum(p for p, _ in usage.values())
-    assert samples[("dspy_requests_total", (("outcome", "success"), ("program", "EchoSync")))] == 100
+    key = ("dspy_requests_total", (("outcome", "success"), ("program", "EchoSync"), ("version", "v1")))
+    assert samples[key] == 100
 
 
 def test_counters_survive_a_restart(database: ServerDatabase, start_server: Any) -> None:
