@@ -33,7 +33,6 @@ CostReport = Callable[[Any, float | None, bool, str], None]  # lm, cost, cache h
 class NativeCalls:
     """DSPy 3.4: ``dspy.clients.execution`` (lm15 native engine, LiteLLM as its other backend)."""
 
-    name = "native"
     versions = frozenset({"3.4.0", "3.4.1"})
     # What the upstream wrapper replaces and calls: the call's fields it reads (prompt, messages,
     # kwargs, request, legacy), the errors it retries, the adapter's fallback scope.
@@ -138,7 +137,6 @@ class _NoProgress:
 class LiteLLMCalls:
     """DSPy 3.3: ``dspy.LM.forward``/``aforward`` through LiteLLM, one call each."""
 
-    name = "litellm"
     versions = frozenset({"3.3.1"})
     # The wrapper replaces LM.forward/aforward; the legacy call path calls them with
     # (prompt, messages, **kwargs) inside DSPy's callbacks, then reports the usage.
