@@ -58,7 +58,7 @@ $(OLDEST_STAMP): requirements.txt pyproject.toml
 
 test-oldest-dspy: $(OLDEST_STAMP)
 	$(OLDEST_VENV)/bin/python -c "import dspy; assert dspy.__version__ == '$(DSPY_OLDEST)', dspy.__version__"
-	$(OLDEST_VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(CORE_TESTS)
+	TEST_READY_TIMEOUT_S=180 $(OLDEST_VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(CORE_TESTS)
 
 lint: install
 	$(VENV)/bin/ruff check .
