@@ -139,12 +139,14 @@ class LiteLLMCalls:
 
     versions = frozenset({"3.3.1"})
     # The wrapper replaces LM.forward/aforward; the legacy call path calls them with
-    # (prompt, messages, **kwargs) inside DSPy's callbacks, then reports the usage.
+    # (prompt, messages, **kwargs) inside DSPy's callbacks, then reports the usage; the streamed
+    # request is sent without num_retries (_sent_kwargs adds it).
     upstream_relies_on = {
         "dspy.clients.lm.LM.forward": "1672344369cb659a",
         "dspy.clients.lm.LM.aforward": "f991b3644e6e08df",
         "dspy.clients.base_lm.BaseLM._legacy_call_direct": "daaba2b574141054",
         "dspy.clients.base_lm.BaseLM._legacy_acall_direct": "3c78509911300877",
+        "dspy.clients.lm._get_stream_completion_fn": "ca58fd055fde75a5",
     }
     cost_relies_on = {"dspy.clients.base_lm.BaseLM._process_lm_response": "afa2fc8dd4b1c0bb"}
 
