@@ -37,10 +37,7 @@ def configure_dspy(max_connections: int) -> None:
     lm_usage.install_cost_hook()  # per-call cost into the request's usage tracker (history is off)
     upstream.install()  # budgets, retries, circuit breakers and fallbacks around each LM call
     logger.info(dspy_patches.summary())
-    if isinstance(CALLS, NativeCalls):
-        from dspy.clients import model_metadata
-
-        model_metadata.source_info()  # load the bundled metadata now, not on the first request
+    CALLS.warm_up()  # what the first LM call would load (DSPy's metadata; 3.3: LiteLLM's modules)
 
 
 CONNECTION_CAP = "upstream connection cap"
