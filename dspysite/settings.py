@@ -253,5 +253,8 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # DSPy logs every LM-call warning at WARNING; keep them, but not its INFO chatter.
         "dspy": {"level": "WARNING"},
+        # DSPy 3.3's LM client: two INFO lines per LM call ("LiteLLM completion() model=...") on
+        # its own stdout handler and again through ours.
+        "LiteLLM": {"level": "WARNING"},
     },
 }

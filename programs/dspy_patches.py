@@ -26,7 +26,8 @@ import dspy
 
 logger = logging.getLogger(__name__)
 
-# The DSPy releases the patches were written and measured on (their code is the same on both).
+# The DSPy releases the patches were written and measured on (their code is the same on both); the
+# speed-ups exist for 3.4's native engine only.
 MEASURED_VERSIONS = frozenset({"3.4.0", "3.4.1"})
 
 # Each patch's name -> whether it is on; in the order they were checked.
@@ -52,12 +53,14 @@ def resolve(path: str) -> object:
     raise ImportError(path)
 
 
-def mismatch(relies_on: dict[str, str | tuple[str, ...]]) -> str | None:
+def mismatch(
+    relies_on: dict[str, str | tuple[str, ...]], versions: frozenset[str] = MEASURED_VERSIONS
+) -> str | None:
     """Why a patch must stay off (a version or an object that differs), or None: it fits."""
     if os.environ.get("DSPY_DJANGO_PATCHES", "").strip().lower() == "off":
         return "DSPY_DJANGO_PATCHES=off"
-    if dspy.__version__ not in MEASURED_VERSIONS:
-        return f"written for DSPy {', '.join(sorted(MEASURED_VERSIONS))}"
+    if dspy.__version__ not in versions:
+        return f"written for DSPy {', '.join(sorted(versions))}"
     for path, expected in relies_on.items():
         try:
             found = fingerprint(resolve(path))
@@ -68,11 +71,17 @@ def mismatch(relies_on: dict[str, str | tuple[str, ...]]) -> str | None:
     return None
 
 
-def applicable(name: str, relies_on: dict[str, str | tuple[str, ...]]) -> bool:
-    """Whether the patch ``name`` may be installed; when not, one log line says why."""
+def applicable(
+    name: str, relies_on: dict[str, str | tuple[str, ...]], versions: frozenset[str] = MEASURED_VERSIONS
+) -> bool:
+    """Whether the patch ``name`` may be installed; when not, one log line says why.
+
+    ``versions``: the releases it was written and measured on, when not :data:`MEASURED_VERSIONS`
+    (the upstream wrapper and the cost hook also have a DSPy 3.3 form: :mod:`programs.dspy_calls`).
+    """
     if name in _state:
         return _state[name]
-    reason = mismatch(relies_on)
+    reason = mismatch(relies_on, versions)
     _state[name] = reason is None
     if reason is not None:
         logger.warning("DSPy %s: patch %r off (%s): DSPy's own code runs", dspy.__version__, name, reason)

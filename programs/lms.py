@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import dspy
-from dspy.clients import execution as dspy_execution
-from dspy.clients.backend_selection import select_backend
-from dspy.lm15 import AccessPolicy, ModelSupport, OpenAIChatCompat, ProviderDefinition, register_provider
 
 from programs import dspy_patches, dspy_speedups, upstream
 from programs import usage as lm_usage
 from programs.config import DeclaredModel, ModelEntry, resolve_api_key
+from programs.dspy_calls import CALLS, UNPRICED, NativeCalls
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +37,7 @@ def configure_dspy(max_connections: int) -> None:
     lm_usage.install_cost_hook()  # per-call cost into the request's usage tracker (history is off)
     upstream.install()  # budgets, retries, circuit breakers and fallbacks around each LM call
     logger.info(dspy_patches.summary())
-    from dspy.clients import model_metadata
-
-    model_metadata.source_info()  # load the bundled metadata now, not on the first request
+    CALLS.warm_up()  # what the first LM call would load (DSPy's metadata; 3.3: LiteLLM's modules)
 
 
 CONNECTION_CAP = "upstream connection cap"
@@ -69,6 +65,8 @@ def settings_snapshot() -> dict[str, Any]:
 
 def _raise_connection_cap(max_connections: int) -> None:
     """DSPy builds its native engine's ``RouterConfig`` without ``max_connections``: supply it."""
+    from dspy.clients import execution as dspy_execution
+
     original = getattr(dspy_execution.RouterConfig, "func", dspy_execution.RouterConfig)
     dspy_execution.RouterConfig = functools.partial(original, max_connections=max_connections)
 
@@ -81,7 +79,13 @@ def build_lm(
     The LM's HTTP timeout is the longest request timeout of its programs, so a sync program whose
     request already timed out does not keep its worker thread much longer than that.
     """
-    model = entry.model if declared is None else declare_endpoint(alias, entry, declared)
+    lm_class: type[dspy.LM] = dspy.LM
+    if declared is None:
+        model = entry.model
+    elif isinstance(CALLS, NativeCalls):
+        model = declare_endpoint(alias, entry, declared)
+    else:
+        model, lm_class = entry.model, declared_lm_class(declared)
     kwargs = entry.lm_kwargs()
     if entry.api_base:
         kwargs["api_base"] = entry.api_base
@@ -89,7 +93,7 @@ def build_lm(
     if api_key is not None:
         kwargs["api_key"] = api_key
     kwargs.setdefault("timeout", timeout_s)
-    lm = dspy.LM(
+    lm = lm_class(
         model,
         model_type=entry.model_type,
         temperature=entry.temperature,
@@ -113,6 +117,8 @@ def declare_endpoint(alias: str, entry: ModelEntry, declared: DeclaredModel) -> 
     nothing (a provider with no metadata namespaces). Speed is the same either way: whatever DSPy
     looks up per call is looked up once per model (:mod:`programs.dspy_speedups`).
     """
+    from dspy.lm15 import AccessPolicy, ModelSupport, OpenAIChatCompat, ProviderDefinition, register_provider
+
     provider = "served-" + re.sub(r"[^a-z0-9]+", "-", alias.lower()).strip("-")
     definition = ProviderDefinition.chat(
         AccessPolicy(provider=provider, base_url=entry.api_base), compat=OpenAIChatCompat()
@@ -126,8 +132,29 @@ def declare_endpoint(alias: str, entry: ModelEntry, declared: DeclaredModel) -> 
     return f"{provider}/{entry.model.split('/', 1)[-1]}"
 
 
+def declared_lm_class(declared: DeclaredModel) -> type[dspy.LM]:
+    """DSPy 3.3 (LiteLLM only): an LM whose capabilities are the declared ones, and unpriced.
+
+    What :func:`declare_endpoint` does on 3.4's native engine: the adapters ask the LM what the
+    endpoint supports (not LiteLLM's table, which knows the model name, not the server behind
+    ``api_base``; unknown counts as unsupported), and no list price is put on a self-hosted model.
+    """
+
+    class DeclaredLM(dspy.LM):
+        supports_response_schema = bool(declared.response_schema)
+        supports_function_calling = bool(declared.function_calling)
+        supports_reasoning = bool(declared.reasoning)
+
+    setattr(DeclaredLM, UNPRICED, True)
+    return DeclaredLM
+
+
 def engine_name(lm: dspy.LM) -> str:
     """'native' (DSPy's lm15 engine) or 'litellm'. LiteLLM costs 4-5 ms more CPU per call."""
+    if not isinstance(CALLS, NativeCalls):
+        return "litellm"  # DSPy 3.3: LiteLLM is its only engine
+    from dspy.clients.backend_selection import select_backend
+
     try:
         native = select_backend(lm).native
     except Exception:  # noqa: BLE001 - selection problems surface on the first call instead

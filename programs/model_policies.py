@@ -7,6 +7,7 @@ every server (Redis) is decided here, once, at start-up.
 from typing import Any
 
 from programs.config import ModelEntry
+from programs.dspy_calls import UNPRICED
 from programs.model_limits import StoreBudget, StoreCircuit
 from programs.pricing import model_prices
 from programs.upstream import ModelPolicy
@@ -34,7 +35,12 @@ def build_policy(
         alias=alias,
         lm=lm,
         num_retries=entry.num_retries,
-        prices=model_prices(lm.model, entry.input_cost_per_1m_tokens, entry.output_cost_per_1m_tokens),
+        prices=model_prices(
+            lm.model,
+            entry.input_cost_per_1m_tokens,
+            entry.output_cost_per_1m_tokens,
+            listed=not getattr(lm, UNPRICED, False),
+        ),
         circuit=circuit,
         budget=budget,
         fallbacks=fallbacks,

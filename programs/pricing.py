@@ -5,7 +5,8 @@
 1. the registry's price, when the model's entry states one (``input_cost_per_1m_tokens`` /
    ``output_cost_per_1m_tokens``) times the call's billed tokens;
 2. else DSPy's own estimate of the call (``CallResult.cost``, from its bundled model metadata: it
-   knows cached, reasoning and audio tokens, service tiers, long-context rates);
+   knows cached, reasoning and audio tokens, service tiers, long-context rates; on DSPy 3.3,
+   LiteLLM's ``response_cost`` from its cost map);
 3. else unknown (None: the log says so, the metrics count 0).
 
 The registry wins because it is the operator's statement about *this* deployment: a negotiated
@@ -29,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dspysite.env import env_int
+from programs.dspy_calls import CALLS
 
 # Completion tokens reserved when neither the call nor the model entry states max_tokens (then the
 # bound is not one: a longer answer bills more than was reserved).
@@ -53,7 +55,9 @@ class Prices:
         return prompt_tokens * self.input_per_token + completion_tokens * self.output_per_token
 
 
-def model_prices(model: str, input_per_1m: float | None, output_per_1m: float | None) -> Prices | None:
+def model_prices(
+    model: str, input_per_1m: float | None, output_per_1m: float | None, listed: bool = True
+) -> Prices | None:
     """A model's price: the registry's when it states one, else DSPy's metadata, else None.
 
     ``model``: the LM's model string as DSPy sees it (a declared endpoint's ``served-<alias>/...``
@@ -61,11 +65,9 @@ def model_prices(model: str, input_per_1m: float | None, output_per_1m: float | 
     """
     if input_per_1m is not None or output_per_1m is not None:
         return Prices((input_per_1m or 0.0) / 1e6, (output_per_1m or 0.0) / 1e6)
-    from dspy.clients.model_metadata import model_info
-
-    provider, _, name = model.partition("/")
-    info = model_info(provider, name) if name else {}
-    prompt, completion = info.get("input_cost_per_token"), info.get("output_cost_per_token")
+    if not listed:  # a declared endpoint on DSPy 3.3 (programs.lms.declared_lm_class)
+        return None
+    prompt, completion = CALLS.list_price(model)
     if prompt is None and completion is None:
         return None
     return Prices(float(prompt or 0.0), float(completion or 0.0), stated=False)
@@ -85,7 +87,7 @@ def call_cost(prices: Prices | None, result: Any) -> float | None:
         return None
     if prices is not None and prices.stated:
         return prices.cost(*billed_tokens(result))
-    return getattr(result, "cost", None)
+    return CALLS.cost(result)
 
 
 # -- the token bound of one call --------------------------------------------------------------------

@@ -107,7 +107,9 @@ class Runtime:
         """Let running sync calls finish, then release the pool's threads and the LM connections."""
         await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
         for lm in self.lms.values():
-            await lm.aclose()  # this loop's pools and the sync pools
+            close = getattr(lm, "aclose", None)  # DSPy 3.3's LM has no pools of its own (LiteLLM's)
+            if close is not None:
+                await close()  # this loop's pools and the sync pools
 
 
 def build_runtime(config: LoadedConfig, discovery: Discovery) -> Runtime:

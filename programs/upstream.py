@@ -1,8 +1,9 @@
 """Every upstream request of a served LM: budgets, retries, circuit breaker, fallbacks, prices.
 
 DSPy runs each LM call through ``dspy.clients.execution.execute`` (sync, on a worker thread) or
-``aexecute`` (async, on the event loop): one call of a program's predictor, adapter retry or
-sub-module is one ``execute``. :func:`install` wraps both, so every LM call of a multi-call
+``aexecute`` (async, on the event loop); DSPy 3.3 through ``dspy.LM.forward``/``aforward``
+(LiteLLM): one call of a program's predictor, adapter retry or sub-module is one of them
+(:mod:`programs.dspy_calls`). :func:`install` wraps both, so every LM call of a multi-call
 program is checked and retried on its own, and the LMs the runtime builds get DSPy's own retries
 off (``num_retries=0``): the attempts are this module's, counted and visible.
 
@@ -37,8 +38,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dspy.clients import execution
-from dspy.clients.call_context import adapter_fallback_scope
 from dspy.dsp.utils.settings import settings as dspy_settings
 from dspy.utils.exceptions import (
     LMError,
@@ -52,6 +51,7 @@ from dspy.utils.exceptions import (
 from programs import dspy_patches, events
 from programs.circuits import ALLOWED, CircuitPermit, CircuitState
 from programs.context import current_request_id
+from programs.dspy_calls import CALLS
 from programs.lm_gates import CallBound, LMCallGate, LMCallRefused, current_lm_gate
 from programs.pricing import Prices, billed_tokens, call_cost, call_token_bound
 from programs.usage import current_usage
@@ -120,31 +120,25 @@ class ModelPolicy:
         return self.circuit is not None or self.budget is not None or bool(self.fallbacks)
 
 
-_original_execute: Callable[[Any, Any], Any] = execution.execute
-_original_aexecute: Callable[[Any, Any], Awaitable[Any]] = execution.aexecute
+# DSPy's own LM call (programs/dspy_calls.py: 3.4's execute/aexecute, 3.3's LM.forward/aforward).
+_original_execute: Callable[[Any, Any], Any] = CALLS.execute
+_original_aexecute: Callable[[Any, Any], Awaitable[Any]] = CALLS.aexecute
 
 
 PATCH = "upstream wrapper"
-# What the wrapper replaces and calls (programs/dspy_patches.py): the call's fields it reads
-# (prompt, messages, kwargs, request, legacy), the errors it retries, the adapter's fallback scope.
-RELIES_ON = {
-    "dspy.clients.execution.execute": "71ad146e6cbb0b82",
-    "dspy.clients.execution.aexecute": "8e7c28f2cb294990",
-    "dspy.clients.execution.prepare": "804f2eb813e287a0",
-    "dspy.clients.call_context.adapter_fallback_scope": "575df99a78e35c44",
-}
+# What the wrapper replaces and calls (programs/dspy_patches.py), on the DSPy it runs with.
+RELIES_ON = CALLS.upstream_relies_on
 
 
 def install() -> bool:
-    """Wrap DSPy's ``execute``/``aexecute`` (idempotent) when they are the code it was written for.
+    """Wrap DSPy's LM call (idempotent) when it is the code the wrapper was written for.
 
     Unserved LMs run DSPy's as they are. Off (False), DSPy's own calls and retries run, and a program
     whose model has a circuit, a budget or fallbacks fails to load (programs/runtime.py).
     """
-    if not dspy_patches.applicable(PATCH, RELIES_ON):
+    if not dspy_patches.applicable(PATCH, RELIES_ON, CALLS.versions):
         return False
-    execution.execute = _execute
-    execution.aexecute = _aexecute
+    CALLS.wrap(_execute, _aexecute)
     return True
 
 
@@ -174,9 +168,7 @@ class _Call:
 
     def prepared_for(self, policy: ModelPolicy, asynchronous: bool) -> Any:
         """The call as DSPy prepares it for a fallback's LM (its model, its client settings)."""
-        call = self.call
-        return execution.prepare(policy.lm, call.prompt, call.messages, call.kwargs,
-                                 asynchronous=asynchronous)  # fmt: skip
+        return CALLS.prepare(policy.lm, self.call, asynchronous)
 
     def can_fall_back(self, exc: BaseException) -> bool:
         # A typed Request names its model; a stream that already reached the client cannot restart;
@@ -253,13 +245,13 @@ def _used_tokens(result: Any) -> int:
 def _price(policy: ModelPolicy, result: Any) -> Any:
     """The call's one price (programs/pricing.py): the registry's when it states one, else DSPy's."""
     if policy.prices is not None and policy.prices.stated:
-        result.cost = call_cost(policy.prices, result)
+        CALLS.set_cost(result, call_cost(policy.prices, result))
     return result
 
 
 def _settlement(result: Any) -> tuple[int, float]:
     """What an answered request billed: its tokens and cost (unpriced: 0.0)."""
-    return _used_tokens(result), getattr(result, "cost", None) or 0.0
+    return _used_tokens(result), CALLS.cost(result) or 0.0
 
 
 def _circuit_changed(policy: ModelPolicy, change: str | None) -> None:
@@ -381,7 +373,7 @@ def _guarded(policy: ModelPolicy, call: Any, run: _Call, bound: CallBound | None
 def _attempt(policy: ModelPolicy, call: Any, run: _Call) -> Any:
     if not run.streaming:
         return _original_execute(policy.lm, call)
-    with adapter_fallback_scope() as progress:
+    with CALLS.fallback_scope() as progress:
         try:
             return _original_execute(policy.lm, call)
         except Exception as exc:
@@ -488,7 +480,7 @@ async def _aguarded(policy: ModelPolicy, call: Any, run: _Call, bound: CallBound
 async def _aattempt(policy: ModelPolicy, call: Any, run: _Call) -> Any:
     if not run.streaming:
         return await _original_aexecute(policy.lm, call)
-    with adapter_fallback_scope() as progress:
+    with CALLS.fallback_scope() as progress:
         try:
             return await _original_aexecute(policy.lm, call)
         except Exception as exc:

@@ -9,14 +9,14 @@ Three hooks fill it, all installed once at start-up:
 
 * ``UsageTracker.add_usage`` (DSPy calls it for every finished or failed LM call): tokens;
 * :class:`LMCallTimer`, a DSPy callback on the served LMs: model and duration of each call;
-* :func:`install_cost_hook`, a wrapper of ``dspy.clients.execution.finalize``: the cost DSPy
-  computes per call (``CallResult.cost``), which DSPy otherwise only stores in the history.
+* :func:`install_cost_hook`, a wrapper of ``dspy.clients.execution.finalize`` (DSPy 3.3:
+  ``BaseLM._process_lm_response``): the cost DSPy computes per call, which DSPy otherwise only
+  stores in the history.
 
 Calls are keyed by DSPy's ``ACTIVE_CALL_ID`` (set by ``with_callbacks`` around each LM call), so
 the three hooks meet on the same entry even when calls run in parallel threads.
 """
 
-import functools
 import logging
 import threading
 import time
@@ -29,6 +29,7 @@ from dspy.utils.usage_tracker import UsageTracker
 
 from programs import dspy_patches, events
 from programs.context import current_request_id
+from programs.dspy_calls import CALLS, UNPRICED
 
 logger = logging.getLogger(__name__)
 
@@ -231,28 +232,20 @@ LM_CALLBACKS: list[BaseCallback] = [LMCallTimer()]
 def install_cost_hook() -> bool:
     """Make DSPy hand each call's cost to the request's tracker. Idempotent; False if unsupported.
 
-    DSPy prices every call (``CallResult.cost``, from its model metadata) but only keeps the figure
-    in ``lm.history``, which a server turns off. ``finalize`` is where DSPy reports a finished
-    call's usage to the tracker; wrapping it adds the cost next to the tokens.
+    DSPy prices every call (``CallResult.cost``, from its model metadata; DSPy 3.3: LiteLLM's
+    ``response_cost``) but only keeps the figure in ``lm.history``, which a server turns off. The
+    hook wraps the step where DSPy reports a finished call's usage to the tracker (3.4's
+    ``execution.finalize``, 3.3's ``BaseLM._process_lm_response``: :mod:`programs.dspy_calls`), so
+    the cost lands next to the tokens.
     """
-    if not dspy_patches.applicable(COST_HOOK, {"dspy.clients.execution.finalize": "26b860f490384b53"}):
+    if not dspy_patches.applicable(COST_HOOK, CALLS.cost_relies_on, CALLS.versions):
         return False
-    from dspy.clients import execution
-
-    original = execution.finalize
-    if getattr(original, "_telemetry_cost_hook", False):
-        return True
-
-    @functools.wraps(original)
-    def finalize(lm: Any, call: Any, result: Any) -> Any:
-        usage = current_usage()
-        if usage is not None:
-            cache_hit = bool(getattr(result, "cache_hit", False))
-            cost = None if cache_hit else getattr(result, "cost", None)
-            answered_by = getattr(result, "response_model", None) or ""
-            usage.lm_priced(getattr(lm, "model", "unknown"), cost, cache_hit, answered_by)
-        return original(lm, call, result)
-
-    finalize._telemetry_cost_hook = True  # type: ignore[attr-defined]
-    execution.finalize = finalize
+    CALLS.install_cost_hook(_report_cost)
     return True
+
+
+def _report_cost(lm: Any, cost: float | None, cache_hit: bool, answered_by: str) -> None:
+    usage = current_usage()
+    if usage is not None:
+        priced = not cache_hit and not getattr(lm, UNPRICED, False)
+        usage.lm_priced(getattr(lm, "model", "unknown"), cost if priced else None, cache_hit, answered_by)

@@ -1,6 +1,7 @@
 """Per-request LM usage from DSPy's own hooks, against the mock LLM (no ``lm.history``)."""
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import dspy
@@ -106,3 +107,25 @@ def test_lm_without_the_timer_still_reports_tokens_and_cost_on_one_entry(llm: Ru
     assert (call["prompt_tokens"], call["completion_tokens"]) == (100, 10)
     assert call["cost_usd"] == pytest.approx(100 * PROMPT_PRICE + 10 * COMPLETION_PRICE)
     assert call["duration_ms"] is None
+
+
+def test_a_declared_endpoint_has_its_declared_capabilities_and_no_list_price(
+    llm: Running, tmp_path: Path
+) -> None:
+    """A self-hosted model behind ``api_base`` that keeps a hosted name is not billed at that name's
+    list price, and the adapters see what the operator declared, on either engine (DSPy 3.4's
+    declared provider, 3.3's declared LM class)."""
+    from programs.config import DeclaredModel, ModelEntry
+    from programs.lms import build_lm
+    from programs.model_policies import build_policy
+
+    entry = ModelEntry(model="openai/gpt-4o-mini", api_base=f"{llm.url}/v1", api_key="k", cache=False)
+    declared = DeclaredModel(response_schema=False, function_calling=True)
+    lm = build_lm("self-hosted", entry, tmp_path / "dspy.config.yaml", 10.0, declared)
+    assert (lm.supports_response_schema, lm.supports_function_calling) == (False, True)
+    usage = RequestUsage()
+    run(lm, "q [usage=1000,500]", usage)
+    (call,) = usage.snapshot().lm_calls
+    assert (call["prompt_tokens"], call["completion_tokens"]) == (1000, 500)
+    assert call["cost_usd"] is None  # gpt-4o-mini's list price would be 0.00045
+    assert build_policy("self-hosted", entry, lm, (), 0.0, "fail_open").prices is None  # nor reserved at it

@@ -1,4 +1,8 @@
-"""The DSPy speedups: inline only what is allowed, cached answers equal DSPy's own."""
+"""The DSPy speedups: inline only what is allowed, cached answers equal DSPy's own.
+
+They patch DSPy 3.4's native engine; DSPy 3.3 has none of it (tests/unit/test_dspy_patches.py
+shows every one of them off there, with DSPy's own code running).
+"""
 
 import asyncio
 import os
@@ -7,8 +11,14 @@ import socket
 import threading
 from collections.abc import Callable
 
-import dspy
 import pytest
+
+from programs.dspy_calls import native_engine
+
+if not native_engine():
+    pytest.skip("DSPy without the native engine (3.3): the speedups do not apply", allow_module_level=True)
+
+import dspy
 from dspy._vendor.lm15.transports import _async as lm15_async_transport
 from dspy._vendor.lm15.transports import _proxy as lm15_proxy
 from dspy._vendor.lm15.transports import _sync as lm15_sync_transport

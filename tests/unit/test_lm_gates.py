@@ -12,11 +12,19 @@ import pytest
 from apikeys.context import Caller, Quota
 from apikeys.token_reservations import KeyQuotaGate, bind, gate_for
 from programs import upstream
+from programs.dspy_calls import CALLS, NativeCalls
 from programs.lm_gates import CallBound, LMCallRefused, current_lm_gate
 from programs.pricing import Prices, call_cost, call_token_bound, model_prices
 from ratelimit.backends.memory import MemoryStore
 
 BILLED = {"prompt_tokens": 30, "completion_tokens": 20}
+
+
+def answer(usage: dict[str, int], cost: float | None, cache_hit: bool = False) -> SimpleNamespace:
+    """An answered call as the running DSPy returns it: 3.4's CallResult, 3.3's LiteLLM response."""
+    if isinstance(CALLS, NativeCalls):
+        return SimpleNamespace(usage=usage, cost=cost, cache_hit=cache_hit)
+    return SimpleNamespace(usage=usage, _hidden_params={"response_cost": cost}, cache_hit=cache_hit)
 
 
 class Upstream:
@@ -27,7 +35,7 @@ class Upstream:
 
     def result(self) -> SimpleNamespace:
         self.requests += 1
-        return SimpleNamespace(usage=dict(BILLED), cost=None, cache_hit=False)
+        return answer(dict(BILLED), None)
 
 
 @pytest.fixture
@@ -59,11 +67,11 @@ def test_the_bound_counts_utf8_bytes_the_template_and_max_tokens_times_n() -> No
 
 def test_the_registry_price_wins_then_dspys_then_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # DSPy's bundled prices, no network
-    answered = SimpleNamespace(usage=dict(BILLED), cost=0.5, cache_hit=False)
+    answered = answer(dict(BILLED), 0.5)
     assert call_cost(Prices(1e-6, 2e-6), answered) == pytest.approx(30e-6 + 40e-6)
     assert call_cost(Prices(1e-6, 2e-6, stated=False), answered) == 0.5  # DSPy's own estimate
     assert call_cost(None, answered) == 0.5
-    assert call_cost(Prices(1e-6, 2e-6), SimpleNamespace(usage={}, cost=None, cache_hit=True)) is None
+    assert call_cost(Prices(1e-6, 2e-6), answer({}, None, cache_hit=True)) is None
     assert model_prices("openai/gpt-4o-mini", 1.0, 2.0) == Prices(1e-6, 2e-6)
     listed = model_prices("openai/gpt-4o-mini", None, None)
     assert listed is not None and not listed.stated and listed.input_per_token > 0
@@ -78,7 +86,7 @@ def test_each_lm_call_reserves_its_bound_and_settles_what_was_billed(model: tupl
     token = current_lm_gate.set(gate)
     try:
         result = upstream._execute(lm, _call())  # fits: bound <= quota, settled to the 50 billed
-        assert result.cost == pytest.approx(30e-6 + 40e-6)
+        assert CALLS.cost(result) == pytest.approx(30e-6 + 40e-6)
         # Room for exactly one more bound (on the event loop), then not for a larger one.
         asyncio.run(upstream._aexecute(lm, _call()))
         with pytest.raises(LMCallRefused) as refused:
@@ -105,7 +113,7 @@ def test_without_a_gate_the_fast_path_runs_and_keys_without_token_quotas_bind_no
 ) -> None:
     lm, stub = model
     assert current_lm_gate.get() is None
-    assert upstream._execute(lm, _call()).cost == pytest.approx(70e-6)
+    assert CALLS.cost(upstream._execute(lm, _call())) == pytest.approx(70e-6)
     assert stub.requests == 1
     assert gate_for(Caller(1, "rpm only", quota=Quota(rpm=5))) is None
     assert gate_for(None) is None
