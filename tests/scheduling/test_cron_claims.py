@@ -30,7 +30,7 @@ def test_the_first_claim_wins_and_a_second_for_the_same_fire_time_gets_none() ->
 @pytest.mark.skipif(
     connection.vendor == "sqlite",
     reason="the in-memory test database's shared cache fails concurrent writers instead of making them wait; "
-    "servers on a SQLite file race in tests/integration/test_cron.py",
+    "servers on a SQLite file race in tests/scheduling/test_cron.py",
 )
 def test_concurrent_claims_from_many_threads_have_exactly_one_winner_per_fire_time() -> None:
     fire_times = [FIRE + timedelta(minutes=i) for i in range(5)]

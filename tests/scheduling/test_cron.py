@@ -22,9 +22,9 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.apikeys.test_api_keys import admin_client, manage
 from tests.databases import ServerDatabase, server_database
-from tests.devx.test_api_keys import admin_client, manage
-from tests.integration.test_startup import start_and_fail
+from tests.programs.test_startup import start_and_fail
 from tests.support import FIXTURES, Running, project_config, service
 from tests.telemetry.conftest import graceful_stop, wait_for
 

@@ -16,7 +16,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from tests.databases import ServerDatabase
-from tests.mcp.conftest import ERAS, connect, wait_for_rows
+from tests.mcp_tools.conftest import ERAS, connect, wait_for_rows
 from tests.support import Running
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ import pytest
 from corsheaders.middleware import CorsMiddleware as LibraryCorsMiddleware
 from django.test import override_settings
 
-from tests.unit.inprocess import request
+from tests.dspysite.handler_request import request
 
 ORIGIN = "https://app.example.com"
 

@@ -1,6 +1,6 @@
 """The OpenAPI document is the contract: every answer of every operation must be one it states.
 
-Schemathesis (its CLI, with tests/integration/schemathesis.toml) generates requests for every
+Schemathesis (its CLI, with tests/e2e/schemathesis.toml) generates requests for every
 operation of the real server, valid and invalid ones (coverage and fuzzing phases, deterministic,
 a bounded number per operation), and checks each answer against /openapi.json: its status is
 documented, its content type, headers and body (each Server-Sent Event of the streams too) match.

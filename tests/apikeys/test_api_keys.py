@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.databases import ServerDatabase, server_database
-from tests.devx.conftest import SERVICE_PROJECT
+from tests.devx_fixtures import SERVICE_PROJECT
 from tests.support import ROOT, Running, project_config, service
 
 pytestmark = pytest.mark.integration
@@ -358,8 +358,8 @@ def test_cors_for_configured_origins_only(keyed: tuple[Running, ServerDatabase])
 def test_the_playground_runs_in_a_browser_after_login(keyed: tuple[Running, ServerDatabase]) -> None:
     import asyncio
 
-    from tests.devx.test_playground_browser import ARTIFACTS, outputs, set_value, wait_for_result
     from tests.telemetry.browser import chromium_or_skip, headless_page, screenshot, submit
+    from tests.ui.test_playground_browser import ARTIFACTS, outputs, set_value, wait_for_result
 
     binary = chromium_or_skip()
     server, _ = keyed

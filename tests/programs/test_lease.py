@@ -27,14 +27,14 @@ from programs.program import Program, install_resolver
 from programs.runtime import Runtime, build_runtime
 from programs.streaming import StreamedCall
 from programs.usage import RequestUsage
-from tests.concurrency.conftest import SERVICE_PROJECT
+from tests.programs.conftest import SERVICE_PROJECT
 from tests.support import Running
 
 STORIES = SERVICE_PROJECT / "src/service_programs/modules/stories.py"
 
 
 def _stories() -> ModuleType:
-    """The fixture project's streaming programs (tests/devx serves them), imported from their file."""
+    """The fixture project's streaming programs (tests/devx_fixtures.py serves them), from their file."""
     spec = importlib.util.spec_from_file_location("lease_test_stories", STORIES)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -7,7 +7,7 @@ import pytest
 from django.http import HttpResponse
 
 from dspysite.handler import ServiceASGIHandler
-from tests.unit.inprocess import request
+from tests.dspysite.handler_request import request
 
 
 @pytest.mark.django_db

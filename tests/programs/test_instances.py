@@ -27,7 +27,7 @@ from programs.execution import run_program
 from programs.instances import fork
 from programs.runtime import build_runtime
 from programs.usage import RequestUsage
-from tests.concurrency.conftest import SERVICE_PROJECT, concurrently
+from tests.programs.conftest import SERVICE_PROJECT, concurrently
 from tests.support import ROOT, Running
 
 GROUP_SIZE = 8

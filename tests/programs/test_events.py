@@ -10,7 +10,7 @@ import pytest
 
 from programs import events
 from programs.events import Event, RequestStarted
-from tests.concurrency.conftest import concurrently, post
+from tests.programs.conftest import concurrently, post
 from tests.support import Running
 
 

@@ -22,8 +22,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster import SERVICE_PROJECT, Cluster, cluster, require_cluster_database
-from tests.mcp.conftest import connect
-from tests.mcp.test_keys import ACCEPT, INITIALIZE
+from tests.mcp_tools.conftest import connect
+from tests.mcp_tools.test_keys import ACCEPT, INITIALIZE
 from tests.redis_servers import RedisServer, redis_server
 from tests.support import Running
 from tests.telemetry.conftest import wait_for

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.concurrency.conftest import SERVICE_PROJECT, post, received, reset
 from tests.databases import ServerDatabase
+from tests.programs.conftest import SERVICE_PROJECT, post, received, reset
 from tests.support import Running, service
 
 pytestmark = pytest.mark.integration

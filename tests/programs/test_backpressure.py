@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import SERVICE_PROJECT
+from tests.service_fixtures import SERVICE_PROJECT
 from tests.support import Running, project_config, service
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """Structured outputs by capability: the adapter is the program's choice, the response format the
 model entry's declared capability (DSPy's own lookup for undeclared models).
 
-One program (two typed outputs) is served under several names (tests/concurrency/conftest.py):
+One program (two typed outputs) is served under several names (tests/programs/conftest.py):
 the chat adapter, and the JSON adapter on models that do or do not take a JSON schema. Each must
 answer correctly through the mock, which honours ``response_format``; the request the mock
 receives carries a schema only when the model entry says it can.
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from programs.config import ConfigError, load_config
-from tests.concurrency.conftest import post, received, reset
+from tests.programs.conftest import post, received, reset
 from tests.support import Running
 
 JSON_PROMPT = "Outputs will be a JSON object with the following fields."

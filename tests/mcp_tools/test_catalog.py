@@ -10,7 +10,7 @@ from programs.config import load_config
 from programs.discovery import Discovery, ProgramSpec
 from programs.gateways import IdentityGateway
 from programs.runtime import build_runtime
-from tests.unit.test_gateways import Nightly  # a CronGateway
+from tests.programs.test_gateways import Nightly  # a CronGateway
 
 
 class Echo(dspy.Module):

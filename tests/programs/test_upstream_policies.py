@@ -252,7 +252,7 @@ def test_the_registry_price_wins_over_dspys_and_dspys_prices_the_rest(
     assert unknown["cost_usd"] is None  # neither states a price for openai/retried-model
 
 
-# -- model budget (one server; over two: tests/upstream/test_cluster.py) -------------------------
+# -- model budget (one server; over two: tests/programs/test_model_limits_cluster.py) ---------------------
 
 
 def test_rpm_budget_lets_exactly_its_requests_reach_the_model(

@@ -2,7 +2,7 @@
 the JSON answers and errors (batch bodies included) of tests/fixtures/service_project, through
 every ASGI layer and Django but no socket; the program calls reach the mock LLM. What needs a
 socket or a server process (body limits, concurrency, timeouts, the worker pool, log rows) stays
-in test_routes.py and tests/devx/test_batch.py."""
+in test_routes.py and tests/programs/test_batch.py."""
 
 import uuid
 from collections.abc import Iterator

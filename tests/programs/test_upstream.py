@@ -14,7 +14,7 @@ import pytest
 import schemathesis
 
 from tests.databases import ServerDatabase, server_database
-from tests.integration.conftest import SERVICE_PROJECT
+from tests.service_fixtures import SERVICE_PROJECT
 from tests.support import FAULT_STATUS, Running, project_config, service
 from tests.telemetry.conftest import wait_for
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.concurrency.conftest import concurrently
 from tests.databases import ServerDatabase
+from tests.programs.conftest import concurrently
 from tests.telemetry.conftest import graceful_stop, log_rows, wait_for
 
 pytestmark = pytest.mark.integration
