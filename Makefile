@@ -42,9 +42,9 @@ test-all:
 DSPY_OLDEST := $(shell sed -n 's/^ *"dspy>=\([0-9.]*\),.*/\1/p' pyproject.toml)
 OLDEST_VENV ?= .venv-dspy-$(DSPY_OLDEST)
 OLDEST_STAMP := $(OLDEST_VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
-CORE_TESTS ?= tests/unit/test_dspy_patches.py tests/unit/test_dspy_speedups.py tests/unit/test_prompts.py \
-	tests/integration/test_routes.py tests/integration/test_upstream.py tests/telemetry/test_lm_usage.py \
-	tests/unit/test_lm_gates.py tests/upstream/test_policies.py \
+CORE_TESTS ?= tests/programs/test_dspy_patches.py tests/programs/test_dspy_speedups.py tests/programs/test_prompts.py \
+	tests/programs/test_routes.py tests/programs/test_route_contract.py tests/programs/test_upstream.py tests/telemetry/test_lm_usage.py \
+	tests/programs/test_lm_gates.py tests/programs/test_upstream_policies.py \
 	tests/telemetry/test_server.py::test_tokens_per_row_match_the_mock_under_200_concurrent_requests \
 	tests/packaging/test_cli.py
 $(OLDEST_STAMP): requirements.txt pyproject.toml

@@ -1,8 +1,11 @@
-"""The one NinjaAPI of the service: assembles the routers of each app and the JSON error handlers."""
+"""The one NinjaAPI of the service: assembles the routers of each app and the JSON error handlers;
+the URL patterns around it (dspysite/urls.py holds the process's)."""
 
 from django.conf import settings
+from django.contrib import admin
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import URLPattern, URLResolver, include, path
 from ninja import NinjaAPI
 
 from apikeys.auth import api_key_auth, docs_decorator
@@ -10,7 +13,7 @@ from apikeys.auth import install as install_api_key_errors
 from apikeys.context import ADMIN, READ
 from dspysite.openapi import ServiceAPI
 from programs.api import build_router, report_refused
-from programs.runtime import get_runtime_or_exit
+from programs.runtime import Runtime
 from telemetry import api as telemetry_api
 from versions import api as versions_api
 
@@ -24,8 +27,9 @@ class API(ServiceAPI):
         return response
 
 
-def build_api() -> NinjaAPI:
-    runtime = get_runtime_or_exit()
+def build_api(runtime: Runtime) -> NinjaAPI:
+    """The API of ``runtime``'s programs (dspysite/urls.py builds the process's; the tests' in-process
+    client builds one per fixture project: tests/inprocess.py)."""
     api = API(
         title=runtime.config.config.app_id,
         version="1.0.0",
@@ -49,4 +53,10 @@ def build_api() -> NinjaAPI:
     return api
 
 
-api = build_api()
+def build_urlpatterns(api: NinjaAPI) -> list[URLPattern | URLResolver]:
+    """The routes around ``api``: the admin, the playground's browser paths, the API."""
+    return [
+        path("admin/", admin.site.urls),
+        path("", include("ui.urls")),  # the playground: GET / and /ui/<Program> (browser paths)
+        path("", api.urls),
+    ]

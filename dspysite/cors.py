@@ -3,7 +3,7 @@
 django-cors-headers writes the headers (methods, headers, exposed headers and max age are its
 ``CORS_*`` settings in ``dspysite/settings.py``). Its middleware is async-capable: under ASGI it
 is awaited on the event loop like the project's own async-only middleware, with no thread hop
-(``tests/unit/test_cors.py`` counts the threads an API request starts: none). This subclass adds
+(``tests/dspysite/test_cors.py`` counts the threads an API request starts: none). This subclass adds
 what the contract needs and the library's settings cannot say:
 
 * the origins: ``CORS_ALLOWED_ORIGINS`` (environment, comma list, ``*`` for any) and/or

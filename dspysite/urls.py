@@ -1,10 +1,6 @@
-from django.contrib import admin
-from django.urls import include, path
+"""The process's URLconf: the routes of the process's runtime (dspysite/api.py builds them)."""
 
-from dspysite.api import api
+from dspysite.api import build_api, build_urlpatterns
+from programs.runtime import get_runtime_or_exit
 
-urlpatterns = [
-    path("admin/", admin.site.urls),
-    path("", include("ui.urls")),  # the playground: GET / and /ui/<Program> (browser paths)
-    path("", api.urls),
-]
+urlpatterns = build_urlpatterns(build_api(get_runtime_or_exit()))

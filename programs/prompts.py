@@ -15,7 +15,7 @@ rendering reads:
   (a ``dspy.Image``, a pydantic model, a ``str`` subclass) are rendered by DSPy on every call.
 
 Signatures with a ``dspy.History`` input are rendered by DSPy as well. The messages returned are
-the ones DSPy's own ``format`` returns, byte for byte (tests/unit/test_prompts.py compares them).
+the ones DSPy's own ``format`` returns, byte for byte (tests/programs/test_prompts.py compares them).
 """
 
 import copy

@@ -1,6 +1,6 @@
 """What the routes answer besides their outputs, as the OpenAPI document states it.
 
-Generated clients and contract tests (tests/integration/test_openapi_conformance.py) take the
+Generated clients and contract tests (tests/e2e/test_openapi_conformance.py) take the
 document at its word, so every status a route can answer is declared with the body it really
 sends: :class:`ErrorBody` for every error but 422, :class:`ValidationErrorBody` for django-ninja's
 422, the ``Retry-After`` header of 429 and 503, and the Server-Sent Events of ``/{Program}/stream``

@@ -2,7 +2,7 @@
 
 The routes build their answers from dicts (``ProgramCounters.as_dict``, ``inference_log_entry``,
 ``live.batch_event``); these models only describe them, and the contract test
-(tests/integration/test_openapi_conformance.py) checks that the two agree.
+(tests/e2e/test_openapi_conformance.py) checks that the two agree.
 """
 
 from typing import Any, Literal

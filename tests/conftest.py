@@ -10,6 +10,10 @@ from tests.support import Running, mock_llm
 # Fixture projects are data: the dspy-cli one carries the test dspy-cli generated for it.
 collect_ignore = ["fixtures"]
 
+# Servers the tests of several apps share: the service project as it ships (`server`), and with
+# small limits (`devx_server`).
+pytest_plugins = ["tests.service_fixtures", "tests.devx_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:

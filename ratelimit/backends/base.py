@@ -18,8 +18,8 @@ Operations (each one atomic, one round trip to Redis):
   reservations' amounts by what was really used.
 * ``acquire(key, limit, lease_s)`` → :class:`Slot`; ``release(key, lease_id)``: at most ``limit``
   holders; a holder that never releases (crashed worker) loses its slot when its lease expires.
-* ``take_with_slot(charges, claim)`` and ``settle_and_release(settlements, key, lease_id)``: the
-  two together, in one round trip each (a request's quotas: admitted, then settled and freed).
+* ``take_with_slot(charges, claim)``: budgets and a slot together, in one round trip (a request's
+  quotas at admission; the slot goes back with ``release``).
 * ``circuit_check`` / ``circuit_record``: the circuit breaker's shared state (:mod:`ratelimit.circuit`).
 """
 
@@ -73,11 +73,6 @@ class Store(ABC):
         """Budgets and a slot, all or nothing (a full slot refuses the budgets too)."""
 
     @abstractmethod
-    def settle_and_release(
-        self, settlements: Sequence[tuple[Reservation, float]], key: str, lease_id: str
-    ) -> None: ...
-
-    @abstractmethod
     def acquire(self, key: str, limit: int, lease_s: float) -> Slot: ...
 
     @abstractmethod
@@ -105,11 +100,6 @@ class Store(ABC):
     async def atake_with_slot(
         self, charges: Sequence[Charge], claim: SlotClaim
     ) -> tuple[list[Decision], Slot]: ...
-
-    @abstractmethod
-    async def asettle_and_release(
-        self, settlements: Sequence[tuple[Reservation, float]], key: str, lease_id: str
-    ) -> None: ...
 
     @abstractmethod
     async def aacquire(self, key: str, limit: int, lease_s: float) -> Slot: ...

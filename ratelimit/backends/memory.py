@@ -49,15 +49,6 @@ class MemoryStore(Store):
             leases[lease_id] = now + claim.lease_s
             return decisions, Slot(True, claim.limit - len(leases), lease_id)
 
-    def settle_and_release(
-        self, settlements: Sequence[tuple[Reservation, float]], key: str, lease_id: str
-    ) -> None:
-        with self._lock:
-            now = self.clock()
-            self._leases.get(key, {}).pop(lease_id, None)
-            for reservation, actual in settlements:
-                windows.settle(self._budgets.setdefault(reservation.key, {}), reservation, actual, now)
-
     def acquire(self, key: str, limit: int, lease_s: float) -> Slot:
         lease_id = secrets.token_hex(8)
         with self._lock:
@@ -98,11 +89,6 @@ class MemoryStore(Store):
         self, charges: Sequence[Charge], claim: SlotClaim
     ) -> tuple[list[Decision], Slot]:
         return self.take_with_slot(charges, claim)
-
-    async def asettle_and_release(
-        self, settlements: Sequence[tuple[Reservation, float]], key: str, lease_id: str
-    ) -> None:
-        self.settle_and_release(settlements, key, lease_id)
 
     async def aacquire(self, key: str, limit: int, lease_s: float) -> Slot:
         return self.acquire(key, limit, lease_s)

@@ -99,16 +99,6 @@ class RedisStore(Store):
         if settlements:
             await self._arun("settle", *_settle_args(self.prefix, settlements))
 
-    def settle_and_release(
-        self, settlements: Sequence[tuple[Reservation, float]], key: str, lease_id: str
-    ) -> None:
-        self._run("settle", *_settle_args(self.prefix, settlements, self.prefix + key, lease_id))
-
-    async def asettle_and_release(
-        self, settlements: Sequence[tuple[Reservation, float]], key: str, lease_id: str
-    ) -> None:
-        await self._arun("settle", *_settle_args(self.prefix, settlements, self.prefix + key, lease_id))
-
     def acquire(self, key: str, limit: int, lease_s: float) -> Slot:
         lease_id = secrets.token_hex(8)
         return _slot(self._run("acquire", [self.prefix + key], [limit, lease_s, lease_id]), lease_id)
@@ -176,12 +166,10 @@ def _take_args(
 
 
 def _settle_args(
-    prefix: str, settlements: Sequence[tuple[Reservation, float]], slot_key: str = "", lease_id: str = ""
+    prefix: str, settlements: Sequence[tuple[Reservation, float]]
 ) -> tuple[list[str], list[Any]]:
     keys = [prefix + reservation.key for reservation, _ in settlements]
-    args: list[Any] = [BUCKETS, EPSILON, lease_id]
-    if lease_id:
-        keys.append(slot_key)
+    args: list[Any] = [BUCKETS, EPSILON]
     for reservation, actual in settlements:
         args += [
             reservation.bucket,

@@ -167,12 +167,13 @@ def test_budgets_and_a_slot_in_one_take_all_or_nothing(store: Store) -> None:
     assert (first_slot.remaining, second_slot.remaining) == (1, 0)
     full, full_slot = store.take_with_slot(charges, claim)  # the slot is full: the budget is not charged
     assert not full_slot.acquired and full_slot.remaining == 0 and not full[0].allowed
-    store.settle_and_release([(first[0].reservation, 1)], "slot", first_slot.lease_id)
+    store.settle_all([(first[0].reservation, 1)])
+    store.release("slot", first_slot.lease_id)
     third, third_slot = store.take_with_slot(charges, claim)  # the budget's last request
     assert third[0].allowed and third_slot.acquired
 
     async def budget_refuses() -> tuple[bool, bool, int]:
-        await store.asettle_and_release([], "slot", third_slot.lease_id)
+        await store.arelease("slot", third_slot.lease_id)
         decisions, slot = await store.atake_with_slot(charges, claim)  # 3 of 3 used: refused
         return decisions[0].allowed, slot.acquired, slot.remaining
 

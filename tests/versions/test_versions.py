@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.mcp.conftest import connect
+from tests.mcp_tools.conftest import connect
 from tests.support import Running
 from tests.telemetry.conftest import wait_for
 from tests.versions.conftest import Served, last_prompt, manage, state_with_demo

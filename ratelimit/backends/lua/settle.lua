@@ -1,17 +1,11 @@
--- Correct reservations' buckets by actual - reserved while they still count (windows.settle),
--- and release a concurrency slot in the same round trip when a lease id is given.
--- KEYS: the budget hashes, then the slot's sorted set if a lease id is given.
--- ARGV: buckets per window, epsilon, lease id ('' for none), then bucket, delta, window_s per budget.
+-- Correct reservations' buckets by actual - reserved while they still count (windows.settle).
+-- KEYS: the budget hashes.
+-- ARGV: buckets per window, epsilon, then bucket, delta, window_s per budget.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local n, eps = tonumber(ARGV[1]), tonumber(ARGV[2])
-local count = #KEYS
-if ARGV[3] ~= '' then
-  count = count - 1
-  redis.call('ZREM', KEYS[#KEYS], ARGV[3])
-end
-for k = 1, count do
-  local base = 3 + 3 * (k - 1)
+for k = 1, #KEYS do
+  local base = 2 + 3 * (k - 1)
   local field, delta, window = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
   local width = window / n
   if tonumber(field) >= math.floor(now / width) - n then
