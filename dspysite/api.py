@@ -9,6 +9,7 @@ from apikeys.auth import api_key_auth, docs_decorator
 from apikeys.auth import install as install_api_key_errors
 from apikeys.context import READ
 from dspysite.openapi import ServiceAPI
+from loop import api as loop_api
 from programs.api import build_router, report_refused
 from programs.runtime import get_runtime_or_exit
 from telemetry import api as telemetry_api
@@ -43,6 +44,9 @@ def build_api() -> NinjaAPI:
     api.add_router("", build_router(runtime))
     # None unless server.auth is on; a key needs `read` (its own calls and spend) or `admin` there.
     api.add_router("", telemetry_api.router, auth=api_key_auth(READ))
+    # The loop (docs/LOOP.md): own calls with `read`, feedback with any key, the rest `admin`.
+    api.add_router("", loop_api.calls_router, auth=api_key_auth(READ))
+    api.add_router("", loop_api.feedback_router, auth=api_key_auth())
     return api
 
 

@@ -27,6 +27,7 @@ runtime = get_runtime_or_exit()
 scheduler = build_scheduler_or_exit(runtime)  # an invalid cron schedule stops start-up here
 
 import dspysite.urls  # noqa: E402,F401 - build the routes now, not on the first request
+from loop.lifecycle import loop_shutdown, loop_startup  # noqa: E402
 from mcp_tools.endpoint import mcp_endpoint  # noqa: E402
 from programs.api import report_body_too_large  # noqa: E402
 from telemetry.lifecycle import telemetry_shutdown, telemetry_startup  # noqa: E402
@@ -59,9 +60,17 @@ application = LifespanMiddleware(
         tracing_startup,
         runtime.start_gateways,
         telemetry_startup,
+        loop_startup,
         scheduler.start,
     ],
     # Telemetry last: calls still finishing (sync pool, cron runs) are recorded before the flush.
-    on_shutdown=[scheduler.stop, runtime.stop_gateways, runtime.aclose, telemetry_shutdown, tracing_shutdown],
+    on_shutdown=[
+        scheduler.stop,
+        runtime.stop_gateways,
+        runtime.aclose,
+        telemetry_shutdown,
+        loop_shutdown,
+        tracing_shutdown,
+    ],
     contexts=[mcp.running],  # left before the shutdown hooks: no MCP call outlives the LM pools
 )

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic_core import to_json
 
 from programs import events
+from programs.capture import capture_io
 from programs.context import current_request_id, new_request_id
 from programs.execution import CallFailed, run_program
 from programs.instances import Lease
@@ -59,6 +60,7 @@ class ProgramCall:
         self.entry = entry
         self.inputs = inputs
         self.usage = RequestUsage()
+        self.usage.capture = capture_io(program.name)
         self.outputs: bytes | None = None
         self.status_code = 500
         self.error_type = ""
@@ -97,6 +99,7 @@ class ProgramCall:
             finished_at=time.time(),
             answered_by=usage.answered_by,
             attempts=usage.attempts,
+            lm_traces=self.usage.traces() if self.usage.capture else (),
         )
 
 

@@ -1,0 +1,90 @@
+"""The loop routes' request and response bodies, as the OpenAPI document states them."""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from loop.models import THUMBS
+from telemetry.responses import Tokens
+
+NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+
+
+class LMCallTrace(BaseModel):
+    """One LM call of a captured call: what ``dspy.inspect_history()`` shows for it."""
+
+    messages: list[Any] = Field(description="the rendered prompt as sent; images as references")
+    completion: Any = Field(description="the raw completion text (a list when the call asked for n > 1)")
+    usage: Tokens
+    cost_usd: float | None
+    duration_ms: float | None
+    model: str
+    model_alias: str = ""
+    error: str | None = None
+    cache_hit: bool = False
+    truncated: bool = Field(
+        description=f"a string was cut (marked in its text: {'…[truncated N characters]'!r})"
+    )
+
+
+class FeedbackEntry(BaseModel):
+    name: str
+    score: float | None
+    value: str | None
+    comment: str
+    correction: dict[str, Any] | None
+    author: str = Field(description='"key <id>", "user <name>" (a staff session), "" (keys off)')
+    created_at: str
+    updated_at: str
+
+
+class CallDetail(BaseModel):
+    request_id: str
+    version: str = Field(description='the program version that answered ("": unversioned)')
+    program: str
+    status: int
+    success: bool
+    created_at: str
+    duration_ms: float | None
+    source: str
+    inputs: Any
+    outputs: Any
+    error: str | None
+    error_type: str | None
+    tokens: Tokens
+    cost_usd: float | None
+    api_key: str | None
+    traced: bool = Field(
+        description="false: the program's calls are not captured (capture_io), or not yet written"
+    )
+    lm_calls: list[LMCallTrace]
+    feedback: list[FeedbackEntry]
+
+
+class FeedbackIn(BaseModel):
+    """A judgement of a call: a score, a label, a comment and/or the outputs it should have given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=128)
+    name: str = Field(THUMBS, pattern=NAME_PATTERN, description='"thumbs", or any metric name')
+    score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    value: str | None = Field(
+        None, min_length=1, max_length=200, description="a label, instead of or with a score"
+    )
+    comment: str = Field("", max_length=10_000)
+    correction: dict[str, Any] | None = Field(
+        None, description="the output fields the call should have answered (labels in datasets)"
+    )
+
+    @model_validator(mode="after")
+    def _says_something(self) -> "FeedbackIn":
+        if self.score is None and self.value is None and self.correction is None and not self.comment:
+            raise ValueError("give a score, a value, a comment or a correction")
+        return self
+
+
+class FeedbackOut(BaseModel):
+    request_id: str
+    created: bool
+    feedback: FeedbackEntry
