@@ -7,9 +7,10 @@ from ninja import NinjaAPI
 
 from apikeys.auth import api_key_auth, docs_decorator
 from apikeys.auth import install as install_api_key_errors
-from apikeys.context import READ
+from apikeys.context import ADMIN, READ
 from dspysite.openapi import ServiceAPI
 from loop import api as loop_api
+from loop import dataset_api
 from programs.api import build_router, report_refused
 from programs.runtime import get_runtime_or_exit
 from telemetry import api as telemetry_api
@@ -47,6 +48,7 @@ def build_api() -> NinjaAPI:
     # The loop (docs/LOOP.md): own calls with `read`, feedback with any key, the rest `admin`.
     api.add_router("", loop_api.calls_router, auth=api_key_auth(READ))
     api.add_router("", loop_api.feedback_router, auth=api_key_auth())
+    api.add_router("", dataset_api.router, auth=api_key_auth(ADMIN))
     return api
 
 

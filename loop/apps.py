@@ -8,6 +8,9 @@ class LoopConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from loop.selectors import feedback_metrics
         from loop.subscribers import subscribe
+        from telemetry.api import install_metrics_section
 
         subscribe()
+        install_metrics_section(feedback_metrics)

@@ -88,3 +88,58 @@ class FeedbackOut(BaseModel):
     request_id: str
     created: bool
     feedback: FeedbackEntry
+
+
+class DatasetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    program: str = Field(min_length=1, max_length=200)
+
+
+class DatasetOut(BaseModel):
+    name: str
+    program: str
+    items: int
+    created_at: str
+
+
+class DatasetListing(BaseModel):
+    datasets: list[DatasetOut]
+
+
+class Example(BaseModel):
+    inputs: dict[str, Any] = Field(min_length=1)
+    labels: dict[str, Any] = Field(default_factory=dict)
+    request_id: str | None = None
+    feedback: dict[str, Any] = Field(default_factory=dict)
+
+
+class ItemsIn(BaseModel):
+    """Either the calls to add (their inputs; labels: the correction, else the outputs) or examples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_ids: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    examples: list[Example] | None = Field(None, min_length=1, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "ItemsIn":
+        if (self.request_ids is None) == (self.examples is None):
+            raise ValueError("give either `request_ids` or `examples`")
+        return self
+
+
+class ItemsOut(BaseModel):
+    dataset: str
+    added: int
+    skipped: list[str] = Field(
+        description="request ids not added: unknown, another program's, or without captured inputs"
+    )
+    items: int
+
+
+class ImportOut(BaseModel):
+    dataset: str
+    added: int
+    items: int

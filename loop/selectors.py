@@ -89,5 +89,11 @@ def feedback_summary(programs: list[str]) -> dict[str, dict[str, Any]]:
     return summary
 
 
+def feedback_metrics(programs: list[str]) -> dict[str, dict[str, Any]]:
+    """``/api/metrics``'s feedback of every listed program (empty for those without any)."""
+    summary = feedback_summary(programs)
+    return {name: summary.get(name, {"feedback": {}, "feedback_by_version": {}}) for name in programs}
+
+
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)

@@ -6,6 +6,7 @@ from the answering process's live counters instead (no database read; this worke
 """
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
@@ -25,6 +26,17 @@ Scope = Literal["all", "process"]
 MAX_LOG_LIMIT = 1000
 
 router = Router(tags=["telemetry"])
+
+# What other apps add to each program of /api/metrics (the loop's feedback), installed from their
+# AppConfig.ready(): a reader of {program: {key: value}} for the listed programs, run in the same
+# thread hop as the stats (telemetry imports none of them).
+MetricsSection = Callable[[list[str]], dict[str, dict[str, Any]]]
+_metrics_sections: list[MetricsSection] = []
+
+
+def install_metrics_section(reader: MetricsSection) -> None:
+    if reader not in _metrics_sections:
+        _metrics_sections.append(reader)
 
 
 def _unknown(program: str) -> JsonResponse:
@@ -60,20 +72,29 @@ async def metrics_list(
 ) -> JsonResponse:
     names = list(get_runtime().programs)
     keys: list[dict[str, Any]] = []
+    sections: dict[str, dict[str, Any]] = {}
     if scope == "process":
         live = [PROCESS_COUNTERS.programs.get(name) or ProgramCounters(name) for name in names]
         listing = selectors.sort_counters(live, sort_by, order)
     else:
-        listing, keys = await sync_to_async(_stored_metrics)(names, sort_by, order, _own_key_id(request))
-    body = {"programs": [counters.as_dict() for counters in listing], "scope": scope, "api_keys": keys}
+        stored = await sync_to_async(_stored_metrics)(names, sort_by, order, _own_key_id(request))
+        listing, keys, sections = stored
+    programs = [{**counters.as_dict(), **sections.get(counters.program, {})} for counters in listing]
+    body = {"programs": programs, "scope": scope, "api_keys": keys}
     return JsonResponse({**body, "telemetry": writer_status()})
 
 
 def _stored_metrics(
     names: list[str], sort_by: selectors.SortBy, order: selectors.Order, api_key_id: int | None
-) -> tuple[list[ProgramCounters], list[dict[str, Any]]]:
-    """The database's program stats and spend per key (``api_key_id``'s only, if set), in one hop."""
-    return selectors.program_stats_list(names, sort_by, order), selectors.key_spend_list(api_key_id)
+) -> tuple[list[ProgramCounters], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The database's program stats, spend per key (``api_key_id``'s only, if set) and the installed
+    sections, in one hop."""
+    sections: dict[str, dict[str, Any]] = {}
+    for reader in _metrics_sections:
+        for program, values in reader(names).items():
+            sections.setdefault(program, {}).update(values)
+    listing = selectors.program_stats_list(names, sort_by, order)
+    return listing, selectors.key_spend_list(api_key_id), sections
 
 
 def _own_key_id(request: HttpRequest) -> int | None:

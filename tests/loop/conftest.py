@@ -33,8 +33,16 @@ def start_server(tmp_path: Path, llm: Running) -> Callable[..., Any]:
     return start
 
 
-def manage(db: ServerDatabase, *args: str, stdin: str | None = None) -> str:
-    env = {**os.environ, **db.env(), "LOG_LEVEL": "WARNING", "DSPY_PROJECT_DIR": str(LOOP_PROJECT)}
+def manage(
+    db: ServerDatabase, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> str:
+    env = {
+        **os.environ,
+        **db.env(),
+        "LOG_LEVEL": "WARNING",
+        "DSPY_PROJECT_DIR": str(LOOP_PROJECT),
+        **(env or {}),
+    }
     done = subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, input=stdin
     )
