@@ -20,7 +20,7 @@ from typing import Any
 from pydantic_core import to_json
 
 from programs import events
-from programs.capture import capture_io
+from programs.capture import capture_traces
 from programs.context import current_request_id, new_request_id
 from programs.execution import CallFailed, run_program
 from programs.instances import Lease
@@ -60,7 +60,7 @@ class ProgramCall:
         self.entry = entry
         self.inputs = inputs
         self.usage = RequestUsage()
-        self.usage.capture = capture_io(program.name)
+        self.usage.capture = capture_traces(program.name)
         self.outputs: bytes | None = None
         self.status_code = 500
         self.error_type = ""

@@ -11,6 +11,12 @@ from django.conf import settings
 from programs.runtime import get_runtime
 
 
+def capture_traces(program_name: str) -> bool:
+    """Keep the call's LM messages and completions: its I/O is captured and ``CAPTURE_TRACES`` is on
+    (off: inputs and outputs are still logged, prompts are not; docs/PERFORMANCE.md has the cost)."""
+    return settings.CAPTURE_TRACES and capture_io(program_name)
+
+
 def capture_io(program_name: str) -> bool:
     """``programs.<Name>.capture_io`` in dspy.config.yaml, else ``TELEMETRY_CAPTURE_IO``."""
     options = get_runtime().config.config.programs.get(program_name)
