@@ -10,7 +10,7 @@ from apikeys.auth import install as install_api_key_errors
 from apikeys.context import ADMIN, READ
 from dspysite.openapi import ServiceAPI
 from loop import api as loop_api
-from loop import dataset_api
+from loop import dataset_api, run_api
 from programs.api import build_router, report_refused
 from programs.runtime import get_runtime_or_exit
 from telemetry import api as telemetry_api
@@ -49,6 +49,7 @@ def build_api() -> NinjaAPI:
     api.add_router("", loop_api.calls_router, auth=api_key_auth(READ))
     api.add_router("", loop_api.feedback_router, auth=api_key_auth())
     api.add_router("", dataset_api.router, auth=api_key_auth(ADMIN))
+    api.add_router("", run_api.router, auth=api_key_auth(ADMIN))
     return api
 
 

@@ -92,3 +92,80 @@ class DatasetItem(models.Model):
 
     def __str__(self) -> str:
         return f"item {self.pk} of {self.dataset_id}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Evaluation(models.Model):
+    """One program version scored on one dataset with one metric; its items in EvaluationItem."""
+
+    program = models.CharField(max_length=200)
+    version = models.CharField(max_length=100, blank=True, help_text='"": the default (production)')
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="evaluations")
+    metric = models.CharField(max_length=300)
+    field = models.CharField(
+        max_length=200, blank=True, help_text="the output field scored (all labels if blank)"
+    )
+    judge = models.CharField(max_length=200, blank=True, help_text="llm_judge: the judging program")
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    score = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"evaluation {self.pk} of {self.program} on {self.dataset_id}"
+
+
+class EvaluationItem(models.Model):
+    """One dataset item's result: unique per (evaluation, item), so a re-run item is claimed once."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="items")
+    item = models.ForeignKey(DatasetItem, on_delete=models.CASCADE, related_name="+")
+    outputs = models.JSONField(null=True, blank=True)
+    score = models.FloatField(default=0.0)
+    request_id = models.CharField(max_length=128, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["item_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["evaluation", "item"], name="loop_evaluation_item_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.item_id} of evaluation {self.evaluation_id}: {self.score}"
+
+
+class Optimization(models.Model):
+    """A DSPy optimizer compiling a program on a dataset; the compiled state and its validation score.
+
+    The state is what a new version is registered from (the versions app); never promoted here."""
+
+    program = models.CharField(max_length=200)
+    from_version = models.CharField(max_length=100, blank=True)
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="optimizations")
+    valset = models.ForeignKey(Dataset, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    metric = models.CharField(max_length=300)
+    field = models.CharField(max_length=200, blank=True)
+    optimizer = models.CharField(max_length=300)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    score = models.FloatField(
+        null=True, blank=True, help_text="the compiled program's mean metric on the valset"
+    )
+    state = models.JSONField(null=True, blank=True, help_text="module.dump_state() of the compiled program")
+    request_id = models.CharField(max_length=128, blank=True, help_text="the logged call of its LM calls")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"optimization {self.pk} of {self.program} ({self.optimizer})"

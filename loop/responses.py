@@ -1,6 +1,6 @@
 """The loop routes' request and response bodies, as the OpenAPI document states them."""
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -143,3 +143,75 @@ class ImportOut(BaseModel):
     dataset: str
     added: int
     items: int
+
+
+class EvaluationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    program: str = Field(min_length=1, max_length=200)
+    version: str = Field("", max_length=100, description='"": the default version (production)')
+    dataset: str = Field(min_length=1, max_length=200)
+    metric: str = Field(description='"exact_match", "f1", "llm_judge" or "package.module:function"')
+    field: str = Field("", max_length=200, description="the output field scored (all labels if empty)")
+    judge: str = Field("", max_length=200, description="llm_judge: the program that judges")
+
+
+class Accepted(BaseModel):
+    id: int
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class EvaluationItemOut(BaseModel):
+    inputs: dict[str, Any]
+    labels: dict[str, Any]
+    outputs: dict[str, Any] | None
+    score: float
+    request_id: str
+    error: str
+
+
+class EvaluationOut(BaseModel):
+    id: int
+    program: str
+    version: str
+    dataset: str
+    metric: str
+    field: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: Progress
+    score: float | None = Field(description="the mean over every item (a failed call scores 0)")
+    error: str
+    items: list[EvaluationItemOut]
+
+
+class OptimizationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    program: str = Field(min_length=1, max_length=200)
+    from_version: str = Field("", max_length=100)
+    dataset: str = Field(min_length=1, max_length=200)
+    valset: str = Field("", max_length=200, description="a dataset to score on (default: the trainset)")
+    metric: str
+    field: str = Field("", max_length=200)
+    optimizer: str = Field(description='"BootstrapFewShot", "MIPROv2", "GEPA" or "package.module:function"')
+    params: dict[str, Any] = Field(default_factory=dict, description="the optimizer's keyword arguments")
+
+
+class OptimizationOut(BaseModel):
+    id: int
+    program: str
+    from_version: str
+    dataset: str
+    valset: str | None
+    metric: str
+    optimizer: str
+    params: dict[str, Any]
+    status: Literal["queued", "running", "succeeded", "failed"]
+    score: float | None
+    state: dict[str, Any] | None = Field(description="the compiled program's module.dump_state()")
+    request_id: str = Field(description="the logged call (source optimize) carrying the run's LM calls")
+    error: str
