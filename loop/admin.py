@@ -11,12 +11,13 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
 from loop import datasets
-from loop.models import CallTrace, Dataset, DatasetItem, Feedback
+from loop.models import CallTrace, Dataset, DatasetItem, Evaluation, EvaluationItem, Feedback, Optimization
 from telemetry.admin import InferenceLogAdmin, ReadOnlyAdmin
 from telemetry.models import InferenceLog
 
@@ -121,3 +122,60 @@ class DatasetItemInline(admin.TabularInline):
 class DatasetAdmin(admin.ModelAdmin):
     list_display = ("name", "program", "created_at")
     inlines = (DatasetItemInline,)
+
+
+@admin.action(description="Compare the two selected evaluations (same dataset), changed items first")
+def compare(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+    runs = list(queryset.select_related("dataset").order_by("pk"))
+    if len(runs) != 2 or runs[0].dataset_id != runs[1].dataset_id:
+        modeladmin.message_user(request, "Select two evaluations of one dataset.", messages.ERROR)
+        return None
+    left, right = runs
+    rows = comparison_rows(left, right)
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Compare evaluations",
+        "left": left,
+        "right": right,
+        "rows": rows,
+        "changed": sum(row["changed"] for row in rows),
+    }
+    return TemplateResponse(request, "admin/loop/compare.html", context)
+
+
+def comparison_rows(left: Evaluation, right: Evaluation) -> list[dict[str, Any]]:
+    """Per dataset item both outputs and both scores; the items whose score or outputs changed first."""
+    results = {
+        (result.evaluation_id, result.item_id): result
+        for result in EvaluationItem.objects.filter(evaluation__in=[left, right])
+    }
+    rows = []
+    for item in DatasetItem.objects.filter(dataset=left.dataset_id).order_by("pk"):
+        a, b = results.get((left.pk, item.pk)), results.get((right.pk, item.pk))
+        row = {
+            "inputs": item.inputs,
+            "labels": item.labels,
+            "left_outputs": a.outputs if a else None,
+            "left_score": a.score if a else None,
+            "right_outputs": b.outputs if b else None,
+            "right_score": b.score if b else None,
+        }
+        row["changed"] = (row["left_score"], row["left_outputs"]) != (
+            row["right_score"],
+            row["right_outputs"],
+        )
+        rows.append(row)
+    return sorted(rows, key=lambda row: not row["changed"])  # stable: dataset order within each group
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "created_at", "program", "version", "dataset", "metric", "field", "status", "score")
+    list_filter = ("program", "status")
+    actions = (compare,)
+
+
+@admin.register(Optimization)
+class OptimizationAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "created_at", "program", "from_version", "dataset", "optimizer", "status", "score")
+    list_filter = ("program", "status", "optimizer")

@@ -36,7 +36,7 @@ def _not_found(request_id: str) -> JsonResponse:
 
 @calls_router.get(
     "/api/calls/{request_id}",
-    response={200: CallDetail, 404: ErrorBody, 422: ValidationErrorBody},
+    response={200: CallDetail, 403: ErrorBody, 404: ErrorBody, 422: ValidationErrorBody},
     summary="A call with its trace: each LM call's messages and raw completion, in order",
     description="The trace is kept for programs whose calls are captured (`capture_io`). A key "
     "without the `admin` scope reads only the calls it made; another's answers 404.",
@@ -48,7 +48,7 @@ async def call_get(request: HttpRequest, request_id: str) -> JsonResponse:
 
 @feedback_router.post(
     "/api/feedback",
-    response={200: FeedbackOut, 201: FeedbackOut, 404: ErrorBody, 422: ValidationErrorBody},
+    response={200: FeedbackOut, 201: FeedbackOut, 400: ErrorBody, 404: ErrorBody, 422: ValidationErrorBody},
     summary="Judge a call: a score in [0, 1] or a label, a comment, a correction",
     description="201 when created; 200 when the same (request id, name, caller) is sent again "
     "(it replaces the earlier one). A key judges the calls it made; an `admin` key any call.",

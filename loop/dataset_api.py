@@ -15,6 +15,7 @@ from programs.runtime import get_runtime
 
 router = Router(tags=["loop"])
 JSONL = "application/x-ndjson"
+TEXT = {"type": "string"}
 
 
 def _dataset_body(dataset: Dataset) -> dict[str, Any]:
@@ -30,18 +31,22 @@ def _no_dataset(name: str) -> JsonResponse:
     return JsonResponse({"detail": f"No dataset named '{name}'. GET /api/datasets lists them."}, status=404)
 
 
-def _invalid(detail: str) -> JsonResponse:
-    return JsonResponse({"detail": detail}, status=422)
-
-
 @router.post(
     "/api/datasets",
-    response={201: DatasetOut, 409: ErrorBody, 422: ValidationErrorBody},
+    response={
+        201: DatasetOut,
+        400: ErrorBody,
+        403: ErrorBody,
+        404: ErrorBody,
+        409: ErrorBody,
+        422: ValidationErrorBody,
+    },
     summary="Create a named dataset for a program",
 )
 async def dataset_create(request: HttpRequest, payload: DatasetIn) -> JsonResponse:
     if payload.program not in get_runtime().programs:
-        return _invalid(f"Program '{payload.program}' not found. GET /programs lists them.")
+        detail = f"Program '{payload.program}' not found. GET /programs lists them."
+        return JsonResponse({"detail": detail}, status=404)
     dataset, created = await Dataset.objects.aget_or_create(
         name=payload.name, defaults={"program": payload.program}
     )
@@ -52,7 +57,11 @@ async def dataset_create(request: HttpRequest, payload: DatasetIn) -> JsonRespon
     return JsonResponse(await sync_to_async(_dataset_body)(dataset), status=201)
 
 
-@router.get("/api/datasets", response={200: DatasetListing}, summary="Every dataset, with its item count")
+@router.get(
+    "/api/datasets",
+    response={200: DatasetListing, 403: ErrorBody},
+    summary="Every dataset, with its item count",
+)
 async def dataset_list(request: HttpRequest) -> JsonResponse:
     def listing() -> list[dict[str, Any]]:
         return [_dataset_body(dataset) for dataset in Dataset.objects.order_by("name")]
@@ -62,7 +71,7 @@ async def dataset_list(request: HttpRequest) -> JsonResponse:
 
 @router.post(
     "/api/datasets/{name}/items",
-    response={201: ItemsOut, 404: ErrorBody, 422: ValidationErrorBody},
+    response={201: ItemsOut, 400: ErrorBody, 403: ErrorBody, 404: ErrorBody, 422: ValidationErrorBody},
     summary="Add calls (by request id) or examples to a dataset",
     description="From calls: the inputs of each, labels = its newest correction (feedback) if any, "
     "else its outputs; calls of another program or without captured inputs are skipped.",
@@ -87,7 +96,7 @@ async def items_add(request: HttpRequest, name: str, payload: ItemsIn) -> JsonRe
 
 @router.get(
     "/api/datasets/{name}/export",
-    response={404: ErrorBody},
+    response={403: ErrorBody, 404: ErrorBody},
     summary="The dataset as JSONL, streamed",
     description='One `{"inputs", "labels", "request_id", "feedback"}` a line: '
     "`dspy.Example(**inputs, **labels).with_inputs(*inputs)`.",
@@ -117,9 +126,11 @@ async def _export(dataset: Dataset) -> AsyncIterator[str]:
 
 @router.post(
     "/api/datasets/{name}/import",
-    response={201: ImportOut, 404: ErrorBody, 422: ErrorBody},
+    response={201: ImportOut, 403: ErrorBody, 404: ErrorBody, 422: ErrorBody},
     summary="Add the examples of a JSONL export (the request body), all or nothing",
-    openapi_extra={"requestBody": {"content": {JSONL: {"schema": {"type": "string"}}}, "required": True}},
+    description="JSONL, one example a line, as exported (sent as `application/x-ndjson` or "
+    "`text/plain`: the body is read as lines whatever its type).",
+    openapi_extra={"requestBody": {"content": {"text/plain": {"schema": TEXT}}, "required": True}},
 )
 async def dataset_import(request: HttpRequest, name: str) -> JsonResponse:
     def load() -> JsonResponse:
@@ -129,7 +140,7 @@ async def dataset_import(request: HttpRequest, name: str) -> JsonResponse:
         try:
             added = datasets.import_lines(dataset, request.body.decode("utf-8", "replace").splitlines())
         except datasets.DatasetError as exc:
-            return _invalid(str(exc))
+            return JsonResponse({"detail": str(exc)}, status=422)
         return JsonResponse({"dataset": name, "added": added, "items": dataset.items.count()}, status=201)
 
     return await sync_to_async(load)()

@@ -8,6 +8,9 @@ from loop.models import THUMBS
 from telemetry.responses import Tokens
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+# exact_match, f1, llm_judge, or package.module:function (loop.metrics)
+METRIC_PATTERN = r"^(exact_match|f1|llm_judge|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*)$"
+OPTIMIZER_PATTERN = r"^(BootstrapFewShot|MIPROv2|GEPA|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*)$"
 
 
 class LMCallTrace(BaseModel):
@@ -64,7 +67,17 @@ class CallDetail(BaseModel):
 class FeedbackIn(BaseModel):
     """A judgement of a call: a score, a label, a comment and/or the outputs it should have given."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["score"], "properties": {"score": {"type": "number"}}},
+                {"required": ["value"], "properties": {"value": {"type": "string"}}},
+                {"required": ["comment"], "properties": {"comment": {"minLength": 1}}},
+                {"required": ["correction"], "properties": {"correction": {"type": "object"}}},
+            ]
+        },
+    )
 
     request_id: str = Field(min_length=1, max_length=128)
     name: str = Field(THUMBS, pattern=NAME_PATTERN, description='"thumbs", or any metric name')
@@ -118,7 +131,15 @@ class Example(BaseModel):
 class ItemsIn(BaseModel):
     """Either the calls to add (their inputs; labels: the correction, else the outputs) or examples."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["request_ids"], "properties": {"request_ids": {"type": "array"}}},
+                {"required": ["examples"], "properties": {"examples": {"type": "array"}}},
+            ]
+        },
+    )
 
     request_ids: list[str] | None = Field(None, min_length=1, max_length=10_000)
     examples: list[Example] | None = Field(None, min_length=1, max_length=10_000)
@@ -151,7 +172,9 @@ class EvaluationIn(BaseModel):
     program: str = Field(min_length=1, max_length=200)
     version: str = Field("", max_length=100, description='"": the default version (production)')
     dataset: str = Field(min_length=1, max_length=200)
-    metric: str = Field(description='"exact_match", "f1", "llm_judge" or "package.module:function"')
+    metric: str = Field(
+        pattern=METRIC_PATTERN, description='"exact_match", "f1", "llm_judge" or "package.module:function"'
+    )
     field: str = Field("", max_length=200, description="the output field scored (all labels if empty)")
     judge: str = Field("", max_length=200, description="llm_judge: the program that judges")
 
@@ -195,9 +218,12 @@ class OptimizationIn(BaseModel):
     from_version: str = Field("", max_length=100)
     dataset: str = Field(min_length=1, max_length=200)
     valset: str = Field("", max_length=200, description="a dataset to score on (default: the trainset)")
-    metric: str
+    metric: str = Field(pattern=METRIC_PATTERN)
     field: str = Field("", max_length=200)
-    optimizer: str = Field(description='"BootstrapFewShot", "MIPROv2", "GEPA" or "package.module:function"')
+    optimizer: str = Field(
+        pattern=OPTIMIZER_PATTERN,
+        description='"BootstrapFewShot", "MIPROv2", "GEPA" or "package.module:function"',
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="the optimizer's keyword arguments")
 
 

@@ -1,7 +1,8 @@
 """Evaluations and optimizations (``admin`` scope): 202 with an id, then poll it.
 
-Both are validated before they are accepted (program, dataset of that program, metric, optimizer:
-422 naming what is wrong), then handed to :mod:`loop.background` (the jobs engine's place).
+Both are checked before they are accepted (404 naming what is missing: program, dataset, metric
+function, judge; 409 for a dataset of another program), then handed to :mod:`loop.background`
+(the jobs engine's place).
 """
 
 from collections.abc import Callable
@@ -14,7 +15,6 @@ from ninja import Router
 from loop import background
 from loop.metrics import MetricError, metric_for
 from loop.models import Dataset, Evaluation, EvaluationItem, Optimization
-from loop.optimization import OPTIMIZERS
 from loop.responses import Accepted, EvaluationIn, EvaluationOut, OptimizationIn, OptimizationOut
 from programs.responses import ErrorBody, ValidationErrorBody
 from programs.runtime import get_runtime
@@ -22,51 +22,60 @@ from programs.runtime import get_runtime
 router = Router(tags=["loop"])
 
 
-def _invalid(detail: str) -> JsonResponse:
-    return JsonResponse({"detail": detail}, status=422)
+class Refused(Exception):
+    """What a run cannot be created with: its status (404 missing, 409 mismatched) and why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
 
 
-def _dataset_for(program: str, name: str) -> Dataset | str:
-    """The dataset, or what is wrong with it."""
+def _dataset_for(program: str, name: str) -> Dataset:
+    """The dataset of ``program`` named ``name`` (raises :class:`Refused`)."""
     if program not in get_runtime().programs:
-        return f"Program '{program}' not found. GET /programs lists them."
+        raise Refused(404, f"Program '{program}' not found. GET /programs lists them.")
     dataset = Dataset.objects.filter(name=name).first()
     if dataset is None:
-        return f"No dataset named '{name}'."
+        raise Refused(404, f"No dataset named '{name}'. GET /api/datasets lists them.")
     if dataset.program != program:
-        return f"Dataset '{name}' is for {dataset.program}, not {program}."
+        raise Refused(409, f"Dataset '{name}' is for {dataset.program}, not {program}.")
     return dataset
 
 
-def _metric_problem(metric: str, field: str, judge: str | None) -> str | None:
+def _check_metric(metric: str, field: str, judge: str | None) -> None:
+    """The metric can be built: its function imports, its judge is served (else 404)."""
     try:
         metric_for(metric, field or None, judge or None)
     except MetricError as exc:
-        return str(exc)
-    return None
+        raise Refused(404, str(exc)) from exc
 
 
-async def _accepted(create: Callable[[], int | str], start: Callable[[int], None]) -> JsonResponse:
-    """Create the run's row (in a thread), or answer 422 with what is wrong; then start it: 202."""
-    created = await sync_to_async(create)()
-    if isinstance(created, str):
-        return _invalid(created)
+async def _accepted(create: Callable[[], int], start: Callable[[int], None]) -> JsonResponse:
+    """Create the run's row (in a thread), or answer what is wrong; then start it: 202."""
+    try:
+        created = await sync_to_async(create)()
+    except Refused as refused:
+        return JsonResponse({"detail": str(refused)}, status=refused.status)
     start(created)
     return JsonResponse({"id": created}, status=202)
 
 
 @router.post(
     "/api/evaluations",
-    response={202: Accepted, 422: ValidationErrorBody},
+    response={
+        202: Accepted,
+        400: ErrorBody,
+        403: ErrorBody,
+        404: ErrorBody,
+        409: ErrorBody,
+        422: ValidationErrorBody,
+    },
     summary="Score a program version on a dataset with a metric (runs in the background)",
 )
 async def evaluation_create(request: HttpRequest, payload: EvaluationIn) -> JsonResponse:
-    def create() -> int | str:
+    def create() -> int:
         dataset = _dataset_for(payload.program, payload.dataset)
-        if isinstance(dataset, str):
-            return dataset
-        if (problem := _metric_problem(payload.metric, payload.field, payload.judge)) is not None:
-            return problem
+        _check_metric(payload.metric, payload.field, payload.judge)
         fields = payload.model_dump(exclude={"dataset"})
         return Evaluation.objects.create(dataset=dataset, total=dataset.items.count(), **fields).pk
 
@@ -75,7 +84,7 @@ async def evaluation_create(request: HttpRequest, payload: EvaluationIn) -> Json
 
 @router.get(
     "/api/evaluations/{evaluation_id}",
-    response={200: EvaluationOut, 404: ErrorBody, 422: ValidationErrorBody},
+    response={200: EvaluationOut, 403: ErrorBody, 404: ErrorBody, 422: ValidationErrorBody},
     summary="An evaluation: status, progress, score and every item's result",
 )
 async def evaluation_get(request: HttpRequest, evaluation_id: int) -> JsonResponse:
@@ -117,26 +126,23 @@ def _evaluation_body(evaluation_id: int) -> dict[str, Any] | None:
 
 @router.post(
     "/api/optimizations",
-    response={202: Accepted, 422: ValidationErrorBody},
+    response={
+        202: Accepted,
+        400: ErrorBody,
+        403: ErrorBody,
+        404: ErrorBody,
+        409: ErrorBody,
+        422: ValidationErrorBody,
+    },
     summary="Compile a program on a dataset with a DSPy optimizer (runs in the background)",
     description="The result is the compiled state and its validation score; registering it as a "
     "version is the versions app's (never promoted by itself).",
 )
 async def optimization_create(request: HttpRequest, payload: OptimizationIn) -> JsonResponse:
-    def create() -> int | str:
+    def create() -> int:
         dataset = _dataset_for(payload.program, payload.dataset)
-        if isinstance(dataset, str):
-            return dataset
         valset = _dataset_for(payload.program, payload.valset) if payload.valset else None
-        if isinstance(valset, str):
-            return valset
-        if payload.optimizer not in OPTIMIZERS and ":" not in payload.optimizer:
-            known = ", ".join(OPTIMIZERS)
-            return f"unknown optimizer {payload.optimizer!r}: one of {known}, or 'package.module:function'"
-        if (
-            problem := _metric_problem(payload.metric, payload.field, payload.params.get("judge"))
-        ) is not None:
-            return problem
+        _check_metric(payload.metric, payload.field, payload.params.get("judge"))
         fields = payload.model_dump(exclude={"dataset", "valset"})
         return Optimization.objects.create(dataset=dataset, valset=valset, **fields).pk
 
@@ -145,7 +151,7 @@ async def optimization_create(request: HttpRequest, payload: OptimizationIn) -> 
 
 @router.get(
     "/api/optimizations/{optimization_id}",
-    response={200: OptimizationOut, 404: ErrorBody, 422: ValidationErrorBody},
+    response={200: OptimizationOut, 403: ErrorBody, 404: ErrorBody, 422: ValidationErrorBody},
     summary="An optimization: status, validation score, the compiled state",
 )
 async def optimization_get(request: HttpRequest, optimization_id: int) -> JsonResponse:

@@ -1,6 +1,7 @@
 """Fixtures for the loop's tests: the loop project served over real sockets, a real database."""
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -74,3 +75,19 @@ def ask(http: httpx.Client, program: str, question: str, request_id: str) -> htt
     response = http.post(f"/{program}", json={"question": question}, headers={"X-Request-ID": request_id})
     assert response.status_code == 200, response.text
     return response
+
+
+PASSWORD = "loop-test-password"  # a throwaway superuser in a throwaway database
+
+
+@contextmanager
+def staff_session(server_url: str, db: ServerDatabase) -> Iterator[httpx.Client]:
+    """A logged-in staff session (the admin's login form, with its CSRF token)."""
+    manage(db, "createsuperuser", "--noinput", "--username", "admin", "--email", "a@example.com",
+           env={"DJANGO_SUPERUSER_PASSWORD": PASSWORD})  # fmt: skip
+    with httpx.Client(base_url=server_url, timeout=30, follow_redirects=True) as browser:
+        page = browser.get("/admin/login/").text
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        form = {"username": "admin", "password": PASSWORD, "csrfmiddlewaretoken": token, "next": "/admin/"}
+        assert "Log out" in browser.post("/admin/login/?next=/admin/", data=form).text
+        yield browser

@@ -30,7 +30,7 @@ def test_a_dataset_from_calls_exports_examples_with_the_corrections_as_labels(
 
         assert http.post("/api/datasets", json={"name": "qa", "program": "Answer"}).status_code == 201
         assert http.post("/api/datasets", json={"name": "qa", "program": "Answer"}).status_code == 409
-        assert http.post("/api/datasets", json={"name": "x", "program": "Nope"}).status_code == 422
+        assert http.post("/api/datasets", json={"name": "x", "program": "Nope"}).status_code == 404
         with client(server, reader) as not_admin:
             assert not_admin.post("/api/datasets", json={"name": "y", "program": "Answer"}).status_code == 403
         added = http.post(

@@ -2,8 +2,6 @@
 (422); per program and version in /api/metrics and in Prometheus; on the call page and the admin."""
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -11,10 +9,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.databases import ServerDatabase
-from tests.loop.conftest import api_key, ask, client, manage, wait_for
+from tests.loop.conftest import api_key, ask, client, staff_session, wait_for
 
 pytestmark = pytest.mark.integration
-PASSWORD = "loop-test-password"  # a throwaway superuser in a throwaway database
 
 
 def _logged(http: httpx.Client, request_id: str) -> bool:
@@ -93,19 +90,6 @@ def test_feedback_per_program_and_version_in_metrics_and_prometheus(
     assert samples[("dspy_feedback_score_count", labels)] == 8
 
 
-@contextmanager
-def _staff(server_url: str, database: ServerDatabase) -> Iterator[httpx.Client]:
-    """A logged-in staff session (the admin's login form, with its CSRF token)."""
-    manage(database, "createsuperuser", "--noinput", "--username", "admin", "--email", "a@example.com",
-           env={"DJANGO_SUPERUSER_PASSWORD": PASSWORD})  # fmt: skip
-    with httpx.Client(base_url=server_url, timeout=30, follow_redirects=True) as browser:
-        page = browser.get("/admin/login/").text
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-        form = {"username": "admin", "password": PASSWORD, "csrfmiddlewaretoken": token, "next": "/admin/"}
-        assert "Log out" in browser.post("/admin/login/?next=/admin/", data=form).text
-        yield browser
-
-
 def test_the_call_page_and_the_admin_show_traces_and_feedback(
     database: ServerDatabase, start_server: Any
 ) -> None:
@@ -118,7 +102,7 @@ def test_the_call_page_and_the_admin_show_traces_and_feedback(
             "/api/feedback", json={"request_id": "page-1", "score": 0.0, "correction": {"answer": "Paris"}}
         )
         http.post("/api/feedback", json={"request_id": "page-2", "score": 1.0})
-        with _staff(server.url, database) as staff:
+        with staff_session(server.url, database) as staff:
             page = staff.get("/ui/calls/page-1")
             assert page.status_code == 200
             assert page.text.count('class="lm-call"') == 2

@@ -1,12 +1,13 @@
 """Evaluations and optimizations over real sockets (the mock LLM answers `Echo: <question>`)."""
 
+import re
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.databases import ServerDatabase
-from tests.loop.conftest import client, traced_call, wait_for
+from tests.loop.conftest import client, staff_session, traced_call, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,16 +44,26 @@ def test_an_exact_match_evaluation_gives_the_score_computed_by_hand(
         evaluation = _finished(http, f"/api/evaluations/{accepted.json()['id']}")
         f1_id = http.post("/api/evaluations", json={**body, "metric": "f1"}).json()["id"]
         with_f1 = _finished(http, f"/api/evaluations/{f1_id}")
-        for bad, why in (
-            ({**body, "metric": "nope"}, "unknown metric"),
-            ({**body, "dataset": "none"}, "No dataset"),
-            ({**body, "program": "TwoStep"}, "is for Answer"),
-            ({**body, "metric": "llm_judge", "judge": "Missing"}, "llm_judge needs"),
-            ({**body, "metric": "no.such.module:fn"}, "cannot import metric"),
+        for bad, status, why in (
+            ({**body, "metric": "nope"}, 422, "metric"),  # not a metric's form: the schema says so
+            ({**body, "dataset": "none"}, 404, "No dataset"),
+            ({**body, "program": "Missing"}, 404, "Program 'Missing' not found"),
+            ({**body, "program": "TwoStep"}, 409, "is for Answer"),
+            ({**body, "metric": "llm_judge", "judge": "Missing"}, 404, "llm_judge needs"),
+            ({**body, "metric": "no.such.module:fn"}, 404, "cannot import metric"),
         ):
             refused = http.post("/api/evaluations", json=bad)
-            assert refused.status_code == 422 and why in refused.json()["detail"], refused.text
+            assert refused.status_code == status and why in str(refused.json()["detail"]), refused.text
         assert http.get("/api/evaluations/999").status_code == 404
+        with staff_session(server.url, database) as staff:
+            page = staff.get("/admin/loop/evaluation/").text
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+            form = {
+                "action": "compare",
+                "_selected_action": [evaluation["id"], f1_id],
+                "csrfmiddlewaretoken": token,
+            }
+            compared = staff.post("/admin/loop/evaluation/", data=form).text
         rows = {
             item["request_id"]: http.get(f"/api/calls/{item['request_id']}").json()
             for item in evaluation["items"]
@@ -71,6 +82,10 @@ def test_an_exact_match_evaluation_gives_the_score_computed_by_hand(
     # 2 * (1/2 * 1/3) / (1/2 + 1/3) = 0.4;
     # "epsilon" vs "echo epsilon": precision 1/2, recall 1 -> 2/3.
     assert with_f1["score"] == pytest.approx((1 + 1 + 1 + 0.4 + 2 / 3 + 0) / 6)
+    # The admin's side by side: the two items whose score changed first, then the rest in order.
+    assert "2 of 6 items changed" in compared
+    order = [q for q in re.findall(r"&#x27;question&#x27;: &#x27;(\w+)&#x27;", compared)]
+    assert order == ["delta", "epsilon", "alpha", "beta", "gamma"]
 
 
 def test_bootstrap_few_shot_on_8_examples_returns_the_bootstrapped_demos(
