@@ -89,12 +89,17 @@ def _stored_metrics(
 ) -> tuple[list[ProgramCounters], list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """The database's program stats, spend per key (``api_key_id``'s only, if set) and the installed
     sections, in one hop."""
+    listing = selectors.program_stats_list(names, sort_by, order)
+    return listing, selectors.key_spend_list(api_key_id), _sections(names)
+
+
+def _sections(names: list[str]) -> dict[str, dict[str, Any]]:
+    """What the installed readers add to each program (on the caller's thread: they read the DB)."""
     sections: dict[str, dict[str, Any]] = {}
     for reader in _metrics_sections:
         for program, values in reader(names).items():
             sections.setdefault(program, {}).update(values)
-    listing = selectors.program_stats_list(names, sort_by, order)
-    return listing, selectors.key_spend_list(api_key_id), sections
+    return sections
 
 
 def _own_key_id(request: HttpRequest) -> int | None:
@@ -113,10 +118,14 @@ async def metrics_detail(request: HttpRequest, program: str, scope: Scope = "all
     if program not in get_runtime().programs:
         return _unknown(program)
     if scope == "process":
-        counters = PROCESS_COUNTERS.programs.get(program) or ProgramCounters(program)
+        metrics = (PROCESS_COUNTERS.programs.get(program) or ProgramCounters(program)).as_dict()
     else:
-        counters = await sync_to_async(selectors.program_stats_get)(program)
-    return JsonResponse({"metrics": counters.as_dict(), "scope": scope})
+        metrics = await sync_to_async(_stored_program_metrics)(program)
+    return JsonResponse({"metrics": metrics, "scope": scope})
+
+
+def _stored_program_metrics(program: str) -> dict[str, Any]:
+    return {**selectors.program_stats_get(program).as_dict(), **_sections([program]).get(program, {})}
 
 
 @router.get(

@@ -74,11 +74,13 @@ def test_feedback_per_program_and_version_in_metrics_and_prometheus(
                 == 201
             )
         programs = {entry["program"]: entry for entry in http.get("/api/metrics").json()["programs"]}
+        detail = http.get("/api/metrics/Answer").json()["metrics"]
         exposition = http.get("/metrics").text
 
     assert programs["Answer"]["feedback"] == {"thumbs": {"count": 8, "mean": 0.625}}
     assert programs["Answer"]["feedback_by_version"] == {"": {"thumbs": {"count": 8, "mean": 0.625}}}
     assert programs["TwoStep"]["feedback"] == {}
+    assert detail["feedback"] == {"thumbs": {"count": 8, "mean": 0.625}} and detail["call_count"] == 8
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(exposition)
