@@ -229,6 +229,7 @@ TELEMETRY_SHUTDOWN_TIMEOUT_S = env_float("TELEMETRY_SHUTDOWN_TIMEOUT_S", 10.0)
 # every string cut at LOOP_TRACE_MAX_CHARS (marked); their own queue, bounded like telemetry's.
 CAPTURE_TRACES = env_bool("CAPTURE_TRACES", True)
 LOOP_TRACE_MAX_CHARS = env_int("LOOP_TRACE_MAX_CHARS", 20_000)
+LOOP_TRACE_MAX_LM_CALLS = env_int("LOOP_TRACE_MAX_LM_CALLS", 500)  # the first ones of a call
 LOOP_TRACE_QUEUE_MAX = env_int("LOOP_TRACE_QUEUE_MAX", 20_000)
 LOOP_TRACE_QUEUE_MAX_BYTES = env_int("LOOP_TRACE_QUEUE_MAX_BYTES", 128 * 1024 * 1024)
 

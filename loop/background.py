@@ -7,6 +7,7 @@ process (its row stays ``running``).
 """
 
 import asyncio
+import contextvars
 import threading
 
 from django.db import connection
@@ -18,7 +19,10 @@ _tasks: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only 
 
 
 def start_evaluation(evaluation_id: int) -> None:
-    task = asyncio.get_running_loop().create_task(evaluation_run(evaluation_id))
+    # A context of its own: nothing of the request that accepted it (its id, its caller) carries over.
+    task = asyncio.get_running_loop().create_task(
+        evaluation_run(evaluation_id), context=contextvars.Context()
+    )
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
 

@@ -10,10 +10,11 @@ result row once (unique per evaluation and item), so a re-run after a crash goes
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import dspy
 from asgiref.sync import sync_to_async
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 from pydantic import ValidationError
@@ -26,6 +27,7 @@ from programs.program import Program
 from programs.runtime import get_runtime
 
 CONCURRENCY = 4  # items in flight per evaluation
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,7 +53,7 @@ async def evaluate_item(
         return ItemResult(0, None, 0.0, failure.request_id or "", f"{failure.status}: {failure.error_type}")
     outputs = result.output
     example = dspy.Example(**inputs, **labels).with_inputs(*inputs)
-    score = await sync_to_async(metric, thread_sensitive=False)(example, dspy.Prediction(**outputs))
+    score = await in_thread(metric)(example, dspy.Prediction(**outputs))
     return ItemResult(0, outputs, float(score), result.request_id)
 
 
@@ -79,26 +81,40 @@ async def evaluate_items(
     return list(results), mean([result.score for result in results])
 
 
+def in_thread(function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """``function`` on a worker thread that gives its database connection back when done.
+
+    A run outlives the request that started it: asgiref's thread-sensitive executor would give each
+    call a thread whose connection nobody closes (on PostgreSQL the pool ran dry in one evaluation).
+    """
+
+    def closing(*args: Any, **kwargs: Any) -> T:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connection.close()
+
+    return sync_to_async(closing, thread_sensitive=False)
+
+
 def mean(scores: Sequence[float]) -> float:
     return sum(scores) / len(scores) if scores else 0.0
 
 
 async def evaluation_run(evaluation_id: int) -> None:
     """Run a stored evaluation to the end: the function the jobs wiring calls."""
-    evaluation = await Evaluation.objects.select_related("dataset").aget(pk=evaluation_id)
+    evaluation = await in_thread(Evaluation.objects.select_related("dataset").get)(pk=evaluation_id)
     try:
         program = get_runtime().programs[evaluation.program]
         metric = metric_for(evaluation.metric, evaluation.field or None, evaluation.judge or None)
     except (KeyError, ValueError) as exc:
         await _finish(evaluation, RunStatus.FAILED, error=f"cannot run: {exc}")
         return
-    claimed = await sync_to_async(_claimable)(evaluation)
-    evaluation.status = RunStatus.RUNNING
-    await evaluation.asave(update_fields=["status"])
+    claimed = await in_thread(_claimable)(evaluation)
     items = [(item.inputs, item.labels) for item in claimed]
 
     async def stored(result: ItemResult) -> None:
-        await sync_to_async(_store)(evaluation, claimed[result.index], result)
+        await in_thread(_store)(evaluation, claimed[result.index], result)
 
     try:
         await evaluate_items(program, items, metric, version=evaluation.version or None, on_result=stored)
@@ -114,9 +130,8 @@ def _claimable(evaluation: Evaluation) -> list[DatasetItem]:
     items = list(
         DatasetItem.objects.filter(dataset=evaluation.dataset_id).exclude(pk__in=done).order_by("pk")
     )
-    Evaluation.objects.filter(pk=evaluation.pk).update(
-        total=DatasetItem.objects.filter(dataset=evaluation.dataset_id).count()
-    )
+    total = DatasetItem.objects.filter(dataset=evaluation.dataset_id).count()
+    Evaluation.objects.filter(pk=evaluation.pk).update(total=total, status=RunStatus.RUNNING)
     return items
 
 
@@ -146,4 +161,4 @@ async def _finish(evaluation: Evaluation, status: str, error: str = "") -> None:
             finished_at=timezone.now(),
         )
 
-    await sync_to_async(finish)()
+    await in_thread(finish)()

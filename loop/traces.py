@@ -33,11 +33,15 @@ class TraceRecord:
 
 
 def trace_record(done: events.RequestFinished) -> TraceRecord:
-    """The record of a finished captured call (on the request path: no copy, one pass for its size)."""
+    """The record of a finished captured call (on the request path: no copy, one pass for its size).
+
+    At most ``LOOP_TRACE_MAX_LM_CALLS`` LM calls are kept, the first ones (an optimization's run
+    makes thousands); the log row still counts them all."""
+    lm_calls = done.lm_traces[: settings.LOOP_TRACE_MAX_LM_CALLS]
     size = 512 + sum(
-        _rough_size(call.get("messages")) + _rough_size(call.get("completion")) for call in done.lm_traces
+        _rough_size(call.get("messages")) + _rough_size(call.get("completion")) for call in lm_calls
     )
-    return TraceRecord(done.request_id, done.program, done.version, done.lm_traces, done.finished_at, size)
+    return TraceRecord(done.request_id, done.program, done.version, lm_calls, done.finished_at, size)
 
 
 def trace_size(record: TraceRecord) -> int:

@@ -49,9 +49,17 @@ def test_a_two_predictor_call_shows_both_prompts_and_completions(
 
 def test_long_messages_are_cut_and_marked(database: ServerDatabase, start_server: Any) -> None:
     question = "x" * 5000
-    with start_server(database, LOOP_TRACE_MAX_CHARS="1000") as server, client(server) as http:
+    limits = {"LOOP_TRACE_MAX_CHARS": "1000", "LOOP_TRACE_MAX_LM_CALLS": "1"}
+    with start_server(database, **limits) as server, client(server) as http:
         ask(http, "Answer", question, "long")
         [lm_call] = traced_call(http, "long")["lm_calls"]
+        ask(http, "TwoStep", "two calls", "capped")
+        capped = traced_call(http, "capped")
+    [first] = capped["lm_calls"]  # the first LM call only; the log still counts both
+    assert (
+        "[[ ## question ## ]]" in _user_text(first)
+        and capped["tokens"]["prompt_tokens"] > first["usage"]["prompt_tokens"]
+    )
     assert lm_call["truncated"] is True
     user = _user_text(lm_call)
     assert len(user) < 1100 and user.endswith("characters]") and "…[truncated " in user
