@@ -12,6 +12,8 @@ from apikeys.auth import api_key_auth, docs_decorator
 from apikeys.auth import install as install_api_key_errors
 from apikeys.context import ADMIN, READ
 from dspysite.openapi import ServiceAPI
+from loop import api as loop_api
+from loop import dataset_api, run_api
 from programs.api import build_router, report_refused
 from programs.runtime import Runtime
 from telemetry import api as telemetry_api
@@ -50,6 +52,11 @@ def build_api(runtime: Runtime) -> NinjaAPI:
     api.add_router("", telemetry_api.router, auth=api_key_auth(READ))
     # The version registry's management API: `admin` only (docs/VERSIONS.md).
     api.add_router("", versions_api.router, auth=api_key_auth(ADMIN))
+    # The loop (docs/LOOP.md): own calls with `read`, feedback with any key, the rest `admin`.
+    api.add_router("", loop_api.calls_router, auth=api_key_auth(READ))
+    api.add_router("", loop_api.feedback_router, auth=api_key_auth())
+    api.add_router("", dataset_api.router, auth=api_key_auth(ADMIN))
+    api.add_router("", run_api.router, auth=api_key_auth(ADMIN))
     return api
 
 
@@ -57,6 +64,7 @@ def build_urlpatterns(api: NinjaAPI) -> list[URLPattern | URLResolver]:
     """The routes around ``api``: the admin, the playground's browser paths, the API."""
     return [
         path("admin/", admin.site.urls),
+        path("", include("loop.urls")),  # the call page: /ui/calls/<request id>
         path("", include("ui.urls")),  # the playground: GET / and /ui/<Program> (browser paths)
         path("", api.urls),
     ]

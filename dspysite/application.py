@@ -11,6 +11,7 @@ from django.conf import settings
 from dspysite.guards import JsonBodies, StaticFiles, TrustedHosts, allowed_hosts
 from dspysite.handler import ServiceASGIHandler
 from dspysite.lifespan import ASGIApp, BodyLimitMiddleware, LifespanMiddleware
+from loop.lifecycle import loop_shutdown, loop_startup
 from mcp_tools.endpoint import mcp_endpoint
 from programs.api import report_body_too_large
 from programs.runtime import Runtime
@@ -50,6 +51,7 @@ def build_application(runtime: Runtime, scheduler: Scheduler) -> ASGIApp:
             runtime.start_gateways,
             telemetry_startup,
             versions_startup,  # the loaded states registered, the registry read and polled
+            loop_startup,
             scheduler.start,
         ],
         # Telemetry last: calls still finishing (sync pool, cron runs) are recorded before the flush.
@@ -59,6 +61,7 @@ def build_application(runtime: Runtime, scheduler: Scheduler) -> ASGIApp:
             runtime.stop_gateways,
             runtime.aclose,
             telemetry_shutdown,
+            loop_shutdown,
             tracing_shutdown,
         ],
         contexts=[mcp.running],  # left before the shutdown hooks: no MCP call outlives the LM pools

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "ui",
     "scheduling",
     "versions",
+    "loop",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -223,6 +224,15 @@ TELEMETRY_QUEUE_MAX_BYTES = env_int("TELEMETRY_QUEUE_MAX_BYTES", 256 * 1024 * 10
 TELEMETRY_BATCH_SIZE = env_int("TELEMETRY_BATCH_SIZE", 500)
 TELEMETRY_FLUSH_INTERVAL_S = env_float("TELEMETRY_FLUSH_INTERVAL_S", 0.5)
 TELEMETRY_SHUTDOWN_TIMEOUT_S = env_float("TELEMETRY_SHUTDOWN_TIMEOUT_S", 10.0)
+
+# The loop (docs/LOOP.md). Call traces follow capture_io (CAPTURE_TRACES=false keeps the I/O and
+# drops the prompts): each LM call's messages and completion,
+# every string cut at LOOP_TRACE_MAX_CHARS (marked); their own queue, bounded like telemetry's.
+CAPTURE_TRACES = env_bool("CAPTURE_TRACES", True)
+LOOP_TRACE_MAX_CHARS = env_int("LOOP_TRACE_MAX_CHARS", 20_000)
+LOOP_TRACE_MAX_LM_CALLS = env_int("LOOP_TRACE_MAX_LM_CALLS", 500)  # the first ones of a call
+LOOP_TRACE_QUEUE_MAX = env_int("LOOP_TRACE_QUEUE_MAX", 20_000)
+LOOP_TRACE_QUEUE_MAX_BYTES = env_int("LOOP_TRACE_QUEUE_MAX_BYTES", 128 * 1024 * 1024)
 
 # Live dashboard events (telemetry/live.py) travel through the channel layer: Redis across
 # workers and machines when REDIS_URL is set, in-memory (one process) otherwise.

@@ -21,6 +21,7 @@ import dspy
 from pydantic_core import to_json
 
 from programs import events
+from programs.capture import capture_traces
 from programs.context import current_request_id, new_request_id
 from programs.execution import CallFailed, run_program
 from programs.instances import Lease
@@ -61,6 +62,7 @@ class ProgramCall:
         self.entry = entry
         self.inputs = inputs
         self.usage = RequestUsage()
+        self.usage.capture = capture_traces(program.name)
         self.outputs: bytes | None = None
         self.status_code = 500
         self.error_type = ""
@@ -102,6 +104,7 @@ class ProgramCall:
             attempts=usage.attempts,
             version=self.ask.version if self.ask is not None else "",
             shadow=self.ask.shadow if self.ask is not None else False,
+            lm_traces=self.usage.traces() if self.usage.capture else (),
         )
 
 

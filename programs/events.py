@@ -199,6 +199,10 @@ class RequestFinished:
     # sampled copy of a call off the answer's path).
     version: str = ""
     shadow: bool = False
+    # The program's calls are captured (programs.capture): each LM call in order, its ``lm_calls``
+    # entry plus ``messages`` (as DSPy sent them) and ``completion`` (DSPy's outputs), raw and
+    # unbounded: a subscriber keeps them off the request path. Empty when capture is off.
+    lm_traces: tuple[dict[str, Any], ...] = ()
 
     @property
     def success(self) -> bool:

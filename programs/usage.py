@@ -47,6 +47,10 @@ class LMCall:
     error: str | None = None
     cache_hit: bool = False
     response_model: str = ""  # the model the upstream says answered (DSPy's CallResult), if known
+    # Captured programs only (RequestUsage.capture): the messages as DSPy sent them and its outputs
+    # (held as DSPy built them; cleaned and bounded off the request path, by whoever stores them).
+    messages: Any = None
+    completion: Any = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +110,9 @@ class RequestUsage(UsageTracker):
         self._priced: dict[int, LMCall] = {}  # thread -> untimed call priced, tokens still to come
         # time.monotonic() by which the request must be answered: retries never wait past it.
         self.deadline: float | None = None
+        # The program's calls are captured (programs.capture): keep each LM call's messages and
+        # completion for the call trace. Off: one attribute read per LM call, nothing copied.
+        self.capture = False
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "RequestUsage":
         # dspy.Parallel deep-copies the tracker per thread and never merges the copies back, so
@@ -119,9 +126,11 @@ class RequestUsage(UsageTracker):
             call.prompt_tokens += int(usage_entry.get("prompt_tokens") or 0)
             call.completion_tokens += int(usage_entry.get("completion_tokens") or 0)
 
-    def lm_started(self, call_id: str, model: str, alias: str) -> None:
+    def lm_started(self, call_id: str, model: str, alias: str, messages: Any = None) -> None:
         with self._lock:
-            self._calls[call_id] = LMCall(model=model, started=time.perf_counter(), alias=alias)
+            self._calls[call_id] = LMCall(
+                model=model, started=time.perf_counter(), alias=alias, messages=messages
+            )
 
     def lm_routed(self, alias: str, model: str, attempts: int) -> None:
         """The LM call running in this context took ``attempts`` requests; ``alias`` answered it
@@ -133,12 +142,15 @@ class RequestUsage(UsageTracker):
                 call.model = model or call.model
                 call.attempts = attempts
 
-    def lm_finished(self, call_id: str, exception: BaseException | None) -> LMCall | None:
+    def lm_finished(
+        self, call_id: str, exception: BaseException | None, completion: Any = None
+    ) -> LMCall | None:
         with self._lock:
             call = self._calls.get(call_id)
             if call is not None and call.started is not None:
                 call.duration_ms = (time.perf_counter() - call.started) * 1000
                 call.error = type(exception).__name__ if exception is not None else None
+                call.completion = completion
             return call
 
     def lm_priced(self, model: str, cost: float | None, cache_hit: bool, response_model: str = "") -> None:
@@ -160,6 +172,15 @@ class RequestUsage(UsageTracker):
             cost_usd=sum(costs) if costs else None,
             lm_calls=calls,
         )
+
+    def traces(self) -> tuple[dict[str, Any], ...]:
+        """Each captured LM call in the order it started: its usage entry plus the messages and the
+        completion as DSPy had them (raw: the subscriber bounds and cleans them off the path)."""
+        with self._lock:
+            calls = [call for call in self._calls.values() if call.messages is not None]
+            return tuple(
+                {**call.as_dict(), "messages": call.messages, "completion": call.completion} for call in calls
+            )
 
     def _entry(self, model: str, *, priced: bool) -> LMCall:
         """The entry of the LM call running in this context (caller holds the lock).
@@ -198,7 +219,8 @@ class LMCallTimer(BaseCallback):
         usage = current_usage()
         if usage is not None:
             model = getattr(instance, "model", type(instance).__name__)
-            usage.lm_started(call_id, model, getattr(instance, ALIAS_ATTR, ""))
+            messages = _prompt_messages(inputs) if usage.capture else None
+            usage.lm_started(call_id, model, getattr(instance, ALIAS_ATTR, ""), messages)
             if events.lm_call_started:
                 events.lm_call_started.emit(events.LMCallStarted(current_request_id.get(), model, call_id))
 
@@ -206,7 +228,7 @@ class LMCallTimer(BaseCallback):
         usage = current_usage()
         if usage is None:
             return
-        call = usage.lm_finished(call_id, exception)
+        call = usage.lm_finished(call_id, exception, outputs if usage.capture else None)
         if call is not None and events.lm_call_finished:  # tokens and cost are in by now
             events.lm_call_finished.emit(
                 events.LMCallFinished(
@@ -221,6 +243,14 @@ class LMCallTimer(BaseCallback):
                     response_model=call.response_model,
                 )
             )
+
+
+def _prompt_messages(inputs: dict[str, Any]) -> list[Any]:
+    """The messages an LM call sends (``lm(messages=...)``, or ``lm(prompt)`` as one user message)."""
+    messages = inputs.get("messages")
+    if messages is None:
+        messages = [{"role": "user", "content": inputs.get("prompt") or ""}]
+    return list(messages)
 
 
 COST_HOOK = "per-call cost hook"

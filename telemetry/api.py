@@ -6,6 +6,7 @@ from the answering process's live counters instead (no database read; this worke
 """
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
@@ -26,6 +27,17 @@ Scope = Literal["all", "process"]
 MAX_LOG_LIMIT = 1000
 
 router = Router(tags=["telemetry"])
+
+# What other apps add to each program of /api/metrics (the loop's feedback), installed from their
+# AppConfig.ready(): a reader of {program: {key: value}} for the listed programs, run in the same
+# thread hop as the stats (telemetry imports none of them).
+MetricsSection = Callable[[list[str]], dict[str, dict[str, Any]]]
+_metrics_sections: list[MetricsSection] = []
+
+
+def install_metrics_section(reader: MetricsSection) -> None:
+    if reader not in _metrics_sections:
+        _metrics_sections.append(reader)
 
 
 def _unknown(program: str) -> JsonResponse:
@@ -62,12 +74,15 @@ async def metrics_list(
 ) -> JsonResponse:
     names = list(get_runtime().programs)
     keys: list[dict[str, Any]] = []
+    sections: dict[str, dict[str, Any]] = {}
     if scope == "process":
         live = [PROCESS_COUNTERS.programs.get(name) or ProgramCounters(name) for name in names]
         listing = selectors.sort_counters(live, sort_by, order)
     else:
-        listing, keys = await sync_to_async(_stored_metrics)(names, sort_by, order, _own_key_id(request))
-    body = {"programs": [counters.as_dict() for counters in listing], "scope": scope, "api_keys": keys}
+        stored = await sync_to_async(_stored_metrics)(names, sort_by, order, _own_key_id(request))
+        listing, keys, sections = stored
+    programs = [{**counters.as_dict(), **sections.get(counters.program, {})} for counters in listing]
+    body = {"programs": programs, "scope": scope, "api_keys": keys}
     if by == "version":
         body["versions"] = await sync_to_async(_all_version_metrics)(names)
     return JsonResponse({**body, "telemetry": writer_status()})
@@ -79,9 +94,20 @@ def _all_version_metrics(names: list[str]) -> list[dict[str, Any]]:
 
 def _stored_metrics(
     names: list[str], sort_by: selectors.SortBy, order: selectors.Order, api_key_id: int | None
-) -> tuple[list[ProgramCounters], list[dict[str, Any]]]:
-    """The database's program stats and spend per key (``api_key_id``'s only, if set), in one hop."""
-    return selectors.program_stats_list(names, sort_by, order), selectors.key_spend_list(api_key_id)
+) -> tuple[list[ProgramCounters], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The database's program stats, spend per key (``api_key_id``'s only, if set) and the installed
+    sections, in one hop."""
+    listing = selectors.program_stats_list(names, sort_by, order)
+    return listing, selectors.key_spend_list(api_key_id), _sections(names)
+
+
+def _sections(names: list[str]) -> dict[str, dict[str, Any]]:
+    """What the installed readers add to each program (on the caller's thread: they read the DB)."""
+    sections: dict[str, dict[str, Any]] = {}
+    for reader in _metrics_sections:
+        for program, values in reader(names).items():
+            sections.setdefault(program, {}).update(values)
+    return sections
 
 
 def _own_key_id(request: HttpRequest) -> int | None:
@@ -100,11 +126,15 @@ async def metrics_detail(request: HttpRequest, program: str, scope: Scope = "all
     if program not in get_runtime().programs:
         return _unknown(program)
     if scope == "process":
-        counters = PROCESS_COUNTERS.programs.get(program) or ProgramCounters(program)
+        metrics = (PROCESS_COUNTERS.programs.get(program) or ProgramCounters(program)).as_dict()
     else:
-        counters = await sync_to_async(selectors.program_stats_get)(program)
+        metrics = await sync_to_async(_stored_program_metrics)(program)
     versions = await sync_to_async(version_metrics)(program)
-    return JsonResponse({"metrics": counters.as_dict(), "scope": scope, "versions": versions})
+    return JsonResponse({"metrics": metrics, "scope": scope, "versions": versions})
+
+
+def _stored_program_metrics(program: str) -> dict[str, Any]:
+    return {**selectors.program_stats_get(program).as_dict(), **_sections([program]).get(program, {})}
 
 
 def version_metrics(program: str) -> list[dict[str, Any]]:

@@ -40,6 +40,16 @@ class ProgramMetrics(BaseModel):
     total_completion_tokens: int
     total_cost_usd: float
     lm_call_breakdown: dict[str, ModelUsage] = Field(description="per model")
+    # Added by the loop app (docs/LOOP.md) with scope=all; absent with scope=process.
+    feedback: dict[str, "FeedbackStat"] | None = Field(None, description="per feedback name, all versions")
+    feedback_by_version: dict[str, dict[str, "FeedbackStat"]] | None = Field(
+        None, description='per version ("": unversioned calls), per feedback name'
+    )
+
+
+class FeedbackStat(BaseModel):
+    count: int
+    mean: float | None = Field(description="mean of the scores given; null: labels only")
 
 
 class WriterStatus(BaseModel):

@@ -173,6 +173,21 @@ def inference_log_page(
     return LogPage([inference_log_entry(row) for row in page], log_cursor(page[-1]) if more else None)
 
 
+def inference_log_for_request(request_id: str, api_key_id: int | None = None) -> InferenceLog | None:
+    """The newest record of a request id (a client may reuse its ``X-Request-ID``), on the request
+    id index; ``api_key_id``: only if that key made the call (None: whoever did)."""
+    rows = InferenceLog.objects.filter(request_id=request_id)
+    if api_key_id is not None:
+        rows = rows.filter(api_key_id=api_key_id)
+    return rows.order_by(*NEWEST_FIRST).first()
+
+
+def inference_logs_for_requests(request_ids: Sequence[str]) -> dict[str, InferenceLog]:
+    """The newest record of each request id (one query on the request id index)."""
+    rows = InferenceLog.objects.filter(request_id__in=list(request_ids)).order_by("created_at", "id")
+    return {row.request_id: row for row in rows}  # the newest wins
+
+
 def inference_log_entry(row: InferenceLog) -> dict[str, Any]:
     """dspy-cli's log entry fields, plus the request id, status and error type."""
     return {

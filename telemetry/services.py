@@ -12,7 +12,6 @@ from typing import Any
 
 from django.conf import settings
 
-from programs.runtime import get_runtime
 from programs.usage import UsageSnapshot
 from telemetry import prometheus, tracing
 from telemetry import records as telemetry_records
@@ -59,13 +58,6 @@ def _observe(record: InferenceRecord, usage: UsageSnapshot) -> None:
             prometheus.TOKENS.labels(model, "completion").inc(call["completion_tokens"])
         if call["cost_usd"]:
             prometheus.COST.labels(model).inc(call["cost_usd"])
-
-
-def capture_io(program_name: str) -> bool:
-    """``programs.<Name>.capture_io`` in dspy.config.yaml, else ``TELEMETRY_CAPTURE_IO``."""
-    options = get_runtime().config.config.programs.get(program_name)
-    explicit = getattr(options, "capture_io", None)
-    return settings.TELEMETRY_CAPTURE_IO if explicit is None else explicit
 
 
 def captured_body(body: bytes) -> Body:

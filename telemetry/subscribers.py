@@ -5,10 +5,11 @@ every program call of the process, through whichever door, is recorded by
 
 from apikeys.context import current_caller
 from programs import events
+from programs.capture import capture_io
 from programs.usage import UsageSnapshot
 from telemetry import prometheus
 from telemetry.records import InferenceRecord
-from telemetry.services import capture_io, captured_body, inference_log_enqueue
+from telemetry.services import captured_body, inference_log_enqueue
 
 
 def on_request_started(started: events.RequestStarted) -> None:

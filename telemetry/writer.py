@@ -89,8 +89,13 @@ class TelemetryWriter:
         flush_interval_s: float,
         retry_max_s: float = 5.0,
         max_bytes: int | None = None,
+        sizer: Callable[[InferenceRecord], int] = record_bytes,
+        metrics: bool = True,
     ) -> None:
         self._write_batch = write
+        # What a record holds in memory (another app's records: the loop's call traces).
+        self._sizer = sizer
+        self._metrics = metrics  # the telemetry_* Prometheus series are the inference log's only
         # Bytes held by records enqueued and not yet written or dropped (record_bytes): a second
         # bound beside max_queue, so large captured bodies cannot hold gigabytes.
         self.max_bytes = max_bytes
@@ -119,7 +124,7 @@ class TelemetryWriter:
     def enqueue(self, record: InferenceRecord) -> bool:
         """Hand a record to the writer without blocking; False (and counted) if the queue is full,
         in records (``max_queue``) or in bytes (``max_bytes``)."""
-        size = record_bytes(record)
+        size = self._sizer(record)
         with self._bytes_lock:
             if self.max_bytes is not None and self.queued_bytes + size > self.max_bytes:
                 over = True
@@ -202,7 +207,7 @@ class TelemetryWriter:
                 if batch:
                     self._write(batch)  # written or dropped: either way no longer held
                     self._holding = 0
-                    self._release(sum(record_bytes(record) for record in batch))
+                    self._release(sum(self._sizer(record) for record in batch))
                     del batch  # not held while waiting for the next one
                     self._trim_due = True
                 else:  # a whole interval without records: give the connection back
@@ -212,7 +217,8 @@ class TelemetryWriter:
                         release_free_memory()
                 for marker in flushes:
                     marker.done.set()
-                prometheus.TELEMETRY_QUEUE_DEPTH.set(self.depth)
+                if self._metrics:
+                    prometheus.TELEMETRY_QUEUE_DEPTH.set(self.depth)
                 if self._stopping.is_set() and self._queue.empty():
                     return
         finally:
@@ -269,7 +275,8 @@ class TelemetryWriter:
                 return
             except DatabaseError as exc:
                 self.write_errors += 1
-                prometheus.TELEMETRY_WRITE_ERRORS.inc()
+                if self._metrics:
+                    prometheus.TELEMETRY_WRITE_ERRORS.inc()
                 self._close_connection()
                 self._log_outage(exc)
                 if not self._backoff(attempt):
@@ -283,7 +290,8 @@ class TelemetryWriter:
                 return
             else:
                 self.written += len(batch)
-                prometheus.TELEMETRY_WRITTEN.inc(len(batch))
+                if self._metrics:
+                    prometheus.TELEMETRY_WRITTEN.inc(len(batch))
                 self._announce(batch)
                 if attempt:
                     logger.warning("telemetry: database back; wrote %d delayed record(s)", len(batch))
@@ -321,7 +329,8 @@ class TelemetryWriter:
     def _drop(self, count: int, reason: str) -> None:
         with self._drop_lock:
             self.dropped += count
-        prometheus.TELEMETRY_DROPPED.labels(reason).inc(count)
+        if self._metrics:
+            prometheus.TELEMETRY_DROPPED.labels(reason).inc(count)
         now = time.monotonic()
         if now - self._last_error_log > LOG_EVERY_S:
             self._last_error_log = now

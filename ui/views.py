@@ -25,7 +25,7 @@ from ui.forms import form_fields
 RECENT_CALLS = 15
 
 
-def _login_required(request: HttpRequest) -> HttpResponse | None:
+def login_required(request: HttpRequest) -> HttpResponse | None:
     if not get_runtime().config.config.server.auth:
         return None
     user = request.user
@@ -52,7 +52,7 @@ def _with_json(call: dict[str, Any]) -> dict[str, Any]:
 
 @require_safe
 def index(request: HttpRequest) -> HttpResponse:
-    if (login := _login_required(request)) is not None:
+    if (login := login_required(request)) is not None:
         return login
     runtime = get_runtime()
     stats = {
@@ -71,7 +71,7 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @require_safe
 def program_page(request: HttpRequest, name: str) -> HttpResponse:
-    if (login := _login_required(request)) is not None:
+    if (login := login_required(request)) is not None:
         return login
     runtime = get_runtime()
     program = runtime.programs.get(name)

@@ -218,3 +218,24 @@ def test_the_connection_is_kept_while_busy_and_given_back_when_idle(started: lis
         wait_for(lambda: wrappers[0].connection is None, 10, "the idle writer to close its connection")
     finally:
         connection_created.disconnect(on_connection_created)
+
+
+def test_another_apps_writer_counts_its_own_bytes_and_leaves_the_telemetry_series(started: list) -> None:
+    """The loop's trace writer: its records' sizes from its sizer, the telemetry_* series untouched."""
+    from telemetry import prometheus
+
+    database = FakeDatabase()
+    writer = TelemetryWriter(
+        database.write, max_queue=10, batch_size=10, flush_interval_s=0.05, max_bytes=250,
+        sizer=lambda _: 100, metrics=False,
+    )  # fmt: skip
+    written_before = prometheus.TELEMETRY_WRITTEN._value.get()
+    dropped_before = prometheus.TELEMETRY_DROPPED.labels("queue_bytes")._value.get()
+    assert [writer.enqueue(record(i)) for i in range(3)] == [True, True, False]  # 300 > 250 bytes
+    assert writer.queued_bytes == 200 and writer.dropped == 1
+    writer.start()
+    started.append(writer)
+    assert writer.flush(timeout_s=10)
+    assert database.ids == ["r0", "r1"] and writer.queued_bytes == 0
+    assert prometheus.TELEMETRY_WRITTEN._value.get() == written_before
+    assert prometheus.TELEMETRY_DROPPED.labels("queue_bytes")._value.get() == dropped_before
