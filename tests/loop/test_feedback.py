@@ -78,7 +78,7 @@ def test_feedback_per_program_and_version_in_metrics_and_prometheus(
         exposition = http.get("/metrics").text
 
     assert programs["Answer"]["feedback"] == {"thumbs": {"count": 8, "mean": 0.625}}
-    assert programs["Answer"]["feedback_by_version"] == {"": {"thumbs": {"count": 8, "mean": 0.625}}}
+    assert programs["Answer"]["feedback_by_version"] == {"v1": {"thumbs": {"count": 8, "mean": 0.625}}}
     assert programs["TwoStep"]["feedback"] == {}
     assert detail["feedback"] == {"thumbs": {"count": 8, "mean": 0.625}} and detail["call_count"] == 8
     samples = {

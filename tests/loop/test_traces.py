@@ -24,7 +24,7 @@ def test_a_two_predictor_call_shows_both_prompts_and_completions(
         assert response.json() == {"answer": "Echo: Echo: capital of France"}
         call = traced_call(http, "t-1")
 
-    assert call["program"] == program and call["status"] == 200 and call["version"] == ""
+    assert call["program"] == program and call["status"] == 200 and call["version"] == "v1"
     assert call["inputs"] == {"question": "capital of France"}
     assert call["outputs"] == {"answer": "Echo: Echo: capital of France"}
     first, second = call["lm_calls"]
