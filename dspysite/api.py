@@ -7,8 +7,9 @@ from ninja import NinjaAPI
 
 from apikeys.auth import api_key_auth, docs_decorator
 from apikeys.auth import install as install_api_key_errors
-from apikeys.context import READ
+from apikeys.context import INVOKE, READ
 from dspysite.openapi import ServiceAPI
+from jobs import api as jobs_api
 from programs.api import build_router, report_refused
 from programs.runtime import get_runtime_or_exit
 from telemetry import api as telemetry_api
@@ -43,6 +44,8 @@ def build_api() -> NinjaAPI:
     api.add_router("", build_router(runtime))
     # None unless server.auth is on; a key needs `read` (its own calls and spend) or `admin` there.
     api.add_router("", telemetry_api.router, auth=api_key_auth(READ))
+    # Batch jobs: `invoke`; a key reads its own jobs, an `admin` key every job (docs/JOBS.md).
+    api.add_router("", jobs_api.router, auth=api_key_auth(INVOKE))
     return api
 
 

@@ -107,21 +107,38 @@ def _batch_view(
     return with_body_model(view, request_model, f"batch_{program.name}")
 
 
-async def run_item(program: Program, item: Any, rid: str) -> bytes:
-    """One item's slot, as JSON bytes. Never raises for a failure of the item itself."""
+async def run_item(
+    program: Program,
+    item: Any,
+    rid: str,
+    *,
+    source: str = "batch",
+    entry: str = "",
+    version: str | None = None,
+) -> bytes:
+    """One item's slot, as JSON bytes: validate, call, map the failure (the batch's items and the
+    jobs' items both). Never raises for a failure of the item itself."""
     try:
         payload = program.inputs.model.model_validate(item)
     except ValidationError as exc:
         errors = json.loads(exc.json(include_url=False, include_input=False))
         raw = json.dumps(item).encode()  # escapes what to_json cannot encode (lone surrogates)
         report_rejected(
-            program, status=422, error_type="ValidationError", detail=errors, inputs=raw, source="batch",
-            request_id=rid,
+            program, status=422, error_type="ValidationError", detail=errors, inputs=raw, source=source,
+            entry=entry, request_id=rid,
         )  # fmt: skip
         return _failure(422, _summary(errors), "ValidationError", errors)
     kwargs = program.inputs.to_kwargs(payload)
     try:
-        result = await call_program(program, kwargs, source="batch", request_id=rid, raw_inputs=to_json(item))
+        result = await call_program(
+            program,
+            kwargs,
+            source=source,
+            entry=entry,
+            request_id=rid,
+            raw_inputs=to_json(item),
+            version=version,
+        )
     except CallFailed as failure:
         return _failure(failure.status, failure.detail, failure.error_type)
     return b'{"ok":true,"outputs":' + result.body + b"}"

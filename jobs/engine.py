@@ -1,0 +1,38 @@
+"""The one door to the task engine: submit, cancel, status. Nothing else imports the engine.
+
+The engine is Django's Tasks API (the ``django-tasks`` backport) with ``django-tasks-db``'s
+database backend (docs/JOBS.md says why, with the numbers). It only moves work: a task names a
+job's chunk, and the chunk's items, their leases and results are in our tables (:mod:`jobs.models`).
+So the engine can change (an RQ backend, Celery) by rewriting this module and ``jobworker``.
+An enqueue joins the caller's transaction: a chunk is queued exactly when its items are committed.
+"""
+
+from typing import Any
+
+from django_tasks_db.models import DBTaskResult
+
+from jobs import tasks
+
+TASKS: dict[str, Any] = {"run_chunk": tasks.run_chunk}
+
+
+def submit(name: str, *args: Any) -> str:
+    """Queue task ``name`` with ``args`` (JSON values); returns the engine's task id."""
+    return str(TASKS[name].enqueue(*args).id)
+
+
+def cancel(task_id: str) -> bool:
+    """Drop a task that has not started (True); a started one runs on (its items check the job)."""
+    deleted, _ = DBTaskResult.objects.filter(id=task_id, status="READY").delete()
+    return bool(deleted)
+
+
+def status(task_id: str) -> str:
+    """The engine's word for a task: READY, RUNNING, SUCCESSFUL, FAILED (or MISSING)."""
+    row = DBTaskResult.objects.filter(id=task_id).values_list("status", flat=True).first()
+    return row or "MISSING"
+
+
+def queued() -> int:
+    """Tasks waiting for a worker (the Prometheus queue depth)."""
+    return DBTaskResult.objects.filter(status="READY").count()
