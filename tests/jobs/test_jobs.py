@@ -31,10 +31,7 @@ def test_a_10000_line_job_completes_with_every_custom_id_once(
     assert all(line["status"] == 200 and "answer" in line["outputs"] for line in lines)
     # each item is one program call on the call path: one log row each, source "job", the job as entry
     rows = database.query(
-        "SELECT COUNT(*) FROM telemetry_inferencelog WHERE source = 'job' AND entry = %s"
-        if database.vendor == "postgresql"
-        else "SELECT COUNT(*) FROM telemetry_inferencelog WHERE source = 'job' AND entry = ?",
-        (accepted["id"],),
+        "SELECT COUNT(*) FROM telemetry_inferencelog WHERE source = 'job' AND entry = %s", (accepted["id"],)
     )
     assert rows[0][0] == 10_000
 

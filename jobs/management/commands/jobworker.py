@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand
+from django.db import connections
 from django_tasks_db.management.commands.db_worker import Worker
 
 from jobs.leases import LeaseKeeper
@@ -29,6 +30,20 @@ class DrainingWorker(Worker):
     def shutdown(self, signum: int, frame: FrameType | None) -> None:
         self.job_worker.draining = True
         super().shutdown(signum, frame)
+
+
+# Threads of a worker that hold a database connection at once: the engine's loop (the chunk's
+# claim), two ORM threads (each item's start and result), the lease keeper, the telemetry writer.
+WORKER_CONNECTIONS = 6
+
+
+def _pool_for_worker_threads() -> None:
+    """PostgreSQL's pool (``DB_POOL_MAX_SIZE``, 4 by default for a server) at least as large as the
+    threads that use it here, before the first connection builds it: a fifth thread waited for the
+    lease keeper to hand a connection back, a third of the items' time on PostgreSQL."""
+    pool = connections.settings["default"].get("OPTIONS", {}).get("pool")
+    if isinstance(pool, dict):
+        pool["max_size"] = max(int(pool.get("max_size", 0)), WORKER_CONNECTIONS)
 
 
 class Command(BaseCommand):
@@ -48,6 +63,7 @@ class Command(BaseCommand):
         from telemetry.lifecycle import telemetry_shutdown, telemetry_startup
         from telemetry.tracing import tracing_shutdown, tracing_startup
 
+        _pool_for_worker_threads()
         runtime = get_runtime_or_exit()  # the programs, loaded as the server loads them
         job_worker = JobWorker(max(1, concurrency))
         install_worker(job_worker)
