@@ -233,6 +233,8 @@ JOBS_SWEEP_S = env_float("JOBS_SWEEP_S", 10.0)
 JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 7)
 # inputs_url fetches and webhooks never go to private, loopback or link-local addresses unless true.
 DSPY_WEBHOOK_ALLOW_PRIVATE = env_bool("DSPY_WEBHOOK_ALLOW_PRIVATE", False)
+# Background runs' webhooks are signed with this (Standard Webhooks: `whsec_` + base64); unset: unsigned.
+DSPY_WEBHOOK_SECRET = env_str("DSPY_WEBHOOK_SECRET", "")
 
 # Telemetry (docs/TELEMETRY.md). Inputs/outputs are stored unless turned off here or per program
 # (programs.<Name>.capture_io: false in dspy.config.yaml); bodies over the size limit are not kept.

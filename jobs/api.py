@@ -6,6 +6,7 @@ temporary file) in a thread, never whole in memory; the results stream from the 
 at a time. No ORM call runs on the event loop.
 """
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
@@ -13,11 +14,14 @@ from uuid import UUID
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from ninja import Query, Router
+from ninja.errors import ValidationError as NinjaValidationError
+from pydantic import ValidationError
 
-from jobs import services
+from jobs import runs, services
 from jobs.ingest import UploadRefused
-from jobs.schemas import JobAccepted, JobListing, JobRequest, JobView
+from jobs.schemas import JobAccepted, JobListing, JobRequest, JobView, RunAccepted, RunView
 from programs.responses import ErrorBody, ValidationErrorBody
+from programs.runtime import get_runtime
 
 NDJSON = "application/x-ndjson"
 router = Router(tags=["jobs"])
@@ -81,7 +85,11 @@ async def submit_job(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"id": str(job.id), "status": job.status, "total": job.total}, status=202)
 
 
-@router.get("/api/jobs", response={200: JobListing}, summary="Jobs, newest first (a key's own; admin: all)")
+@router.get(
+    "/api/jobs",
+    response={200: JobListing, 422: ValidationErrorBody},
+    summary="Jobs, newest first (a key's own; admin: all)",
+)
 async def list_jobs(request: HttpRequest, limit: int = Query(50, ge=1, le=500)) -> JsonResponse:
     jobs = await sync_to_async(services.job_list)(_own_key_id(request), limit)
     return JsonResponse({"jobs": jobs})
@@ -146,3 +154,61 @@ async def _act(action: Any, request: HttpRequest, job_id: UUID) -> JsonResponse:
     except services.Conflict as conflict:
         return JsonResponse({"detail": str(conflict)}, status=409)
     return JsonResponse(view) if view is not None else _not_found(job_id)
+
+
+@router.post(
+    "/{program}/runs",
+    response={202: RunAccepted, 400: ErrorBody, 404: ErrorBody, 422: ValidationErrorBody},
+    summary="Run a program in the background: 202 with a run id; the answer at GET /api/runs/{id} "
+    "and, with webhook_url, POSTed there signed (Standard Webhooks)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "description": "the program's inputs, plus optionally webhook_url and version",
+                        "properties": {"webhook_url": {"type": "string"}, "version": {"type": "string"}},
+                    }
+                }
+            },
+        }
+    },
+)
+async def start_run(request: HttpRequest, program: str) -> JsonResponse:
+    served = get_runtime().programs.get(program)
+    if served is None:
+        return JsonResponse(
+            {"detail": f"Program '{program}' not found. GET /programs lists them."}, status=404
+        )
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError as exc:
+        return JsonResponse({"detail": f"The body is not JSON: {exc}"}, status=400)
+    if not isinstance(body, dict):
+        return JsonResponse({"detail": "The body must be a JSON object of the program's inputs"}, status=400)
+    webhook_url, version = str(body.pop("webhook_url", "") or ""), str(body.pop("version", "") or "")
+    try:
+        served.inputs.model.model_validate(body)
+    except ValidationError as exc:
+        raise NinjaValidationError(json.loads(exc.json(include_url=False, include_input=False))) from None
+    try:
+        run = await sync_to_async(runs.submit, thread_sensitive=False)(
+            program, version, body, webhook_url, _caller(request)
+        )
+    except runs.RunRefused as refused:
+        return JsonResponse({"detail": str(refused)}, status=400)
+    return JsonResponse({"run_id": str(run.id)}, status=202)
+
+
+@router.get(
+    "/api/runs/{run_id}",
+    response={200: RunView, 404: ErrorBody, 422: ValidationErrorBody},
+    summary="A background run: its status, then its outputs or error (the webhook's body)",
+)
+async def get_run(request: HttpRequest, run_id: UUID) -> JsonResponse:
+    view = await sync_to_async(runs.run_view)(run_id, _own_key_id(request))
+    if view is None:
+        return JsonResponse({"detail": f"Run {run_id} not found"}, status=404)
+    return JsonResponse(view)

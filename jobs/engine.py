@@ -7,18 +7,30 @@ So the engine can change (an RQ backend, Celery) by rewriting this module and ``
 An enqueue joins the caller's transaction: a chunk is queued exactly when its items are committed.
 """
 
+from datetime import timedelta
 from typing import Any
 
+from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from jobs import tasks
 
-TASKS: dict[str, Any] = {"run_chunk": tasks.run_chunk}
+TASKS: dict[str, Any] = {
+    "run_chunk": tasks.run_chunk,
+    "run_background": tasks.run_background,
+    "deliver_webhook": tasks.deliver_webhook,
+}
 
 
 def submit(name: str, *args: Any) -> str:
     """Queue task ``name`` with ``args`` (JSON values); returns the engine's task id."""
     return str(TASKS[name].enqueue(*args).id)
+
+
+def submit_later(delay_s: float, name: str, *args: Any) -> str:
+    """Queue task ``name`` to run no sooner than ``delay_s`` from now (a webhook's retry)."""
+    run_after = timezone.now() + timedelta(seconds=delay_s)
+    return str(TASKS[name].using(run_after=run_after).enqueue(*args).id)
 
 
 def cancel(task_id: str) -> bool:

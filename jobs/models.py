@@ -107,3 +107,35 @@ class JobResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id} line {self.line}: {self.status}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Run(models.Model):
+    """A background run (``POST /{P}/runs``): one program call on a worker, then its webhook."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    program = models.CharField(max_length=200)
+    version = models.CharField(max_length=100, blank=True)
+    api_key_id = models.PositiveBigIntegerField(null=True, blank=True)
+    api_key_name = models.CharField(max_length=140, blank=True)
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    inputs = models.TextField(help_text="the program's inputs (JSON)")
+    answer = models.TextField(blank=True, help_text="GET /api/runs/{id}'s body once finished (the webhook's)")
+    webhook_url = models.URLField(max_length=2000, blank=True)
+    webhook_attempts = models.PositiveSmallIntegerField(default=0)
+    webhook_status = models.CharField(max_length=200, blank=True, help_text="the last attempt's outcome")
+    webhook_delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["api_key_id", "-created_at"], name="jobs_run_key_created")]
+
+    def __str__(self) -> str:
+        return f"run {self.id} ({self.program}, {self.status})"

@@ -141,14 +141,27 @@ async def _slot(program: Program | None, job: Job, caller: Caller | None, raw: s
             source=usage.SOURCE, entry=str(job.id), request_id=rid,
         )  # fmt: skip
         return _failure(400, problem, "InvalidLine")
-    if job.api_key_id is not None and caller is None:
-        return _failure(401, "The job's API key was revoked or expired", "Unauthorized")
-    current_caller.set(caller)  # this item's task only: the log row names the job's key
+    return await call_as(caller, job.api_key_id, program, inputs, rid, str(job.id), job.version, usage.SOURCE)
+
+
+async def call_as(
+    caller: Caller | None,
+    key_id: int | None,
+    program: Program,
+    inputs: Any,
+    rid: str,
+    entry: str,
+    version: str,
+    source: str,
+) -> bytes:
+    """``inputs`` through :func:`programs.batch.run_item` as the key ``key_id`` (``caller``, None
+    once revoked: 401) inside its quota; the batch slot (``{"ok": ...}``). Jobs' items and runs."""
+    if key_id is not None and caller is None:
+        return _failure(401, "The API key was revoked or expired", "Unauthorized")
+    current_caller.set(caller)  # this task only: the log row names the key
     try:
         async with quota_reserved(caller):
-            return await run_item(
-                program, inputs, rid, source=usage.SOURCE, entry=str(job.id), version=job.version or None
-            )
+            return await run_item(program, inputs, rid, source=source, entry=entry, version=version or None)
     except QuotaRefused as refused:
         return _failure(refused.status, refused.detail, "quota_exceeded")
 

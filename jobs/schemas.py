@@ -52,3 +52,19 @@ class ResultLine(BaseModel):
     outputs: dict | None = None
     error: dict | None = Field(None, description="error, error_type, errors (validation)")
     request_id: str
+
+
+class RunAccepted(BaseModel):
+    run_id: str
+
+
+class RunView(BaseModel):
+    """``GET /api/runs/{id}``, and the webhook's body once the run finished."""
+
+    run_id: str
+    program: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    status_code: int | None = Field(None, description="what a single call would have answered")
+    outputs: dict | None = None
+    error: dict | None = None
+    request_id: str | None = None

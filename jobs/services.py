@@ -6,18 +6,21 @@ key, a staff session, or API keys off).
 
 import json
 from collections.abc import Iterable, Iterator
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import httpx
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 from pydantic import ValidationError
 
 from jobs import engine
 from jobs.addresses import AddressRefused, check_url
 from jobs.ingest import Submission, UploadRefused, create_job
-from jobs.models import ACTIVE, FINISHED, ItemState, Job, JobItem, JobResult, JobStatus
+from jobs.models import FINISHED, ItemState, Job, JobItem, JobResult, JobStatus
 from jobs.runner import finish_if_done, result_totals
 from jobs.schemas import JobRequest
 from programs.runtime import get_runtime
@@ -163,4 +166,12 @@ def item_errors(job: Job, limit: int = 20) -> list[dict[str, Any]]:
     return [json.loads(body) for body in rows.values_list("body", flat=True)]
 
 
-__all__ = ["ACTIVE", "Conflict"]
+def prune(days: int | None = None) -> int:
+    """Delete the jobs (items and results with them) finished more than ``days`` ago
+    (``JOBS_RETENTION_DAYS``); returns how many."""
+    keep = settings.JOBS_RETENTION_DAYS if days is None else days
+    cutoff = timezone.now() - timedelta(days=keep)
+    old = Job.objects.filter(status__in=FINISHED, finished_at__lt=cutoff)
+    count = old.count()
+    old.delete()
+    return count

@@ -17,11 +17,13 @@ from tests.databases import ServerDatabase, server_database
 from tests.support import FIXTURES, ROOT, Running, project_config, service
 
 SERVICE_PROJECT = FIXTURES / "service_project"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the spec's example secret
 JOB_ENV = {
     "JOBS_LEASE_S": "3",
     "JOBS_SWEEP_S": "1",
     "JOBS_CHUNK_SIZE": "100",
     "DSPY_WEBHOOK_ALLOW_PRIVATE": "true",
+    "DSPY_WEBHOOK_SECRET": WEBHOOK_SECRET,
 }
 
 
@@ -49,13 +51,9 @@ def server(jobs_tmp: Path, config: Path, database: ServerDatabase) -> Iterator[R
         yield running
 
 
-@contextmanager
-def jobworker(
-    tmp: Path, config: Path, database: ServerDatabase, concurrency: int = 8, **env: str
-) -> Iterator[subprocess.Popen]:
-    """``manage.py jobworker`` on the same database, up once it printed its id."""
-    log_path = tmp / f"jobworker-{time.monotonic_ns()}.log"
-    environment = {
+def worker_env(config: Path, database: ServerDatabase, **env: str) -> dict[str, str]:
+    """What ``manage.py`` needs to serve the test project on the module's database."""
+    return {
         **production_env(config),
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "dspysite.settings",
@@ -65,6 +63,15 @@ def jobworker(
         **JOB_ENV,
         **env,
     }
+
+
+@contextmanager
+def jobworker(
+    tmp: Path, config: Path, database: ServerDatabase, concurrency: int = 8, **env: str
+) -> Iterator[subprocess.Popen]:
+    """``manage.py jobworker`` on the same database, up once it printed its id."""
+    log_path = tmp / f"jobworker-{time.monotonic_ns()}.log"
+    environment = worker_env(config, database, **env)
     argv = [sys.executable, "manage.py", "jobworker", "--concurrency", str(concurrency), "--interval", "0.1"]
     with log_path.open("w") as log:
         process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment)

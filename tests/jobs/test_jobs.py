@@ -2,6 +2,8 @@
 engine's real database backend (SQLite; PostgreSQL when DATABASE_URL names it)."""
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -9,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from tests.databases import ServerDatabase
-from tests.jobs.conftest import job_lines, results, submit, wait_finished
-from tests.support import Running
+from tests.jobs.conftest import job_lines, results, submit, wait_finished, worker_env
+from tests.support import ROOT, Running
 
 
 def test_a_10000_line_job_completes_with_every_custom_id_once(
@@ -131,3 +133,48 @@ def test_the_upload_has_its_own_body_limit_and_other_paths_keep_theirs(server: R
 def test_an_upload_of_another_type_is_415(server: Running) -> None:
     answer = httpx.post(f"{server.url}/api/jobs", content=b"a,b\n", headers={"Content-Type": "text/csv"})
     assert answer.status_code == 415 and "application/x-ndjson" in answer.json()["detail"]
+
+
+def test_manage_py_jobs_submits_reads_cancels_and_prunes(
+    server: Running, config: Path, database: ServerDatabase, jobs_tmp: Path
+) -> None:
+    def manage(*args: str, **env: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "manage.py", "jobs", *args], cwd=ROOT, env=worker_env(config, database, **env),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    upload = jobs_tmp / "cli.jsonl"
+    upload.write_bytes(job_lines(3))
+    job_id = json.loads(manage("submit", "EchoAsync", str(upload)))["id"]
+    assert json.loads(manage("status", job_id))["status"] == "queued"
+    assert httpx.get(f"{server.url}/api/jobs/{job_id}").json()["total"] == 3  # the API sees it
+    assert json.loads(manage("cancel", job_id))["status"] == "cancelled"  # nothing was running
+    assert manage("results", job_id) == ""
+    assert "pruned" in manage("prune", JOBS_RETENTION_DAYS="0")
+    assert httpx.get(f"{server.url}/api/jobs/{job_id}").status_code == 404
+
+
+def test_the_admin_shows_progress_and_item_errors_and_cancels(
+    server: Running, worker_factory: Callable, database: ServerDatabase
+) -> None:
+    from tests.devx.test_api_keys import admin_client, manage
+
+    manage(database, "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com")
+    with worker_factory(concurrency=2):
+        done_id = submit(server.url, job_lines(2) + b'{"custom_id": "broken", "inputs": {}}\n').json()["id"]
+        wait_finished(server.url, done_id, timeout_s=120)
+    queued_id = submit(server.url, job_lines(4)).json()["id"]  # no worker: stays queued
+    with admin_client(server) as admin:
+        detail = admin.get(f"/admin/jobs/job/{done_id}/change/").text
+        assert '<progress max="100" value="100.0">' in detail and "2 ok, 1 failed" in detail
+        assert "broken: 422" in detail
+        cancelled = admin.post(
+            "/admin/jobs/job/",
+            data={"action": "cancel_jobs", "_selected_action": [queued_id],
+                  "csrfmiddlewaretoken": admin.cookies["csrftoken"]},
+        )  # fmt: skip
+        assert cancelled.status_code == 302, cancelled.text[:500]
+    assert httpx.get(f"{server.url}/api/jobs/{queued_id}").json()["status"] == "cancelled"
