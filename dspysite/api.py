@@ -46,6 +46,7 @@ def build_api() -> NinjaAPI:
     api.add_router("", telemetry_api.router, auth=api_key_auth(READ))
     # Batch jobs: `invoke`; a key reads its own jobs, an `admin` key every job (docs/JOBS.md).
     api.add_router("", jobs_api.router, auth=api_key_auth(INVOKE))
+    api.add_router("", jobs_api.runs_router(runtime), auth=api_key_auth(INVOKE))
     return api
 
 

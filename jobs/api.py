@@ -7,21 +7,21 @@ at a time. No ORM call runs on the event loop.
 """
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from ninja import Query, Router
-from ninja.errors import ValidationError as NinjaValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, create_model
 
 from jobs import runs, services
 from jobs.ingest import UploadRefused
 from jobs.schemas import JobAccepted, JobListing, JobRequest, JobView, RunAccepted, RunView
 from programs.responses import ErrorBody, ValidationErrorBody
-from programs.runtime import get_runtime
+from programs.runtime import Runtime
+from programs.schemas import with_body_model
 
 NDJSON = "application/x-ndjson"
 router = Router(tags=["jobs"])
@@ -156,50 +156,42 @@ async def _act(action: Any, request: HttpRequest, job_id: UUID) -> JsonResponse:
     return JsonResponse(view) if view is not None else _not_found(job_id)
 
 
-@router.post(
-    "/{program}/runs",
-    response={202: RunAccepted, 400: ErrorBody, 404: ErrorBody, 422: ValidationErrorBody},
-    summary="Run a program in the background: 202 with a run id; the answer at GET /api/runs/{id} "
-    "and, with webhook_url, POSTed there signed (Standard Webhooks)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "description": "the program's inputs, plus optionally webhook_url and version",
-                        "properties": {"webhook_url": {"type": "string"}, "version": {"type": "string"}},
-                    }
-                }
-            },
-        }
-    },
-)
-async def start_run(request: HttpRequest, program: str) -> JsonResponse:
-    served = get_runtime().programs.get(program)
-    if served is None:
-        return JsonResponse(
-            {"detail": f"Program '{program}' not found. GET /programs lists them."}, status=404
+def runs_router(runtime: Runtime) -> Router:
+    """``POST /{P}/runs`` for every program, its body the program's inputs (as its plain route's)
+    plus ``webhook_url`` and ``version``: the OpenAPI document states each program's schema."""
+    runs_routes = Router(tags=["runs"])
+    for program in runtime.programs.values():
+        request_model = create_model(
+            f"{program.name}RunRequest",
+            __base__=program.inputs.model,
+            webhook_url=(str, Field("", description="POSTed the answer when the run finishes (signed)")),
+            version=(str, Field("", description="the program version ('': production)")),
         )
-    try:
-        body = json.loads(request.body or b"{}")
-    except ValueError as exc:
-        return JsonResponse({"detail": f"The body is not JSON: {exc}"}, status=400)
-    if not isinstance(body, dict):
-        return JsonResponse({"detail": "The body must be a JSON object of the program's inputs"}, status=400)
-    webhook_url, version = str(body.pop("webhook_url", "") or ""), str(body.pop("version", "") or "")
-    try:
-        served.inputs.model.model_validate(body)
-    except ValidationError as exc:
-        raise NinjaValidationError(json.loads(exc.json(include_url=False, include_input=False))) from None
-    try:
-        run = await sync_to_async(runs.submit, thread_sensitive=False)(
-            program, version, body, webhook_url, _caller(request)
+        runs_routes.add_api_operation(
+            f"/{program.name}/runs",
+            ["POST"],
+            with_body_model(_start_run(program.name), request_model, f"run_{program.name}_in_background"),
+            response={202: RunAccepted, 400: ErrorBody, 422: ValidationErrorBody},
+            operation_id=f"{program.name}_runs",
+            summary=f"Run {program.name} in the background: 202 with a run id; the answer at "
+            "GET /api/runs/{id} and, with webhook_url, POSTed there signed (Standard Webhooks)",
         )
-    except runs.RunRefused as refused:
-        return JsonResponse({"detail": str(refused)}, status=400)
-    return JsonResponse({"run_id": str(run.id)}, status=202)
+    return runs_routes
+
+
+def _start_run(program: str) -> Callable[..., Awaitable[JsonResponse]]:
+    async def view(request: HttpRequest, payload: BaseModel) -> JsonResponse:
+        inputs = json.loads(request.body)  # validated as the program's inputs by the body model
+        webhook_url, version = str(inputs.pop("webhook_url", "")), str(inputs.pop("version", ""))
+        try:
+            run = await sync_to_async(runs.submit, thread_sensitive=False)(
+                program, version, inputs, webhook_url, _caller(request)
+            )
+        except runs.RunRefused as refused:
+            return JsonResponse({"detail": str(refused)}, status=400)
+        return JsonResponse({"run_id": str(run.id)}, status=202)
+
+    return view
 
 
 @router.get(
