@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
 
-from jobs import engine
+from jobs import engine, metrics
 from jobs.models import ItemState, JobItem
 from jobs.worker import JobWorker
 
@@ -50,6 +50,7 @@ def sweep() -> int:
             if count:
                 engine.submit("run_chunk", str(job_id), chunk)
         if count:
+            metrics.RECLAIMED.inc(count)
             logger.warning("job %s chunk %s: %d items of a lost worker queued again", job_id, chunk, count)
         taken += count
     return taken
@@ -71,6 +72,7 @@ class LeaseKeeper(threading.Thread):
                 if since_sweep >= settings.JOBS_SWEEP_S:
                     since_sweep = 0.0
                     sweep()
+                    metrics.QUEUE_DEPTH.set(engine.queued())
             except Exception:
                 logger.exception("jobs: lease renewal or sweep failed; trying again")
             self.stopped.wait(min(beat, settings.JOBS_SWEEP_S))

@@ -16,6 +16,7 @@ store each result exactly once.
 import asyncio
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ from django.utils import timezone
 from pydantic_core import to_json
 
 from apikeys.context import Caller, current_caller
-from jobs import keys, usage
+from jobs import keys, metrics, usage
 from jobs.models import FINISHED, UNFINISHED, ItemState, Job, JobItem, JobResult, JobStatus
 from jobs.worker import JobWorker, current_worker
 from programs.batch import run_item
@@ -96,8 +97,10 @@ async def _run_items(worker: JobWorker, job: Job, items: list[Item]) -> None:
         async with gate:
             if worker.draining or not await worker.db(_start)(item[0], worker.id):
                 return
+            started = time.perf_counter()
             line = await _item_line(program, job, caller, item)
             await worker.db(_store)(job, item, worker.id, *line)
+            metrics.item_finished(job.program, line[0], time.perf_counter() - started)
 
     await asyncio.gather(*(one(item) for item in items))
 

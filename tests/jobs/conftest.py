@@ -67,12 +67,26 @@ def worker_env(config: Path, database: ServerDatabase, **env: str) -> dict[str, 
 
 @contextmanager
 def jobworker(
-    tmp: Path, config: Path, database: ServerDatabase, concurrency: int = 8, **env: str
+    tmp: Path,
+    config: Path,
+    database: ServerDatabase,
+    concurrency: int = 8,
+    args: tuple[str, ...] = (),
+    **env: str,
 ) -> Iterator[subprocess.Popen]:
     """``manage.py jobworker`` on the same database, up once it printed its id."""
     log_path = tmp / f"jobworker-{time.monotonic_ns()}.log"
     environment = worker_env(config, database, **env)
-    argv = [sys.executable, "manage.py", "jobworker", "--concurrency", str(concurrency), "--interval", "0.1"]
+    argv = [
+        sys.executable,
+        "manage.py",
+        "jobworker",
+        "--concurrency",
+        str(concurrency),
+        "--interval",
+        "0.1",
+        *args,
+    ]
     with log_path.open("w") as log:
         process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment)
     process.log_path = log_path  # type: ignore[attr-defined]

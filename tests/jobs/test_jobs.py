@@ -178,3 +178,17 @@ def test_the_admin_shows_progress_and_item_errors_and_cancels(
         )  # fmt: skip
         assert cancelled.status_code == 302, cancelled.text[:500]
     assert httpx.get(f"{server.url}/api/jobs/{queued_id}").json()["status"] == "cancelled"
+
+
+def test_a_worker_serves_its_prometheus_series(server: Running, worker_factory: Callable) -> None:
+    from loadtest.servers import free_port
+
+    port = free_port()
+    with worker_factory(concurrency=2, args=("--metrics-port", str(port))):
+        job_id = submit(server.url, job_lines(5) + b"not json\n").json()["id"]
+        wait_finished(server.url, job_id, timeout_s=120)
+        exposition = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'dspy_job_items_total{outcome="success",program="EchoAsync"} 5.0' in exposition
+    assert 'dspy_job_items_total{outcome="rejected",program="EchoAsync"} 1.0' in exposition
+    assert 'dspy_job_item_duration_seconds_count{program="EchoAsync"} 6.0' in exposition
+    assert "dspy_jobs_queue_depth " in exposition

@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand
 from django.db import connections
 from django_tasks_db.management.commands.db_worker import Worker
 
+from jobs import metrics
 from jobs.leases import LeaseKeeper
 from jobs.worker import JobWorker, install_worker
 
@@ -52,13 +53,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--concurrency", type=int, default=8, help="items run at once (default 8)")
         parser.add_argument(
+            "--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)"
+        )
+        parser.add_argument(
             "--interval",
             type=float,
             default=0.5,
             help="seconds between polls of an empty queue (default 0.5)",
         )
 
-    def handle(self, *, concurrency: int, interval: float, **options: Any) -> None:
+    def handle(self, *, concurrency: int, interval: float, metrics_port: int, **options: Any) -> None:
         from programs.runtime import get_runtime_or_exit
         from telemetry.lifecycle import telemetry_shutdown, telemetry_startup
         from telemetry.tracing import tracing_shutdown, tracing_startup
@@ -68,6 +72,8 @@ class Command(BaseCommand):
         job_worker = JobWorker(max(1, concurrency))
         install_worker(job_worker)
         job_worker.start([tracing_startup, telemetry_startup])
+        if metrics_port:
+            metrics.serve(metrics_port)
         keeper = LeaseKeeper(job_worker)
         keeper.start()
         engine_worker = DrainingWorker(
