@@ -7,7 +7,7 @@ So the engine can change (an RQ backend, Celery) by rewriting this module and ``
 An enqueue joins the caller's transaction: a chunk is queued exactly when its items are committed.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -48,3 +48,10 @@ def status(task_id: str) -> str:
 def queued() -> int:
     """Tasks waiting for a worker (the Prometheus queue depth)."""
     return DBTaskResult.objects.filter(status="READY").count()
+
+
+def prune(before: datetime) -> int:
+    """Forget finished engine tasks older than ``before`` (our tables keep what users see)."""
+    done = DBTaskResult.objects.filter(status__in=("SUCCESSFUL", "FAILED"), finished_at__lt=before)
+    deleted, _ = done.delete()
+    return deleted

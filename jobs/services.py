@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from jobs import engine
 from jobs.addresses import AddressRefused, check_url
 from jobs.ingest import Submission, UploadRefused, create_job
-from jobs.models import FINISHED, ItemState, Job, JobItem, JobResult, JobStatus
+from jobs.models import FINISHED, ItemState, Job, JobItem, JobResult, JobStatus, Run
 from jobs.runner import finish_if_done, result_totals
 from jobs.schemas import JobRequest
 from programs.runtime import get_runtime
@@ -167,11 +167,13 @@ def item_errors(job: Job, limit: int = 20) -> list[dict[str, Any]]:
 
 
 def prune(days: int | None = None) -> int:
-    """Delete the jobs (items and results with them) finished more than ``days`` ago
-    (``JOBS_RETENTION_DAYS``); returns how many."""
+    """Delete the jobs (items and results with them) and runs finished more than ``days`` ago
+    (``JOBS_RETENTION_DAYS``), and the engine's finished tasks; returns how many jobs."""
     keep = settings.JOBS_RETENTION_DAYS if days is None else days
     cutoff = timezone.now() - timedelta(days=keep)
     old = Job.objects.filter(status__in=FINISHED, finished_at__lt=cutoff)
     count = old.count()
     old.delete()
+    Run.objects.filter(finished_at__lt=cutoff).delete()
+    engine.prune(cutoff)
     return count
