@@ -81,7 +81,7 @@ async def submit_job(request: HttpRequest) -> JsonResponse:
                 program, version, caller, request
             )
     except UploadRefused as refused:
-        return JsonResponse({"detail": str(refused)}, status=getattr(refused, "status", 400))
+        return JsonResponse({"detail": str(refused)}, status=refused.status)
     return JsonResponse({"id": str(job.id), "status": job.status, "total": job.total}, status=202)
 
 

@@ -21,7 +21,11 @@ MAX_CUSTOM_ID = 200
 
 
 class UploadRefused(Exception):
-    """A 400 naming the line: ``detail`` says what is wrong."""
+    """Answered as ``status`` (400: the upload, naming the line; 404: no such program)."""
+
+    def __init__(self, detail: str, status: int = 400) -> None:
+        super().__init__(detail)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,9 +35,7 @@ class Conflict(Exception):
 
 def submission(program: str, version: str, caller: Any) -> Submission:
     if program not in get_runtime().programs:
-        refused = UploadRefused(f"Program '{program}' not found. GET /programs lists them.")
-        refused.status = 404  # type: ignore[attr-defined]
-        raise refused
+        raise UploadRefused(f"Program '{program}' not found. GET /programs lists them.", status=404)
     key_id = caller.key_id if caller is not None else None
     return Submission(program, version, key_id, caller.name if caller is not None else "")
 
