@@ -162,11 +162,30 @@ async def call_as(
     if key_id is not None and caller is None:
         return _failure(401, "The API key was revoked or expired", "Unauthorized")
     current_caller.set(caller)  # this task only: the log row names the key
+    asked = version or None
+    waited = 0.0
+    while True:
+        try:
+            async with quota_reserved(caller):
+                return await run_item(program, inputs, rid, source=source, entry=entry, version=asked)
+        except QuotaRefused as refused:
+            pause = _retry_after(refused)
+            if refused.status != 429 or waited + pause > QUOTA_WAIT_S:
+                return _failure(refused.status, refused.detail, "quota_exceeded")
+        # Over the key's quota: the item waits for it (the job's items yield, they do not fail).
+        await asyncio.sleep(pause)
+        waited += pause
+
+
+# How long an item waits in all for its key's quota (rpm, tokens per day...) before it records 429.
+QUOTA_WAIT_S = 300.0
+
+
+def _retry_after(refused: QuotaRefused) -> float:
     try:
-        async with quota_reserved(caller):
-            return await run_item(program, inputs, rid, source=source, entry=entry, version=version or None)
-    except QuotaRefused as refused:
-        return _failure(refused.status, refused.detail, "quota_exceeded")
+        return max(float(refused.headers.get("Retry-After", "1")), 0.5)
+    except ValueError:
+        return 1.0
 
 
 def _inputs(raw: str) -> tuple[Any, str | None]:

@@ -19,16 +19,19 @@ def keyed(jobs_tmp: Path, config: Path, database: ServerDatabase) -> Iterator[Ru
         yield running
 
 
-def create_key(database: ServerDatabase, server: Running, name: str, scopes: str) -> tuple[str, int]:
+def create_key(
+    database: ServerDatabase, server: Running, name: str, scopes: str, rpm: int | None = None
+) -> tuple[str, int]:
     from apikeys.models import ApiKey
     from apikeys.services import api_key_issue
 
     key = ApiKey(name=name)
     token = api_key_issue(key)
-    sql = "INSERT INTO apikeys_apikey (name, prefix, key_hash, scopes, created_at) VALUES (%s,%s,%s,%s,%s)"
+    columns = "name, prefix, key_hash, scopes, rpm, created_at"
+    sql = f"INSERT INTO apikeys_apikey ({columns}) VALUES (%s, %s, %s, %s, %s, %s)"
     connection = database.connect()  # committed (ServerDatabase.query reads)
     try:
-        params = (name, key.prefix, key.key_hash, scopes, datetime.now(UTC).isoformat())
+        params = (name, key.prefix, key.key_hash, scopes, rpm, datetime.now(UTC).isoformat())
         if database.vendor == "sqlite":
             connection.execute(sql.replace("%s", "?"), params)
             connection.commit()
@@ -74,3 +77,16 @@ def test_keys_see_only_their_own_jobs(
     sql = "SELECT api_key_id, COUNT(*) FROM telemetry_inferencelog WHERE entry = %s GROUP BY api_key_id"
     rows = database.query(sql, (job_id,))
     assert rows == [(alice_id, 20)]
+
+
+def test_items_over_the_keys_rpm_wait_for_it_instead_of_failing(
+    keyed: Running, database: ServerDatabase, worker_factory: Callable
+) -> None:
+    token, _ = create_key(database, keyed, "metered", "invoke", rpm=10)
+    job_id = submit(keyed.url, job_lines(14), **bearer(token)).json()["id"]
+    with worker_factory(concurrency=4):
+        job = wait_finished(keyed.url, job_id, timeout_s=180, **bearer(token))
+    assert (job["succeeded"], job["failed"]) == (14, 0), job
+    # 14 calls at 10 per minute: the last ones waited for the key's next window
+    sql = "SELECT COUNT(*) FROM telemetry_inferencelog WHERE entry = %s AND status_code = 200"
+    assert wait_for(lambda: database.query(sql, (job_id,))[0][0] == 14, 30)
