@@ -15,9 +15,11 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-## Install, migrate the embedded SQLite database and start the dev server (reloads) with the examples.
+## Install, migrate the embedded SQLite database and start the dev server (reloads) with the examples,
+## and one job worker beside it (docs/JOBS.md), stopped with the server.
 run: install
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py jobworker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(PY) manage.py runserver $(ADDRPORT)
 
 ## Install, lint and run the test suite (SQLite; PostgreSQL when DATABASE_URL is set) without the

@@ -10,8 +10,9 @@ from ninja import NinjaAPI
 
 from apikeys.auth import api_key_auth, docs_decorator
 from apikeys.auth import install as install_api_key_errors
-from apikeys.context import ADMIN, READ
+from apikeys.context import ADMIN, INVOKE, READ
 from dspysite.openapi import ServiceAPI
+from jobs import api as jobs_api
 from loop import api as loop_api
 from loop import dataset_api, run_api
 from programs.api import build_router, report_refused
@@ -57,6 +58,9 @@ def build_api(runtime: Runtime) -> NinjaAPI:
     api.add_router("", loop_api.feedback_router, auth=api_key_auth())
     api.add_router("", dataset_api.router, auth=api_key_auth(ADMIN))
     api.add_router("", run_api.router, auth=api_key_auth(ADMIN))
+    # Batch jobs: `invoke`; a key reads its own jobs, an `admin` key every job (docs/JOBS.md).
+    api.add_router("", jobs_api.router, auth=api_key_auth(INVOKE))
+    api.add_router("", jobs_api.runs_router(runtime), auth=api_key_auth(INVOKE))
     return api
 
 

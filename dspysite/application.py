@@ -38,7 +38,10 @@ def build_application(runtime: Runtime, scheduler: Scheduler) -> ASGIApp:
             # The server span of each request (only when OTEL_* configures tracing), around all the rest.
             traced(
                 BodyLimitMiddleware(
-                    api, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, on_refused=report_body_too_large
+                    api,
+                    settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+                    on_refused=report_body_too_large,
+                    larger={"/api/jobs": settings.JOBS_MAX_BODY_BYTES},  # JSONL uploads (docs/JOBS.md)
                 )
             ),
             allowed_hosts(settings.ALLOWED_HOSTS, settings.DEBUG),

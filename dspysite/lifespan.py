@@ -129,19 +129,27 @@ class BodyLimitMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, on_refused: Callable[[Scope, str], None] | None = None
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        on_refused: Callable[[Scope, str], None] | None = None,
+        larger: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.on_refused = on_refused  # told of each refusal (reported as the program's call)
-        self.detail = f"Request body is larger than {max_bytes} bytes"
+        # Paths with a limit of their own (POST /api/jobs' uploads); every other path has max_bytes.
+        self.larger = larger or {}
+
+    def limit(self, scope: Scope) -> int:
+        return self.larger.get(scope["path"], self.max_bytes)  # type: ignore[typeddict-item]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared, chunked = body_framing(scope)
-        if declared is not None and declared > self.max_bytes:
+        if declared is not None and declared > self.limit(scope):
             await self._refuse(scope, send)
             return
         if not chunked:
@@ -151,9 +159,10 @@ class BodyLimitMiddleware:
         await _CountedBody(self, scope, receive, send).run()
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
+        detail = f"Request body is larger than {self.limit(scope)} bytes"
         if self.on_refused is not None:
-            self.on_refused(scope, self.detail)
-        await send_json(send, 413, {"detail": self.detail}, [(b"connection", b"close")])
+            self.on_refused(scope, detail)
+        await send_json(send, 413, {"detail": detail}, [(b"connection", b"close")])
 
 
 class _CountedBody:
@@ -165,6 +174,7 @@ class _CountedBody:
         self._receive = receive
         self._send = send
         self.seen = 0
+        self.max_bytes = limit.limit(scope)
         self.started = False  # the app began its answer: too late for a 413
         self.refused = False  # past the limit: the app reads a disconnect from now on
         self.answered = False  # the 413 was sent: the app's own answer is dropped
@@ -178,7 +188,7 @@ class _CountedBody:
         message = await self._receive()
         if message["type"] == "http.request":
             self.seen += len(message.get("body", b""))
-            if self.seen > self.limit.max_bytes:
+            if self.seen > self.max_bytes:
                 self.refused = True
                 if not self.started:
                     self.answered = True

@@ -37,6 +37,7 @@ RETRY_AFTER_HEADER = {"Retry-After": {"required": True, "schema": {"type": "inte
 
 # The scope an operation needs (apikeys/auth.py), by tag: program doors `invoke`, telemetry `read`.
 TELEMETRY_TAG = "telemetry"
+JOBS_TAGS = frozenset({"jobs", "runs"})
 FORBIDDEN = {
     "description": "The API key lacks the scope this operation needs: `{scope}` (or `admin`)",
     "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=ErrorBody.__name__)}}},
@@ -75,6 +76,8 @@ def finish(document: dict[str, Any]) -> None:
                 if PROGRAM_TAGS & tags:
                     _forbidden(operation["responses"], "invoke")
                     _quota_answers(operation["responses"])
+                elif JOBS_TAGS & tags:
+                    _forbidden(operation["responses"], "invoke")
                 elif TELEMETRY_TAG in tags:
                     _forbidden(operation["responses"], "read")
 

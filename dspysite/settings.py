@@ -48,6 +48,11 @@ INSTALLED_APPS = [
     "scheduling",
     "versions",
     "loop",
+    # Batch jobs (docs/JOBS.md) on Django's Tasks API: the django-tasks backport and its database
+    # backend (the `jobworker` command runs them; the web processes never do).
+    "jobs",
+    "django_tasks",
+    "django_tasks_db",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -212,6 +217,26 @@ DSPY_SCHEDULER_TIME_ORIGIN = env_float("DSPY_SCHEDULER_TIME_ORIGIN", 0.0)
 # provider would fetch them. True for a self-hosted model that fetches from the private network
 # (docs/DEVELOPING.md, "Images and audio"). Host names are never resolved here: the egress proxy's job.
 DSPY_ALLOW_PRIVATE_MEDIA_URLS = env_bool("DSPY_ALLOW_PRIVATE_MEDIA_URLS", False)
+
+# Batch jobs (docs/JOBS.md): the task engine is the database (SQLite or PostgreSQL, whichever
+# DATABASE_URL names), so a queued or running job survives a restart and any number of
+# `manage.py jobworker` processes on any number of machines share the work.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+# POST /api/jobs' body (JSONL) may be this large; every other path keeps MAX_BODY_BYTES.
+JOBS_MAX_BODY_BYTES = env_int("JOBS_MAX_BODY_BYTES", 1024 * 1024 * 1024)
+JOBS_MAX_LINES = env_int("JOBS_MAX_LINES", 1_000_000)
+# Items per engine task: the unit a worker claims (and a sweep re-enqueues).
+JOBS_CHUNK_SIZE = env_int("JOBS_CHUNK_SIZE", 100)
+# A worker's claim on its items lasts this long unless its heartbeat renews it (every third of
+# it); a killed worker's items are taken back by the next sweep after that (every JOBS_SWEEP_S).
+JOBS_LEASE_S = env_float("JOBS_LEASE_S", 30.0)
+JOBS_SWEEP_S = env_float("JOBS_SWEEP_S", 10.0)
+# Finished jobs and their results are pruned after this many days (`manage.py jobs prune`).
+JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 7)
+# inputs_url fetches and webhooks never go to private, loopback or link-local addresses unless true.
+DSPY_WEBHOOK_ALLOW_PRIVATE = env_bool("DSPY_WEBHOOK_ALLOW_PRIVATE", False)
+# Background runs' webhooks are signed with this (Standard Webhooks: `whsec_` + base64); unset: unsigned.
+DSPY_WEBHOOK_SECRET = env_str("DSPY_WEBHOOK_SECRET", "")
 
 # Telemetry (docs/TELEMETRY.md). Inputs/outputs are stored unless turned off here or per program
 # (programs.<Name>.capture_io: false in dspy.config.yaml); bodies over the size limit are not kept.

@@ -113,27 +113,36 @@ def _batch_view(
 
 
 async def run_item(
-    program: Program, item: Any, rid: str, asked: VersionAsk | None = None, answered: set[str] | None = None
+    program: Program,
+    item: Any,
+    rid: str,
+    asked: VersionAsk | None = None,
+    answered: set[str] | None = None,
+    *,
+    source: str = "batch",
+    entry: str = "",
+    version: str | None = None,
 ) -> bytes:
-    """One item's slot, as JSON bytes. Never raises for a failure of the item itself.
+    """One item's slot, as JSON bytes: validate, call, map the failure (the batch's items and the
+    jobs' items both). Never raises for a failure of the item itself.
 
-    ``asked``: the batch's version question (every item asks it); ``answered`` collects the versions
-    that answered."""
+    ``asked``: the batch's version question (every item asks it), else ``version`` (a job's);
+    ``answered`` collects the versions that answered."""
     try:
         payload = program.inputs.model.model_validate(item)
     except ValidationError as exc:
         errors = json.loads(exc.json(include_url=False, include_input=False))
         raw = json.dumps(item).encode()  # escapes what to_json cannot encode (lone surrogates)
         report_rejected(
-            program, status=422, error_type="ValidationError", detail=errors, inputs=raw, source="batch",
-            request_id=rid,
+            program, status=422, error_type="ValidationError", detail=errors, inputs=raw, source=source,
+            entry=entry, request_id=rid,
         )  # fmt: skip
         return _failure(422, _summary(errors), "ValidationError", errors)
     kwargs = program.inputs.to_kwargs(payload)
     try:
         result = await call_program(
-            program, kwargs, source="batch", request_id=rid, raw_inputs=to_json(item),
-            version=asked.asked if asked else None, headers=asked.headers if asked else None,
+            program, kwargs, source=source, entry=entry, request_id=rid, raw_inputs=to_json(item),
+            version=asked.asked if asked else version, headers=asked.headers if asked else None,
         )  # fmt: skip
     except CallFailed as failure:
         if answered is not None and failure.version:

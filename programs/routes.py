@@ -78,8 +78,10 @@ def api_routes(programs: "list[Program]") -> list[GatewayRoute]:
 
 
 def _owned_paths(programs: "list[Program]") -> set[str]:
-    """``/{P}/batch`` and ``/{P}/stream`` beside every program that has its plain route."""
-    return {f"/{p.name}/{suffix}" for p in programs if has_plain_route(p) for suffix in ("batch", "stream")}
+    """``/{P}/batch`` and ``/{P}/stream`` beside every program that has its plain route, and
+    ``/{P}/runs`` (the background runs, an app's route: docs/JOBS.md) beside every program."""
+    owned = {f"/{p.name}/{suffix}" for p in programs if has_plain_route(p) for suffix in ("batch", "stream")}
+    return owned | {f"/{p.name}/runs" for p in programs}
 
 
 def has_plain_route(program: "Program") -> bool:

@@ -65,3 +65,13 @@ def test_path_parameters_are_refused_at_start_up() -> None:
 
     with pytest.raises(DiscoveryError, match="path parameters are not supported"):
         RouteTable([program("Items", Item())])
+
+
+class OnRuns(APIGateway):
+    path = "/Gated/runs"
+
+
+def test_a_gateway_on_a_programs_runs_path_is_refused_at_start_up() -> None:
+    """``POST /{P}/runs`` is the background runs' route (jobs/api.py), for every program."""
+    with pytest.raises(DiscoveryError, match="/Gated/runs is one of the service's own routes"):
+        RouteTable([program("Gated", OnRuns())])

@@ -1,0 +1,27 @@
+"""The engine's tasks: thin, they hand over to :mod:`jobs.runner` (our tables hold the state)."""
+
+from django_tasks import task
+
+
+@task()
+def run_chunk(job_id: str, chunk: int) -> None:
+    """Run the unfinished items of one chunk of a job (in a ``jobworker`` process)."""
+    from jobs.runner import run_chunk as run
+
+    run(job_id, chunk)
+
+
+@task()
+def run_background(run_id: str) -> None:
+    """One background run's program call, then its webhook."""
+    from jobs.runs import run_background as run
+
+    run(run_id)
+
+
+@task()
+def deliver_webhook(run_id: str, attempt: int) -> None:
+    """One attempt at a run's webhook (the next one queued with backoff if it fails)."""
+    from jobs.webhooks import deliver
+
+    deliver(run_id, attempt)
