@@ -7,6 +7,7 @@ So the engine can change (an RQ backend, Celery) by rewriting this module and ``
 An enqueue joins the caller's transaction: a chunk is queued exactly when its items are committed.
 """
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,12 +20,20 @@ TASKS: dict[str, Any] = {
     "run_chunk": tasks.run_chunk,
     "run_background": tasks.run_background,
     "deliver_webhook": tasks.deliver_webhook,
+    "run_function": tasks.run_function,
 }
 
 
 def submit(name: str, *args: Any) -> str:
     """Queue task ``name`` with ``args`` (JSON values); returns the engine's task id."""
     return str(TASKS[name].enqueue(*args).id)
+
+
+def submit_function(function: Callable[..., Any], *args: Any) -> str:
+    """Queue a call of ``function`` (a module-level function of this project; a coroutine function
+    runs on the worker's event loop) with ``args`` (JSON values): how another app runs its slow work
+    on the workers without a queue of its own. Returns the engine's task id."""
+    return submit("run_function", f"{function.__module__}:{function.__qualname__}", *args)
 
 
 def submit_later(delay_s: float, name: str, *args: Any) -> str:

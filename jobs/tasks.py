@@ -1,5 +1,7 @@
 """The engine's tasks: thin, they hand over to :mod:`jobs.runner` (our tables hold the state)."""
 
+from typing import Any
+
 from django_tasks import task
 
 
@@ -25,3 +27,12 @@ def deliver_webhook(run_id: str, attempt: int) -> None:
     from jobs.webhooks import deliver
 
     deliver(run_id, attempt)
+
+
+@task()
+def run_function(path: str, *args: Any) -> None:
+    """Another app's background work (an evaluation, an optimization): ``module:name`` called with
+    ``args`` in a ``jobworker`` (:func:`jobs.engine.submit_function`)."""
+    from jobs.functions import run_function as run
+
+    run(path, args)

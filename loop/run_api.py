@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from ninja import Router
 
@@ -51,12 +52,19 @@ def _check_metric(metric: str, field: str, judge: str | None) -> None:
 
 
 async def _accepted(create: Callable[[], int], start: Callable[[int], None]) -> JsonResponse:
-    """Create the run's row (in a thread), or answer what is wrong; then start it: 202."""
+    """Create the run's row and queue it for a job worker in one transaction (in a thread), or
+    answer what is wrong: 202."""
+
+    def create_and_start() -> int:
+        with transaction.atomic():
+            created = create()
+            start(created)
+        return created
+
     try:
-        created = await sync_to_async(create)()
+        created = await sync_to_async(create_and_start)()
     except Refused as refused:
         return JsonResponse({"detail": str(refused)}, status=refused.status)
-    start(created)
     return JsonResponse({"id": created}, status=202)
 
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.databases import ServerDatabase
+from tests.jobs.conftest import jobworker as job_worker
 from tests.support import FIXTURES, ROOT, Running, project_config, service
 from tests.telemetry.conftest import database, wait_for  # noqa: F401 - the same fixture and poll
 
@@ -24,12 +25,19 @@ def start_server(tmp_path: Path, llm: Running) -> Callable[..., Any]:
     """``with start_server(database, auth=False, **env) as server:`` the loop project under uvicorn."""
 
     @contextmanager
-    def start(db: ServerDatabase, auth: bool = False, **env: str) -> Iterator[Running]:
+    def start(
+        db: ServerDatabase, auth: bool = False, jobworker: bool = False, **env: str
+    ) -> Iterator[Running]:
+        """``jobworker``: a ``manage.py jobworker`` beside the server (evaluations, optimizations)."""
         server = {"auth": auth, "request_timeout_s": 30}
         config = project_config(LOOP_PROJECT, tmp_path, llm.url, server=server)
         settings = {"TELEMETRY_FLUSH_INTERVAL_S": "0.1", "API_KEY_CACHE_TTL_S": "0.5", **env}
         with service(tmp_path, LOOP_PROJECT, config, **db.env(), **settings) as running:
-            yield running
+            if not jobworker:
+                yield running
+                return
+            with job_worker(tmp_path, config, db, DSPY_PROJECT_DIR=str(LOOP_PROJECT), **settings):
+                yield running
 
     return start
 

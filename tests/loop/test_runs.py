@@ -35,7 +35,7 @@ def test_an_exact_match_evaluation_gives_the_score_computed_by_hand(
         ("epsilon", "epsilon"),  # wrong
     ])  # fmt: skip
     mixed.append({"inputs": {"not_an_input": "x"}, "labels": {"answer": "Echo: x"}})  # invalid: scores 0
-    with start_server(database) as server, client(server) as http:
+    with start_server(database, jobworker=True) as server, client(server) as http:
         assert http.post("/api/datasets", json={"name": "mixed", "program": "Answer"}).status_code == 201
         assert http.post("/api/datasets/mixed/items", json={"examples": mixed}).status_code == 201
         body = {"program": "Answer", "dataset": "mixed", "metric": "exact_match", "field": "answer"}
@@ -94,7 +94,7 @@ def test_bootstrap_few_shot_on_8_examples_returns_the_bootstrapped_demos(
     # The even examples' labels are what the mock answers (they pass the metric and become demos),
     # the odd ones' are not.
     train = _examples([(f"q{i}", f"Echo: q{i}" if i % 2 == 0 else f"wrong {i}") for i in range(8)])
-    with start_server(database) as server, client(server) as http:
+    with start_server(database, jobworker=True) as server, client(server) as http:
         http.post("/api/datasets", json={"name": "train", "program": "Answer"})
         http.post("/api/datasets/train/items", json={"examples": train})
         body = {

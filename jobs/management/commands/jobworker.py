@@ -63,15 +63,19 @@ class Command(BaseCommand):
         )
 
     def handle(self, *, concurrency: int, interval: float, metrics_port: int, **options: Any) -> None:
+        from loop.lifecycle import loop_shutdown, loop_startup
         from programs.runtime import get_runtime_or_exit
         from telemetry.lifecycle import telemetry_shutdown, telemetry_startup
         from telemetry.tracing import tracing_shutdown, tracing_startup
+        from versions.lifecycle import versions_shutdown, versions_startup
 
         _pool_for_worker_threads()
         runtime = get_runtime_or_exit()  # the programs, loaded as the server loads them
         job_worker = JobWorker(max(1, concurrency))
         install_worker(job_worker)
-        job_worker.start([tracing_startup, telemetry_startup])
+        # The server's hooks for a process that calls programs (dspysite/application.py): spans, the
+        # log writer, the version registry (a job's version and alias moves) and the trace writer.
+        job_worker.start([tracing_startup, telemetry_startup, versions_startup, loop_startup])
         if metrics_port:
             metrics.serve(metrics_port)
         keeper = LeaseKeeper(job_worker)
@@ -95,4 +99,6 @@ class Command(BaseCommand):
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             keeper.stop()
-            job_worker.stop([runtime.aclose, telemetry_shutdown, tracing_shutdown])
+            job_worker.stop(
+                [versions_shutdown, runtime.aclose, telemetry_shutdown, loop_shutdown, tracing_shutdown]
+            )
