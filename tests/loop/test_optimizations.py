@@ -16,6 +16,9 @@ from tests.support import Running, project_config, service
 pytestmark = pytest.mark.integration
 
 
+FROM_DEMO = {"question": "FROM-V3-QUESTION", "answer": "FROM-V3-ANSWER"}
+
+
 def _prompt_of(http: httpx.Client, mock: Running, question: str, version: str | None) -> tuple[str, str]:
     """``POST /Answer`` (pinned to ``version`` when given): the version that answered, and the text
     of the prompt the mock received for it."""
@@ -67,6 +70,12 @@ def test_bootstrap_few_shot_registers_a_version_with_its_demos_never_promoted(
         pinned, pinned_prompt = _prompt_of(http, llm, "fresh question", "v2")
         default, default_prompt = _prompt_of(http, llm, "other question", None)
         logged = traced_call(http, run["request_id"])
+        # A version of our own (v3: v2's state with another demo) is what an optimization from it starts with.
+        state = {**run["state"], "predict": {**run["state"]["predict"], "demos": [FROM_DEMO]}}
+        posted = http.post("/api/programs/Answer/versions", json={"state": state, "note": "by hand"})
+        assert posted.json()["version"] == "v3", posted.text
+        from_v3 = _create(http, "/api/optimizations", {**body, "from_version": "v3", "dataset": "heldout"})
+        first_prompt = json.dumps(traced_call(http, from_v3["request_id"])["lm_calls"][0]["messages"])
 
         evaluate = {"program": "Answer", "dataset": "heldout", "metric": "exact_match", "field": "answer"}
         of_v2 = _create(http, "/api/evaluations", {**evaluate, "version": "v2"})
@@ -97,6 +106,10 @@ def test_bootstrap_few_shot_registers_a_version_with_its_demos_never_promoted(
         "field": "answer",
     }  # fmt: skip
     assert aliases["production"]["version"] == "v1"
+    # from_version's state, not the loaded one, is what the optimizer starts from (the teacher's prompt).
+    assert from_v3["status"] == "succeeded" and from_v3["version"] == "v4", from_v3["error"]
+    assert "FROM-V3-QUESTION" in first_prompt
+    assert "FROM-V3-QUESTION" not in json.dumps(logged["lm_calls"][0]["messages"])
     for why, response in refused.items():
         assert response.status_code == 404 and "no version" in response.json()["detail"], (why, response.text)
     # Pinned to v2, the prompt to the mock carries the bootstrapped demos; production's does not.
