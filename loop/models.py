@@ -165,7 +165,7 @@ class Optimization(models.Model):
     request_id = models.CharField(max_length=128, blank=True, help_text="the logged call of its LM calls")
     version = models.CharField(max_length=100, blank=True, help_text="the version registered from it (v5)")
     # {"stage": "started" | "compiling" | "compiled" | "validated" | "registered", "trials": metric
-    # calls so far, "at": {stage: ISO time}}
+    # calls so far, "stages": [{"stage", "at": ISO time}, ...]}
     progress = models.JSONField(default=dict, blank=True)
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)

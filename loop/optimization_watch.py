@@ -36,7 +36,7 @@ class RunWatch:
         self.id = optimization_id
         self.owner = threading.get_ident()
         self.trials = 0
-        self.stages: dict[str, str] = {}
+        self.stages: list[dict[str, str]] = []  # a list: a JSONB object does not keep its keys' order
         self.stage_name = ""
         self.cancelled = False
         self.written = 0.0
@@ -44,7 +44,7 @@ class RunWatch:
     def stage(self, name: str) -> None:
         """The run reached ``name`` (started, compiling, compiled, validated, registering, registered)."""
         self.stage_name = name
-        self.stages[name] = timezone.now().isoformat()
+        self.stages.append({"stage": name, "at": timezone.now().isoformat()})
         self._write()
 
     def trial(self) -> None:
@@ -72,11 +72,11 @@ class RunWatch:
                 self.cancelled = True
                 raise Cancelled
             self.stage_name = "registering"
-            self.stages["registering"] = timezone.now().isoformat()
+            self.stages.append({"stage": "registering", "at": timezone.now().isoformat()})
             Optimization.objects.filter(pk=self.id).update(progress=self.progress())
 
     def progress(self) -> dict[str, Any]:
-        return {"stage": self.stage_name, "trials": self.trials, "at": dict(self.stages)}
+        return {"stage": self.stage_name, "trials": self.trials, "stages": list(self.stages)}
 
     def _write(self) -> None:
         self.written = time.monotonic()

@@ -241,7 +241,7 @@ class OptimizationOut(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: dict[str, Any] = Field(
         description='{"stage": started | compiling | compiled | validated | registering | registered, '
-        '"trials": the optimizer\'s metric calls so far, "at": {stage: time}}'
+        '"trials": the optimizer\'s metric calls so far, "stages": [{"stage", "at"}, ...] in order}'
     )
     version: str = Field(description='the version registered from it ("v5"; "" until registered)')
     score: float | None

@@ -91,7 +91,7 @@ def test_bootstrap_few_shot_registers_a_version_with_its_demos_never_promoted(
     assert run["status"] == "succeeded", run["error"]
     assert run["version"] == "v2" and run["score"] == pytest.approx(0.5)
     assert run["progress"]["stage"] == "registered"
-    assert list(run["progress"]["at"]) == [
+    assert [stage["stage"] for stage in run["progress"]["stages"]] == [
         "started", "compiling", "compiled", "validated", "registering", "registered"
     ]  # fmt: skip
     assert run["progress"]["trials"] == 7  # BootstrapFewShot's metric calls: q0..q6, until 4 demos
