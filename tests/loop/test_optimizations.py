@@ -2,6 +2,7 @@
 sockets (the mock LLM answers `Echo: <question>`; tests/versions asserts prompts the same way)."""
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from tests.databases import ServerDatabase
-from tests.loop.conftest import LOOP_PROJECT, client, examples, finished, traced_call, wait_for
+from tests.loop.conftest import LOOP_PROJECT, client, examples, finished, staff_session, traced_call, wait_for
 from tests.support import Running, project_config, service
 
 pytestmark = pytest.mark.integration
@@ -27,6 +28,14 @@ def _prompt_of(http: httpx.Client, mock: Running, question: str, version: str | 
     assert answered.status_code == 200, answered.text
     sent = httpx.get(f"{mock.url}/requests", params={"limit": 1}).json()["requests"][-1]
     return answered.headers["X-Program-Version"], json.dumps(sent["messages"])
+
+
+def _change_link(listing: str, label: str) -> str:
+    """The admin's change page of version ``label`` from its (one program's) change list."""
+    row = r'href="(/admin/versions/version/\d+/change/[^"]*)">[^<]*</a>(?:(?!</tr>).)*?>' + label + "<"
+    links = re.findall(row, listing, re.DOTALL)
+    assert links, listing
+    return links[0].replace("&amp;", "&")
 
 
 def _logged(http: httpx.Client, request_id: str) -> dict[str, Any]:
@@ -82,6 +91,9 @@ def test_bootstrap_few_shot_registers_a_version_with_its_demos_never_promoted(
         of_production = _create(http, "/api/evaluations", evaluate)
         unknown = http.post("/api/evaluations", json={**evaluate, "version": "v7"})
         compared = http.get("/api/evaluations/compare", params={"a": of_v2["id"], "b": of_production["id"]})
+        with staff_session(server.url, database) as staff:
+            version_page = staff.get("/admin/versions/version/?program__exact=Answer&q=").text
+            v2_page = staff.get(_change_link(version_page, "v2")).text
         answered_by = {
             _logged(http, item["request_id"])["version"]
             for evaluation in (of_v2, of_production)
@@ -106,6 +118,7 @@ def test_bootstrap_few_shot_registers_a_version_with_its_demos_never_promoted(
         "field": "answer",
     }  # fmt: skip
     assert aliases["production"]["version"] == "v1"
+    assert "BootstrapFewShot" in v2_page and f"&quot;optimization&quot;: {run['id']}" in v2_page  # lineage
     # from_version's state, not the loaded one, is what the optimizer starts from (the teacher's prompt).
     assert from_v3["status"] == "succeeded" and from_v3["version"] == "v4", from_v3["error"]
     assert "FROM-V3-QUESTION" in first_prompt
