@@ -78,6 +78,8 @@ def optimize(
         student.load_state(start_state)
     logged = json.dumps({"optimizer": optimizer, "params": params, "trainset": len(trainset)}).encode()
     with reported_call(program, source="optimize", entry=optimizer, inputs=logged) as call:
+        if watch is not None:
+            watch.request_id = call.request_id  # a failed or cancelled run names its call too
         try:
             with dspy.context(**call_settings(program, call.usage)):
                 _stage(watch, "compiling")
@@ -216,6 +218,7 @@ def _lineage(run: Optimization, from_label: str) -> dict[str, Any]:
 
 
 def _finish(optimization_id: int, status: str, watch: RunWatch, **fields: Any) -> None:
+    fields = {"request_id": watch.request_id, **fields}
     Optimization.objects.filter(pk=optimization_id).update(
         status=status, progress=watch.progress(), finished_at=timezone.now(), **fields
     )

@@ -40,6 +40,7 @@ class RunWatch:
         self.stage_name = ""
         self.cancelled = False
         self.written = 0.0
+        self.request_id = ""  # the logged call of the run's LM calls, once it has started
 
     def stage(self, name: str) -> None:
         """The run reached ``name`` (started, compiling, compiled, validated, registering, registered)."""

@@ -160,7 +160,7 @@ def test_a_cancelled_optimization_stops_and_registers_nothing(
         again = http.post(f"{path}/cancel")
         missing = http.post("/api/optimizations/999/cancel")
         versions = [row["version"] for row in http.get("/api/programs/Answer/versions").json()["versions"]]
-        logged = traced_call(http, run["request_id"]) if run["request_id"] else None
+        logged = _logged(http, run["request_id"])
 
     assert cancelled.status_code == 202, cancelled.text
     assert run["status"] == "cancelled" and run["version"] == "" and run["state"] is None
@@ -168,7 +168,8 @@ def test_a_cancelled_optimization_stops_and_registers_nothing(
     assert versions == ["v1"]  # nothing registered
     assert again.status_code == 409 and "too late" in again.json()["detail"]
     assert missing.status_code == 404
-    assert logged is None  # the run never reached its result: no request id on it
+    # Its LM calls so far are one logged call, ended as cancelled.
+    assert logged["source"] == "optimize" and logged["status"] == 499 and logged["error_type"] == "Cancelled"
 
 
 def test_an_optimizations_lm_calls_spend_the_models_budget(
