@@ -17,7 +17,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from loop import datasets
-from loop.models import CallTrace, Dataset, DatasetItem, Evaluation, EvaluationItem, Feedback, Optimization
+from loop.models import CallTrace, Dataset, DatasetItem, Evaluation, Feedback, Optimization
+from loop.selectors import evaluation_comparison
 from telemetry.admin import InferenceLogAdmin, ReadOnlyAdmin
 from telemetry.models import InferenceLog
 
@@ -131,7 +132,7 @@ def compare(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QueryS
         modeladmin.message_user(request, "Select two evaluations of one dataset.", messages.ERROR)
         return None
     left, right = runs
-    rows = comparison_rows(left, right)
+    rows = evaluation_comparison(left, right)
     context = {
         **modeladmin.admin_site.each_context(request),
         "title": "Compare evaluations",
@@ -143,31 +144,6 @@ def compare(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QueryS
     return TemplateResponse(request, "admin/loop/compare.html", context)
 
 
-def comparison_rows(left: Evaluation, right: Evaluation) -> list[dict[str, Any]]:
-    """Per dataset item both outputs and both scores; the items whose score or outputs changed first."""
-    results = {
-        (result.evaluation_id, result.item_id): result
-        for result in EvaluationItem.objects.filter(evaluation__in=[left, right])
-    }
-    rows = []
-    for item in DatasetItem.objects.filter(dataset=left.dataset_id).order_by("pk"):
-        a, b = results.get((left.pk, item.pk)), results.get((right.pk, item.pk))
-        row = {
-            "inputs": item.inputs,
-            "labels": item.labels,
-            "left_outputs": a.outputs if a else None,
-            "left_score": a.score if a else None,
-            "right_outputs": b.outputs if b else None,
-            "right_score": b.score if b else None,
-        }
-        row["changed"] = (row["left_score"], row["left_outputs"]) != (
-            row["right_score"],
-            row["right_outputs"],
-        )
-        rows.append(row)
-    return sorted(rows, key=lambda row: not row["changed"])  # stable: dataset order within each group
-
-
 @admin.register(Evaluation)
 class EvaluationAdmin(ReadOnlyAdmin):
     list_display = ("pk", "created_at", "program", "version", "dataset", "metric", "field", "status", "score")
@@ -177,5 +153,6 @@ class EvaluationAdmin(ReadOnlyAdmin):
 
 @admin.register(Optimization)
 class OptimizationAdmin(ReadOnlyAdmin):
-    list_display = ("pk", "created_at", "program", "from_version", "dataset", "optimizer", "status", "score")
+    list_display = ("pk", "created_at", "program", "from_version", "dataset", "optimizer", "status", "score",
+                    "version")  # fmt: skip
     list_filter = ("program", "status", "optimizer")

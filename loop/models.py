@@ -99,6 +99,7 @@ class RunStatus(models.TextChoices):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Evaluation(models.Model):
@@ -145,9 +146,8 @@ class EvaluationItem(models.Model):
 
 
 class Optimization(models.Model):
-    """A DSPy optimizer compiling a program on a dataset; the compiled state and its validation score.
-
-    The state is what a new version is registered from (the versions app); never promoted here."""
+    """A DSPy optimizer compiling a program version on a dataset; the compiled state, its validation
+    score, and the version registered from it (the versions app's registry); never promoted here."""
 
     program = models.CharField(max_length=200)
     from_version = models.CharField(max_length=100, blank=True)
@@ -163,6 +163,11 @@ class Optimization(models.Model):
     )
     state = models.JSONField(null=True, blank=True, help_text="module.dump_state() of the compiled program")
     request_id = models.CharField(max_length=128, blank=True, help_text="the logged call of its LM calls")
+    version = models.CharField(max_length=100, blank=True, help_text="the version registered from it (v5)")
+    # {"stage": "started" | "compiling" | "compiled" | "validated" | "registered", "trials": metric
+    # calls so far, "stages": [{"stage", "at": ISO time}, ...]}
+    progress = models.JSONField(default=dict, blank=True)
+    cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

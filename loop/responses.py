@@ -204,7 +204,7 @@ class EvaluationOut(BaseModel):
     dataset: str
     metric: str
     field: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: Progress
     score: float | None = Field(description="the mean over every item (a failed call scores 0)")
     error: str
@@ -215,7 +215,9 @@ class OptimizationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     program: str = Field(min_length=1, max_length=200)
-    from_version: str = Field("", max_length=100)
+    from_version: str = Field(
+        "", max_length=100, description='the version (v3) or alias it starts from; "": production'
+    )
     dataset: str = Field(min_length=1, max_length=200)
     valset: str = Field("", max_length=200, description="a dataset to score on (default: the trainset)")
     metric: str = Field(pattern=METRIC_PATTERN)
@@ -236,8 +238,35 @@ class OptimizationOut(BaseModel):
     metric: str
     optimizer: str
     params: dict[str, Any]
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: dict[str, Any] = Field(
+        description='{"stage": started | compiling | compiled | validated | registering | registered, '
+        '"trials": the optimizer\'s metric calls so far, "stages": [{"stage", "at"}, ...] in order}'
+    )
+    version: str = Field(description='the version registered from it ("v5"; "" until registered)')
     score: float | None
     state: dict[str, Any] | None = Field(description="the compiled program's module.dump_state()")
     request_id: str = Field(description="the logged call (source optimize) carrying the run's LM calls")
     error: str
+
+
+class ComparedItem(BaseModel):
+    inputs: dict[str, Any]
+    labels: dict[str, Any]
+    a_outputs: dict[str, Any] | None
+    a_score: float | None
+    b_outputs: dict[str, Any] | None
+    b_score: float | None
+    changed: bool = Field(description="the score or the outputs differ")
+
+
+class Compared(BaseModel):
+    a: int
+    b: int
+    a_version: str
+    b_version: str
+    a_score: float | None
+    b_score: float | None
+    dataset: str
+    changed: int
+    items: list[ComparedItem] = Field(description="the changed items first, then dataset order")

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db.models import Avg, Count
 
-from loop.models import CallTrace, Feedback
+from loop.models import CallTrace, DatasetItem, Evaluation, EvaluationItem, Feedback
 from telemetry.models import InferenceLog
 from telemetry.selectors import inference_log_entry, inference_log_for_request
 
@@ -97,3 +97,26 @@ def feedback_metrics(programs: list[str]) -> dict[str, dict[str, Any]]:
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
+
+
+def evaluation_comparison(a: Evaluation, b: Evaluation) -> list[dict[str, Any]]:
+    """Two evaluations of one dataset side by side: per item both outputs and both scores, the
+    items whose score or outputs changed first (then dataset order). Two queries."""
+    results = {
+        (result.evaluation_id, result.item_id): result
+        for result in EvaluationItem.objects.filter(evaluation__in=[a, b])
+    }
+    rows = []
+    for item in DatasetItem.objects.filter(dataset=a.dataset_id).order_by("pk"):
+        left, right = results.get((a.pk, item.pk)), results.get((b.pk, item.pk))
+        row = {
+            "inputs": item.inputs,
+            "labels": item.labels,
+            "a_outputs": left.outputs if left else None,
+            "a_score": left.score if left else None,
+            "b_outputs": right.outputs if right else None,
+            "b_score": right.score if right else None,
+        }
+        row["changed"] = (row["a_score"], row["a_outputs"]) != (row["b_score"], row["b_outputs"])
+        rows.append(row)
+    return sorted(rows, key=lambda row: not row["changed"])  # stable: dataset order within each group

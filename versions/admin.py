@@ -44,10 +44,10 @@ class UploadForm(forms.ModelForm):
 
 @admin.register(Version)
 class VersionAdmin(admin.ModelAdmin):
-    list_display = ("program", "label", "aliases", "what", "note", "created_by", "created_at")
+    list_display = ("program", "label", "aliases", "what", "score", "note", "created_by", "created_at")
     list_filter = ("program",)
-    readonly_fields = ("program", "label", "what", "changes", "code_sha256", "state_sha256", "model_alias",
-                       "note", "created_by", "created_at")  # fmt: skip
+    readonly_fields = ("program", "label", "what", "changes", "score", "lineage", "code_sha256",
+                       "state_sha256", "model_alias", "note", "created_by", "created_at")  # fmt: skip
     actions = ("promote_to_production",)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:

@@ -31,6 +31,12 @@ class VersionOut(BaseModel):
     created_at: str
     code_sha256: str
     state_sha256: str
+    score: float | None = Field(default=None, description="its validation score (an optimization's)")
+    lineage: dict[str, Any] = Field(
+        default_factory=dict,
+        description="where it came from: the optimization (id, from_version, dataset, valset, "
+        "optimizer, params, metric); {} for an uploaded or loaded state",
+    )
 
 
 class VersionEntry(BaseModel):
@@ -42,6 +48,12 @@ class VersionEntry(BaseModel):
     code_sha256: str
     state_sha256: str
     model_alias: str
+    score: float | None = Field(default=None, description="its validation score (an optimization's)")
+    lineage: dict[str, Any] = Field(
+        default_factory=dict,
+        description="where it came from: the optimization (id, from_version, dataset, valset, "
+        "optimizer, params, metric); {} for an uploaded or loaded state",
+    )
 
 
 class VersionListing(BaseModel):

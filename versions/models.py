@@ -18,6 +18,10 @@ class Version(models.Model):
     note = models.TextField(blank=True)
     created_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Where it came from, when an optimization compiled it: {"optimization": id, "from_version",
+    # "dataset", "valset", "optimizer", "params", "metric"}; {} for an uploaded or loaded state.
+    lineage = models.JSONField(default=dict, blank=True)
+    score = models.FloatField(null=True, blank=True, help_text="its validation score (an optimization's)")
 
     class Meta:
         constraints = [

@@ -22,15 +22,33 @@ class NothingToRollBack(Exception):
     """The alias has no move left to undo (409)."""
 
 
-def register(program: Program, state: Any, *, note: str = "", by: str = "") -> tuple[Version, bool]:
+def register(
+    program: Program,
+    state: Any,
+    *,
+    note: str = "",
+    by: str = "",
+    lineage: dict[str, Any] | None = None,
+    score: float | None = None,
+) -> tuple[Version, bool]:
     """The version of ``state`` for the program's current code: the existing one, or a new number.
 
+    ``lineage`` and ``score`` describe a new version (an optimization's: where it came from and its
+    validation score); an existing version keeps its own. Never moves an alias.
     Raises :class:`versions.states.StateMismatch` when the state does not fit the code."""
     canonical = canonical_state(program, state)
-    return _register(program, canonical, note=note, by=by)
+    return _register(program, canonical, note=note, by=by, lineage=lineage or {}, score=score)
 
 
-def _register(program: Program, canonical: dict[str, Any], *, note: str, by: str) -> tuple[Version, bool]:
+def _register(
+    program: Program,
+    canonical: dict[str, Any],
+    *,
+    note: str,
+    by: str,
+    lineage: dict[str, Any] | None = None,
+    score: float | None = None,
+) -> tuple[Version, bool]:
     content = {
         "program": program.name,
         "state_sha256": sha256_json(canonical),
@@ -45,7 +63,13 @@ def _register(program: Program, canonical: dict[str, Any], *, note: str, by: str
         try:
             with transaction.atomic():
                 version = Version.objects.create(
-                    **content, number=number, state=canonical, note=note, created_by=by
+                    **content,
+                    number=number,
+                    state=canonical,
+                    note=note,
+                    created_by=by,
+                    lineage=lineage or {},
+                    score=score,
                 )
         except IntegrityError:
             continue  # another process took that number (or registered the same content): look again
@@ -61,6 +85,24 @@ def register_loaded(program: Program) -> Version:
         with contextlib.suppress(IntegrityError):  # another worker made it production first
             set_alias(program.name, PRODUCTION, {"version": version.label}, by="start-up")
     return version
+
+
+def resolve(program: str, asked: str) -> Version:
+    """The version ``asked`` names: a version (``v3``), or an alias pointing at one version
+    (``""``: ``production``). Raises :class:`LookupError` saying what is missing or ambiguous."""
+    asked = asked or PRODUCTION
+    if asked.startswith("v") and asked[1:].isdigit():
+        found = Version.objects.filter(program=program, number=int(asked[1:])).first()
+        if found is None:
+            raise LookupError(f"{program} has no version {asked!r} (GET /api/programs/{program}/versions)")
+        return found
+    alias = Alias.objects.filter(program=program, name=asked).first()
+    if alias is None:
+        raise LookupError(f"{program} has no version or alias {asked!r}")
+    label = alias.target.get("version")
+    if label is None:
+        raise LookupError(f"{program}@{asked} is a split ({alias.target.get('split')}): name one version")
+    return resolve(program, label)
 
 
 def labels(program: str) -> set[str]:
@@ -131,6 +173,8 @@ def versions_listing(program: str) -> list[dict[str, Any]]:
             "code_sha256": version.code_sha256,
             "state_sha256": version.state_sha256,
             "model_alias": version.model_alias,
+            "score": version.score,
+            "lineage": version.lineage,
         }
         for version in Version.objects.filter(program=program).order_by("number")
     ]
@@ -144,6 +188,8 @@ def version_entry(version: Version, created: bool) -> dict[str, Any]:
         "created_at": version.created_at.isoformat(),
         "code_sha256": version.code_sha256,
         "state_sha256": version.state_sha256,
+        "score": version.score,
+        "lineage": version.lineage,
     }
 
 

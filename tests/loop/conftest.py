@@ -85,6 +85,21 @@ def ask(http: httpx.Client, program: str, question: str, request_id: str) -> htt
     return response
 
 
+def examples(questions_and_answers: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Dataset items of the ``Answer`` program: ``{"inputs": {"question"}, "labels": {"answer"}}``."""
+    return [{"inputs": {"question": q}, "labels": {"answer": a}} for q, a in questions_and_answers]
+
+
+def finished(http: httpx.Client, path: str) -> dict[str, Any]:
+    """An evaluation's or optimization's body once it has ended (bounded)."""
+
+    def done() -> dict[str, Any] | None:
+        body = http.get(path).json()
+        return body if body["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_for(done, timeout_s=120, what=path)
+
+
 PASSWORD = "loop-test-password"  # a throwaway superuser in a throwaway database
 
 

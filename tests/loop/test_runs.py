@@ -3,31 +3,18 @@
 import re
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.databases import ServerDatabase
-from tests.loop.conftest import client, staff_session, traced_call, wait_for
+from tests.loop.conftest import client, examples, finished, staff_session, traced_call
 
 pytestmark = pytest.mark.integration
-
-
-def _examples(questions_and_answers: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    return [{"inputs": {"question": q}, "labels": {"answer": a}} for q, a in questions_and_answers]
-
-
-def _finished(http: httpx.Client, path: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        body = http.get(path).json()
-        return body if body["status"] in ("succeeded", "failed") else None
-
-    return wait_for(done, timeout_s=120, what=path)
 
 
 def test_an_exact_match_evaluation_gives_the_score_computed_by_hand(
     database: ServerDatabase, start_server: Any
 ) -> None:
-    mixed = _examples([
+    mixed = examples([
         ("alpha", "Echo: alpha"),  # right
         ("beta", "Echo: beta"),  # right
         ("gamma", "Echo: gamma "),  # right (whitespace trimmed)
@@ -41,9 +28,9 @@ def test_an_exact_match_evaluation_gives_the_score_computed_by_hand(
         body = {"program": "Answer", "dataset": "mixed", "metric": "exact_match", "field": "answer"}
         accepted = http.post("/api/evaluations", json=body)
         assert accepted.status_code == 202, accepted.text
-        evaluation = _finished(http, f"/api/evaluations/{accepted.json()['id']}")
+        evaluation = finished(http, f"/api/evaluations/{accepted.json()['id']}")
         f1_id = http.post("/api/evaluations", json={**body, "metric": "f1"}).json()["id"]
-        with_f1 = _finished(http, f"/api/evaluations/{f1_id}")
+        with_f1 = finished(http, f"/api/evaluations/{f1_id}")
         for bad, status, why in (
             ({**body, "metric": "nope"}, 422, "metric"),  # not a metric's form: the schema says so
             ({**body, "dataset": "none"}, 404, "No dataset"),
@@ -55,6 +42,8 @@ def test_an_exact_match_evaluation_gives_the_score_computed_by_hand(
             refused = http.post("/api/evaluations", json=bad)
             assert refused.status_code == status and why in str(refused.json()["detail"]), refused.text
         assert http.get("/api/evaluations/999").status_code == 404
+        api_compared = http.get("/api/evaluations/compare", params={"a": evaluation["id"], "b": f1_id}).json()
+        compare_missing = http.get("/api/evaluations/compare", params={"a": evaluation["id"], "b": 999})
         with staff_session(server.url, database) as staff:
             page = staff.get("/admin/loop/evaluation/").text
             token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
@@ -86,6 +75,13 @@ def test_an_exact_match_evaluation_gives_the_score_computed_by_hand(
     assert "2 of 6 items changed" in compared
     order = [q for q in re.findall(r"&#x27;question&#x27;: &#x27;(\w+)&#x27;", compared)]
     assert order == ["delta", "epsilon", "alpha", "beta", "gamma"]
+    # The same side by side through the API (the invalid item has no question).
+    assert api_compared["changed"] == 2
+    assert [item["inputs"].get("question") for item in api_compared["items"]] == [*order, None]
+    assert api_compared["items"][0]["a_score"] == 0 and api_compared["items"][0]["b_score"] == pytest.approx(
+        0.4
+    )
+    assert compare_missing.status_code == 404 and "No evaluation 999" in compare_missing.json()["detail"]
 
 
 def test_bootstrap_few_shot_on_8_examples_returns_the_bootstrapped_demos(
@@ -93,7 +89,7 @@ def test_bootstrap_few_shot_on_8_examples_returns_the_bootstrapped_demos(
 ) -> None:
     # The even examples' labels are what the mock answers (they pass the metric and become demos),
     # the odd ones' are not.
-    train = _examples([(f"q{i}", f"Echo: q{i}" if i % 2 == 0 else f"wrong {i}") for i in range(8)])
+    train = examples([(f"q{i}", f"Echo: q{i}" if i % 2 == 0 else f"wrong {i}") for i in range(8)])
     with start_server(database, jobworker=True) as server, client(server) as http:
         http.post("/api/datasets", json={"name": "train", "program": "Answer"})
         http.post("/api/datasets/train/items", json={"examples": train})
@@ -103,7 +99,7 @@ def test_bootstrap_few_shot_on_8_examples_returns_the_bootstrapped_demos(
         }  # fmt: skip
         accepted = http.post("/api/optimizations", json=body)
         assert accepted.status_code == 202, accepted.text
-        run = _finished(http, f"/api/optimizations/{accepted.json()['id']}")
+        run = finished(http, f"/api/optimizations/{accepted.json()['id']}")
         assert http.post("/api/optimizations", json={**body, "optimizer": "Nope"}).status_code == 422
         logged = traced_call(http, run["request_id"])
         answered = http.post("/Answer", json={"question": "q9"}).json()  # the served instance: unchanged
