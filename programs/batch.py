@@ -1,6 +1,7 @@
 """``POST /{Program}/batch``: many inputs in one request, run concurrently, answered in input order.
 
-Body: ``{"inputs": [{...}, ...], "max_concurrency": N}``. Answer (200 whatever the items did):
+Body: ``{"inputs": [{...}, ...], "max_concurrency": N}``. Answer (200 whatever the items did, once
+the request itself is accepted):
 ``{"results": [{"ok": true, "outputs": {...}} | {"ok": false, "error": "...", "status": 502, ...}]}``.
 
 * Each item is validated on its own, so one bad item fails only its slot (``status`` 422).
@@ -10,6 +11,8 @@ Body: ``{"inputs": [{...}, ...], "max_concurrency": N}``. Answer (200 whatever t
   :data:`DEFAULT_CONCURRENCY`, never more than the program's limit). An item refused for capacity
   reports ``status`` 429 in its slot.
 * More than ``server.max_batch_items`` items: 413 before anything runs.
+* ``X-Program-Version`` is the whole request's: an unknown version or alias is one 404
+  ``{"detail": ...}`` naming it, before any item runs.
 * Each item gets its own telemetry record, request id ``<request id>.<index>``.
 """
 
@@ -25,9 +28,9 @@ from pydantic_core import to_json
 
 from programs.calls import call_program, report_rejected
 from programs.context import REQUEST_ID_HEADER, VERSION_HEADER, request_id
-from programs.execution import CallFailed
-from programs.program import Program, VersionAsk
-from programs.responses import VERSION_PARAMETER, refusal_responses
+from programs.execution import CallFailed, classify
+from programs.program import Program, UnknownVersion, VersionAsk, check_version
+from programs.responses import VERSION_PARAMETER, ErrorBody, refusal_responses
 from programs.runtime import Runtime
 from programs.schemas import with_body_model
 
@@ -71,7 +74,7 @@ def add_batch_route(router: Router, runtime: Runtime, program: Program, **option
         f"/{program.name}/batch",
         ["POST"],
         _batch_view(runtime, program, request_model),
-        response=refusal_responses(response_model),
+        response={**refusal_responses(response_model), 404: ErrorBody},  # 404: an unknown X-Program-Version
         operation_id=f"{program.name}_batch",
         openapi_extra={"parameters": [VERSION_PARAMETER]},  # every item asks for it
         summary=f"Run {program.name} on many inputs (concurrently, answers in input order)",
@@ -90,9 +93,17 @@ def _batch_view(
         asked = VersionAsk(request.headers.get(VERSION_HEADER), request.headers)
         answered: set[str] = set()  # the versions that answered items (several under a split)
         limit = runtime.config.config.server.max_batch_items
-        if len(items) > limit:
+        try:
+            check_version(program, asked.asked, asked.headers)
+        except UnknownVersion as exc:
+            refused: HttpResponse | None = classify(program, exc).response()
+        else:
+            refused = None
+        if refused is not None:
+            response: HttpResponse = refused
+        elif len(items) > limit:
             detail = f"{len(items)} items in one batch; at most {limit} (server.max_batch_items)"
-            response: HttpResponse = JsonResponse({"detail": detail, "program": program.name}, status=413)
+            response = JsonResponse({"detail": detail, "program": program.name}, status=413)
         else:
             concurrency = min(payload.max_concurrency or DEFAULT_CONCURRENCY, program.limiter.limit)
             gate = asyncio.Semaphore(concurrency)

@@ -135,6 +135,16 @@ def describe_versions(program: Program) -> dict[str, Any]:
     return _resolver.describe(program)
 
 
+def check_version(program: Program, asked: str | None, headers: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`UnknownVersion` when ``asked`` names no version or alias of ``program``.
+
+    For a door whose one request holds many calls (batch): the header is the whole request's, so
+    an unknown one refuses the request before any call runs. Memory only (a probe ask; builds
+    nothing, leases nothing)."""
+    if asked is not None:
+        _resolver(program, VersionAsk(asked, headers))
+
+
 def install_resolver(resolver: VersionResolver | None) -> None:
     """Make ``resolver`` decide every call's version from now on (None: back to the loaded one)."""
     global _resolver

@@ -8,6 +8,7 @@ rows: docs/TELEMETRY.md, "A month of logs".
 
 import math
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -149,10 +150,21 @@ class ProgramStatsAdmin(ReadOnlyAdmin):
             "board": board,
             "table": [_table_row(counters) for counters in board.programs],
             "charts": charts.dashboard_charts(board),
+            "versions": _versions(counters.program for counters in board.programs),
             "windows": [("hour", "Last hour"), ("day", "Last day"), ("week", "Last week")],
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/telemetry/dashboard.html", context)
+
+
+def _versions(programs: Iterable[str]) -> list[dict[str, Any]]:
+    """Each versioned program's versions side by side (the same numbers as ``/api/metrics/{P}``)."""
+    from programs.runtime import get_runtime
+    from telemetry.api import version_board
+
+    served = get_runtime().programs  # a program only in old rows has no versions to show
+    boards = [{"program": p, "versions": version_board(p)} for p in programs if p in served]
+    return [board for board in boards if board["versions"]]
 
 
 def _table_row(counters: Any) -> dict[str, Any]:

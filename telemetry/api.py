@@ -152,6 +152,21 @@ def version_metrics(program: str) -> list[dict[str, Any]]:
     ]
 
 
+def version_board(program: str) -> list[dict[str, Any]]:
+    """The versions side by side, as the dashboard and the playground show them: :func:`version_metrics`
+    plus each version's error percentage and feedback scores (``[(name, {"count", "mean"})]``, the
+    installed ``feedback_by_version`` section of ``/api/metrics``; none without the loop app)."""
+    feedback = _sections([program]).get(program, {}).get("feedback_by_version", {})
+    return [
+        {
+            **row,
+            "error_percent": row["error_rate"] * 100,
+            "feedback": sorted(feedback.get(row["version"], {}).items()),
+        }
+        for row in version_metrics(program)
+    ]
+
+
 def _runs(target: dict[str, Any]) -> set[str]:
     """The versions an alias target answers with (not its shadow)."""
     return {target["version"]} if "version" in target else set(target.get("split") or {})

@@ -2,8 +2,10 @@
 
 ``GET /`` lists the programs with their stats; ``GET /ui/<Program>`` is a form built from the
 program's input schema whose Run button calls the real API (``POST /<Program>`` or its
-``/stream``), plus the program's stats and recent calls. With API keys on (``server.auth``), both
-pages need a staff login (the admin's), and the page's calls authenticate with that session.
+``/stream``), plus the program's stats, its versions side by side, and recent calls. A versioned
+program's form picks the version to call (``X-Program-Version``) and shows the one that answered.
+With API keys on (``server.auth``), both pages need a staff login (the admin's), and the page's
+calls authenticate with that session.
 """
 
 import json
@@ -16,10 +18,11 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from programs.program import Program
+from programs.program import Program, describe_versions
 from programs.routes import GatewayRoute
 from programs.runtime import Runtime, get_runtime
 from telemetry import selectors
+from telemetry.api import version_board
 from ui.forms import form_fields
 
 RECENT_CALLS = 15
@@ -88,6 +91,8 @@ def program_page(request: HttpRequest, name: str) -> HttpResponse:
         "calls": [_with_json(call) for call in selectors.inference_log_list(name, RECENT_CALLS)],
         "auth": runtime.config.config.server.auth,
         "route": route,
+        "versions": version_board(name),
+        "version_choices": _version_choices(program),
         "config": {
             "program": program.name,
             # The plain route, else the program's first POST gateway (None: only cron jobs reach it).
@@ -99,6 +104,13 @@ def program_page(request: HttpRequest, name: str) -> HttpResponse:
         },
     }
     return render(request, "ui/program.html", context)
+
+
+def _version_choices(program: Program) -> list[str]:
+    """What the page's version picker offers (sent as ``X-Program-Version``): the aliases, then the
+    versions, oldest first; empty for an unversioned program (no picker)."""
+    known = describe_versions(program)
+    return [*sorted(known.get("aliases", {})), *known.get("versions", [])]
 
 
 def _playground_route(runtime: Runtime, program: Program) -> GatewayRoute | None:

@@ -1,7 +1,8 @@
 """Start-up (every worker, from the ASGI lifespan): register the state each program loaded (the
 first one becomes ``production``), read the registry, hand the resolver each program's built
-versions, and start polling for changes. A database without the registry's tables (not migrated)
-leaves the programs unversioned, as before, with a warning."""
+versions, and start polling for changes. A database that cannot answer then (down, or without the
+registry's tables) leaves the programs unversioned, with a warning, until the poller's retry
+succeeds."""
 
 import contextlib
 import logging
@@ -20,24 +21,33 @@ logger = logging.getLogger(__name__)
 
 
 def start() -> None:
-    runtime = get_runtime()
-    limit = runtime.config.config.server.max_loaded_versions
+    """Register and read the registry now; if the database cannot answer, the poller retries
+    until it can (the programs serve unversioned meanwhile), so no restart is needed."""
+    live._on_refresh.append(_warm)
     try:
-        for program in runtime.programs.values():
-            register_loaded(program)
-            loaded = LoadedVersions(program, sha256_json(loaded_state(program)), limit)
-            resolver.loaded[program.name] = loaded
-        live.refresh(force=True)
+        _register_all()
     except DatabaseError:
         logger.warning(
-            "versions: the registry is not available (run manage.py migrate); programs are unversioned"
+            "versions: the registry is not available (database down or not migrated: manage.py"
+            " migrate); programs are unversioned until it is, retrying"
         )
         resolver.loaded.clear()
-        return
+        live.retry_until_done(_register_all)
     finally:
         connections.close_all()
-    live._on_refresh.append(_warm)
     live.start_polling()
+
+
+def _register_all() -> None:
+    """Each program's loaded state registered (the first becomes ``production``), then the view read."""
+    runtime = get_runtime()
+    limit = runtime.config.config.server.max_loaded_versions
+    loaded: dict[str, LoadedVersions] = {}
+    for program in runtime.programs.values():
+        register_loaded(program)
+        loaded[program.name] = LoadedVersions(program, sha256_json(loaded_state(program)), limit)
+    resolver.loaded.update(loaded)
+    live.refresh(force=True)
 
 
 def _warm(registry: live.Registry) -> None:

@@ -11,6 +11,7 @@ promoted version is warm before its first call.
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.db import connection, connections
@@ -41,6 +42,7 @@ _refresh_lock = threading.Lock()
 _poller: threading.Thread | None = None
 _stop = threading.Event()
 _on_refresh: list = []  # callables(registry) run in the polling thread after a swap (warming)
+_pending: list = []  # start-up work that failed (database down): retried by the poller until done
 
 
 def generation() -> tuple[int, int]:
@@ -87,6 +89,18 @@ def changed() -> None:
         refresh()
 
 
+def retry_until_done(work: Callable[[], None]) -> None:
+    """Have the polling thread call ``work`` before each poll until it returns without raising."""
+    _pending.append(work)
+
+
+def _retry_pending() -> None:
+    while _pending:
+        _pending[0]()
+        _pending.pop(0)
+        logger.info("versions: the registry is available again; programs are versioned")
+
+
 def start_polling() -> None:
     """Start this process's polling thread (idempotent)."""
     global _poller
@@ -108,6 +122,7 @@ def stop_polling() -> None:
 def _poll() -> None:
     while not _stop.wait(POLL_S):
         try:
+            _retry_pending()
             refresh()
         except Exception:
             logger.warning(

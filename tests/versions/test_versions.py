@@ -236,7 +236,9 @@ def test_an_mcp_call_asks_for_a_version_in_its_meta(
     assert unknown.is_error and unknown.meta["status"] == 404 and "'v777'" in unknown.content[0].text
 
 
-def test_batch_and_stream_ask_and_answer_the_version(keyed: Served, admin: dict[str, str]) -> None:
+def test_batch_and_stream_ask_and_answer_the_version(
+    keyed: Served, admin: dict[str, str], mock: Running
+) -> None:
     label = register(keyed, admin, state_with_demo("DOORS-Q", "DOORS-A"))
     pinned = {**admin, "X-Program-Version": label}
     batch = httpx.post(
@@ -245,8 +247,15 @@ def test_batch_and_stream_ask_and_answer_the_version(keyed: Served, admin: dict[
     assert batch.status_code == 200 and batch.headers["X-Program-Version"] == label
     assert all(item["ok"] for item in batch.json()["results"])
     unknown = {**admin, "X-Program-Version": "v888"}
-    refused = httpx.post(f"{keyed.url}/{P}/batch", json={"inputs": [{"question": "b3"}]}, headers=unknown)
-    assert refused.json()["results"][0]["status"] == 404
+    before = httpx.get(f"{mock.url}/stats").json()["requests"]
+    refused = httpx.post(
+        f"{keyed.url}/{P}/batch", json={"inputs": [{"question": "b3"}, {"question": "b4"}]}, headers=unknown
+    )
+    # The header is the whole request's: one 404 naming it, and no item ran (the mock saw no call).
+    assert refused.status_code == 404 and "'v888'" in refused.json()["detail"], refused.text
+    assert httpx.get(f"{mock.url}/stats").json()["requests"] == before
+    documented = httpx.get(f"{keyed.url}/openapi.json", headers=admin).json()["paths"][f"/{P}/batch"]["post"]
+    assert "404" in documented["responses"]
     with httpx.stream("POST", f"{keyed.url}/{P}/stream", json={"question": "s1"}, headers=pinned) as stream:
         assert stream.status_code == 200 and stream.headers["X-Program-Version"] == label
         assert "event: final" in "".join(stream.iter_text())
