@@ -27,7 +27,8 @@ def test_a_database_down_at_start_up_is_retried_until_the_programs_are_versioned
     with ExitStack() as stack:
         database = stack.enter_context(server_database(tmp_path))
         with database.outage():
-            env = {"VERSIONS_POLL_S": "0.1", "SQLITE_BUSY_TIMEOUT_MS": "100", **database.env()}
+            env = {"VERSIONS_POLL_S": "0.1", "VERSIONS_START_PATIENCE_S": "0.5", **database.env()}
+            env["SQLITE_BUSY_TIMEOUT_MS"] = "100"
             running = stack.enter_context(service(tmp_path, SERVICE_PROJECT, config, **env))
             assert answered_version(running.url) is None  # unversioned while the registry is away
         # The outage is over: the poller registers the loaded state (v1, production) on its own.
