@@ -15,7 +15,7 @@ from typing import Any
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connections, router
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Min, Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
@@ -79,6 +79,58 @@ class ProgramFilter(admin.SimpleListFilter):
         return queryset.filter(program=value) if value else queryset
 
 
+class StatusFilter(admin.SimpleListFilter):
+    """The HTTP statuses the service answers with (README's error table): a fixed list, no scan."""
+
+    title = "status"
+    parameter_name = "status"
+    STATUSES = (200, 400, 401, 403, 404, 409, 413, 422, 429, 499, 500, 502, 503, 504)
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(str(status), str(status)) for status in self.STATUSES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        return queryset.filter(status_code=int(value)) if value and value.isdigit() else queryset
+
+
+class VersionFilter(admin.SimpleListFilter):
+    """The versions that ran calls (of the chosen program), one index probe each, never a DISTINCT.
+
+    Each label is the smallest version above the previous one (``MIN`` on the (program, version)
+    index): a handful of probes per program where ``SELECT DISTINCT version`` reads every row.
+    """
+
+    title = "version"
+    parameter_name = "version"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        chosen = request.GET.get("program")
+        programs = (
+            [chosen]
+            if chosen
+            else ProgramStats.objects.filter(period_s=TOTAL).values_list("program", flat=True)
+        )
+        labels = sorted({label for program in programs for label in logged_versions(program)})
+        return [(label, label) for label in labels]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        return queryset.filter(version=value) if value else queryset
+
+
+def logged_versions(program: str, limit: int = 50) -> list[str]:
+    """A program's versions in its log rows (not ""), walked up the (program, version) index."""
+    found: list[str] = []
+    rows = InferenceLog.objects.filter(program=program)
+    while len(found) < limit:
+        above = rows.filter(version__gt=found[-1] if found else "").aggregate(next=Min("version"))["next"]
+        if above is None:
+            break
+        found.append(above)
+    return found
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows written only by the telemetry writer: viewable, never added, edited or deleted here."""
 
@@ -98,7 +150,13 @@ class InferenceLogAdmin(ReadOnlyAdmin):
         "created_at", "program", "status_code", "success", "duration_ms", "total_tokens", "cost_usd",
         "answered_by", "attempts", "request_id", "trace_id",
     )  # fmt: skip
-    list_filter = (ProgramFilter, "success", ("created_at", admin.DateFieldListFilter))
+    list_filter = (
+        ProgramFilter,
+        StatusFilter,
+        VersionFilter,
+        "success",
+        ("created_at", admin.DateFieldListFilter),
+    )
     search_fields = ("request_id",)
     search_help_text = "Exact request id (X-Request-ID) or trace id (OpenTelemetry)"
     paginator = LogPaginator
