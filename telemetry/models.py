@@ -78,6 +78,9 @@ class InferenceLog(models.Model):
             models.Index(
                 fields=["program", "status_code", "-created_at", "-id"], name="telemetry_log_program_status"
             ),
+            models.Index(
+                fields=["version", "status_code", "-created_at", "-id"], name="telemetry_log_version_status"
+            ),
             # A key's own calls (``/api/logs`` for a key without the admin scope), newest first.
             models.Index(
                 fields=["api_key_id", "program", "-created_at", "-id"],

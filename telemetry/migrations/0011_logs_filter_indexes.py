@@ -32,4 +32,10 @@ class Migration(migrations.Migration):
                 fields=["program", "status_code", "-created_at", "-id"], name="telemetry_log_program_status"
             ),
         ),
+        AddIndexConcurrently(
+            model_name="inferencelog",
+            index=models.Index(
+                fields=["version", "status_code", "-created_at", "-id"], name="telemetry_log_version_status"
+            ),
+        ),
     ]
