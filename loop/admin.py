@@ -12,7 +12,6 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db import connections, router, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -21,6 +20,7 @@ from django.utils.html import format_html
 
 from loop import datasets
 from loop.models import CallTrace, Dataset, DatasetItem, Evaluation, EvaluationItem, Feedback, Optimization
+from telemetry import selectors
 from telemetry.admin import InferenceLogAdmin, ReadOnlyAdmin
 from telemetry.models import InferenceLog
 
@@ -125,12 +125,7 @@ def feedback_join_plan() -> Iterator[None]:
     about 200 (docs/TELEMETRY.md, "Filters at 10 million rows"). Hash joins off for this
     transaction only; the page itself walks the created_at index either way.
     """
-    connection = connections[router.db_for_read(InferenceLog)]
-    if connection.vendor != "postgresql":
-        yield
-        return
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_hashjoin = off")
+    with selectors.planner_off("enable_hashjoin"):
         yield
 
 
