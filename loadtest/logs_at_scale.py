@@ -104,14 +104,17 @@ def manage(database: Database, *argv: str, **env: str) -> str:
     return done.stdout
 
 
-def seed(database: Database, rows: int, days: float, report: Report) -> None:
+def seed(database: Database, rows: int, days: float, feedback: float, report: Report) -> None:
     manage(database, "migrate", "--noinput", "-v0")
     started = time.perf_counter()
     output = manage(database, "seed_inference_logs", "--rows", str(rows), "--days", f"{days:g}")
+    if feedback > 0:
+        output += manage(database, "seed_feedback", "--fraction", f"{feedback:g}")
     seeded = time.perf_counter() - started
     started = time.perf_counter()
     if database.postgres:
         database.query("VACUUM ANALYZE telemetry_inferencelog")
+        database.query("VACUUM ANALYZE loop_feedback")
     report.seed = {"rows": rows, "days": days, "seed_s": round(seeded, 1),
                    "vacuum_analyze_s": round(time.perf_counter() - started, 1),
                    "output": output.strip().splitlines()[-1]}  # fmt: skip
@@ -190,6 +193,24 @@ def admin_client(url: str) -> Iterator[httpx.Client]:
         yield client
 
 
+# The filters of issue 24 (telemetry.admin, loop.admin), alone and as a user combines them.
+FILTERS = {
+    **{f"status={status}": f"?status={status}" for status in (200, 422, 400, 502, 504)},
+    **{f"version={version}": f"?version={version}" for version in ("v1", "v2", "v3")},
+    f"program={PROGRAM} & status=200": f"?program={PROGRAM}&status=200",
+    f"program={PROGRAM} & status=400": f"?program={PROGRAM}&status=400",
+    f"program={PROGRAM} & version=v1": f"?program={PROGRAM}&version=v1",
+    f"program={PROGRAM} & version=v3": f"?program={PROGRAM}&version=v3",
+    "version=v1 & status=502": "?version=v1&status=502",
+    **{f"feedback score: {value}": f"?feedback_score={value}" for value in ("any", "low", "high", "none")},
+    "has a correction": "?corrected=1",
+    "has no correction": "?corrected=0",
+    f"program={PROGRAM} & has a correction": f"?program={PROGRAM}&corrected=1",
+    f"program={PROGRAM} & score low": f"?program={PROGRAM}&feedback_score=low",
+    "version=v2 & has a correction": "?version=v2&corrected=1",
+}
+
+
 def admin_reads(client: httpx.Client, database: Database, report: Report, repeat: int) -> None:
     today = datetime.now(tz=UTC).date()
     tomorrow, week = today + timedelta(days=1), today - timedelta(days=7)
@@ -212,6 +233,7 @@ def admin_reads(client: httpx.Client, database: Database, report: Report, repeat
         f"program={PROGRAM} & past 7 days": f"?program={PROGRAM}&{days7}",
         "success=no & past 7 days": f"?success__exact=0&{days7}",
         "search: request id (oldest row)": f"?q={request_id}",
+        **FILTERS,
     }
     for name, query in pages.items():
         timed(report, f"admin log list: {name}", lambda query=query: client.get(base + query), repeat)
@@ -422,7 +444,7 @@ def check_prune(
 def run(args: argparse.Namespace, report: Report, work: Path) -> None:
     database = Database(args.database_url or f"sqlite:///{work / 'logs.sqlite3'}")
     if not args.skip_seed:
-        seed(database, args.rows, args.days, report)
+        seed(database, args.rows, args.days, args.feedback_fraction, report)
     report.rows = database.scalar(COUNT)
     phases = set(args.phases.split(","))
     mock, mock_url = start_mock(work, delay_ms=args.delay_ms)
@@ -455,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="PostgreSQL to measure on (default: a throw-away SQLite file)")
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--days", type=float, default=60.0)
+    parser.add_argument(
+        "--feedback-fraction", type=float, default=0.01, help="share of the calls with thumbs (seed_feedback)"
+    )
     parser.add_argument("--skip-seed", action="store_true", help="measure the database as it is")
     parser.add_argument(
         "--phases", default="reads,writer,prune", help="comma-separated: reads, writer, prune"

@@ -9,6 +9,7 @@ rows: docs/TELEMETRY.md, "A month of logs".
 import math
 import re
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, ExitStack
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connections, router
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Min, Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
@@ -46,7 +47,9 @@ class LogPaginator(Paginator):
             estimate = estimated_rows(object_list.model)
             if estimate > self.CAP:
                 return estimate
-        return object_list[: self.CAP + 1].count()
+        # Unordered: the count needs no sort (an ORDER BY would make PostgreSQL sort every match
+        # of a feedback filter before counting the first CAP + 1).
+        return object_list.order_by()[: self.CAP + 1].count()
 
     @cached_property
     def num_pages(self) -> int:
@@ -80,6 +83,58 @@ class ProgramFilter(admin.SimpleListFilter):
         return queryset.filter(program=value) if value else queryset
 
 
+class StatusFilter(admin.SimpleListFilter):
+    """The HTTP statuses the service answers with (README's error table): a fixed list, no scan."""
+
+    title = "status"
+    parameter_name = "status"
+    STATUSES = (200, 400, 401, 403, 404, 409, 413, 422, 429, 499, 500, 502, 503, 504)
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(str(status), str(status)) for status in self.STATUSES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        return queryset.filter(status_code=int(value)) if value and value.isdigit() else queryset
+
+
+class VersionFilter(admin.SimpleListFilter):
+    """The versions that ran calls (of the chosen program), one index probe each, never a DISTINCT.
+
+    Each label is the smallest version above the previous one (``MIN`` on the (program, version)
+    index): a handful of probes per program where ``SELECT DISTINCT version`` reads every row.
+    """
+
+    title = "version"
+    parameter_name = "version"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        chosen = request.GET.get("program")
+        programs = (
+            [chosen]
+            if chosen
+            else ProgramStats.objects.filter(period_s=TOTAL).values_list("program", flat=True)
+        )
+        labels = sorted({label for program in programs for label in logged_versions(program)})
+        return [(label, label) for label in labels]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        return queryset.filter(version=value) if value else queryset
+
+
+def logged_versions(program: str, limit: int = 50) -> list[str]:
+    """A program's versions in its log rows (not ""), walked up the (program, version) index."""
+    found: list[str] = []
+    rows = InferenceLog.objects.filter(program=program)
+    while len(found) < limit:
+        above = rows.filter(version__gt=found[-1] if found else "").aggregate(next=Min("version"))["next"]
+        if above is None:
+            break
+        found.append(above)
+    return found
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows written only by the telemetry writer: viewable, never added, edited or deleted here."""
 
@@ -99,7 +154,13 @@ class InferenceLogAdmin(ReadOnlyAdmin):
         "created_at", "program", "status_code", "success", "duration_ms", "total_tokens", "cost_usd",
         "answered_by", "attempts", "request_id", "trace_id",
     )  # fmt: skip
-    list_filter = (ProgramFilter, "success", ("created_at", admin.DateFieldListFilter))
+    list_filter = (
+        ProgramFilter,
+        StatusFilter,
+        VersionFilter,
+        "success",
+        ("created_at", admin.DateFieldListFilter),
+    )
     search_fields = ("request_id",)
     search_help_text = "Exact request id (X-Request-ID) or trace id (OpenTelemetry)"
     paginator = LogPaginator
@@ -107,14 +168,26 @@ class InferenceLogAdmin(ReadOnlyAdmin):
     list_per_page = 50
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-        """By program or failures only: planned on their own index (``selectors.newest_rows_plan``)."""
-        if not (request.GET.get("program") or request.GET.get("success__exact") == "0"):
+        """Read under the plans the filters need (``read_plans``), the page's rows included."""
+        plans = self.read_plans(request)
+        if not plans:
             return super().changelist_view(request, extra_context)
-        with selectors.newest_rows_plan():
+        with ExitStack() as stack:
+            for plan in plans:
+                stack.enter_context(plan)
             response = super().changelist_view(request, extra_context)
             if isinstance(response, TemplateResponse):
                 response.render()  # the page's rows are read while rendering
         return response
+
+    def read_plans(self, request: HttpRequest) -> list[AbstractContextManager]:
+        """By program, status, version or failures only: planned on their own index
+        (``selectors.newest_rows_plan``); a version's rows are all old once a newer one runs, so a
+        walk down the created_at index would pass every newer row first."""
+        narrowed = any(request.GET.get(name) for name in ("program", "status", "version"))
+        if narrowed or request.GET.get("success__exact") == "0":
+            return [selectors.newest_rows_plan()]
+        return []
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str

@@ -70,6 +70,17 @@ class InferenceLog(models.Model):
             models.Index(
                 fields=["program", "version", "-created_at", "-id"], name="telemetry_log_version_recent"
             ),
+            # One version's calls across programs, and one status's (alone or of one program), newest
+            # first: the admin's version and status filters read their page and capped count here
+            # (docs/TELEMETRY.md, "Filters at 10 million rows").
+            models.Index(fields=["version", "-created_at", "-id"], name="telemetry_log_version_only"),
+            models.Index(fields=["status_code", "-created_at", "-id"], name="telemetry_log_status_recent"),
+            models.Index(
+                fields=["program", "status_code", "-created_at", "-id"], name="telemetry_log_program_status"
+            ),
+            models.Index(
+                fields=["version", "status_code", "-created_at", "-id"], name="telemetry_log_version_status"
+            ),
             # A key's own calls (``/api/logs`` for a key without the admin scope), newest first.
             models.Index(
                 fields=["api_key_id", "program", "-created_at", "-id"],

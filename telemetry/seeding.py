@@ -189,6 +189,7 @@ class Seeder:
             duration = self._duration(profile, status)
             prompt, completion, cost, calls = self._lm_calls(profile, status, duration)
         question = self._inputs[index % len(self._inputs)]
+        version = self._version(index)
         counters = minute_counters.get(profile.name) or minute_counters.setdefault(
             profile.name, ProgramCounters(profile.name)
         )
@@ -218,8 +219,19 @@ class Seeder:
             "total_tokens": prompt + completion,
             "cost_usd": cost,
             "lm_calls": json.dumps(calls),
+            "version": version,
             "created_at": datetime.fromtimestamp(ts, tz=UTC),
         }
+
+    def _version(self, index: int) -> str:
+        """Releases over time: v1 for the first half, then v2, then v3 canaried at 80% of the last
+        tenth (drawn per call, as a weighted alias splits traffic: never in step with the ids)."""
+        position = index / max(self.rows, 1)
+        if position < 0.5:
+            return "v1"
+        if position < 0.9 or self.rng.random() < 0.2:
+            return "v2"
+        return "v3"
 
     def _duration(self, profile: Profile, status: int) -> float:
         if status == 504:

@@ -119,12 +119,20 @@ def newest_rows_plan() -> Iterator[None]:
     logs"). Incremental sorts off for the transaction leave the dedicated index the cheap plan; not
     for other reads, which need them (the unfiltered list, a date range).
     """
+    with planner_off("enable_incremental_sort"):
+        yield
+
+
+@contextmanager
+def planner_off(setting: str) -> Iterator[None]:
+    """One PostgreSQL planner method (``enable_...``) off for the reads of the log inside, in their
+    own transaction (``SET LOCAL``); nothing elsewhere. Other databases: no change."""
     connection = connections[router.db_for_read(InferenceLog)]
     if connection.vendor != "postgresql":
         yield
         return
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_incremental_sort = off")
+        cursor.execute(f"SET LOCAL {setting} = off")
         yield
 
 
