@@ -250,10 +250,12 @@ TELEMETRY_BATCH_SIZE = env_int("TELEMETRY_BATCH_SIZE", 500)
 TELEMETRY_FLUSH_INTERVAL_S = env_float("TELEMETRY_FLUSH_INTERVAL_S", 0.5)
 TELEMETRY_SHUTDOWN_TIMEOUT_S = env_float("TELEMETRY_SHUTDOWN_TIMEOUT_S", 10.0)
 
-# The loop (docs/LOOP.md). Call traces follow capture_io (CAPTURE_TRACES=false keeps the I/O and
-# drops the prompts): each LM call's messages and completion,
-# every string cut at LOOP_TRACE_MAX_CHARS (marked); their own queue, bounded like telemetry's.
-CAPTURE_TRACES = env_bool("CAPTURE_TRACES", True)
+# The loop (docs/LOOP.md). Call traces follow capture_io when CAPTURE_TRACES is on: each LM call's
+# messages and completion, every string cut at LOOP_TRACE_MAX_CHARS (marked); their own queue,
+# bounded like telemetry's. On by default in development only: in production they store every
+# prompt (users' data included), cost ~0.25 ms of CPU a request and ~13 MiB of server memory over
+# the first few thousand calls (docs/PERFORMANCE.md, "Call traces"): opt in with CAPTURE_TRACES=true.
+CAPTURE_TRACES = env_bool("CAPTURE_TRACES", DEBUG)
 LOOP_TRACE_MAX_CHARS = env_int("LOOP_TRACE_MAX_CHARS", 20_000)
 LOOP_TRACE_MAX_LM_CALLS = env_int("LOOP_TRACE_MAX_LM_CALLS", 500)  # the first ones of a call
 LOOP_TRACE_QUEUE_MAX = env_int("LOOP_TRACE_QUEUE_MAX", 20_000)

@@ -31,7 +31,10 @@ def start_server(tmp_path: Path, llm: Running) -> Callable[..., Any]:
         """``jobworker``: a ``manage.py jobworker`` beside the server (evaluations, optimizations)."""
         server = {"auth": auth, "request_timeout_s": 30}
         config = project_config(LOOP_PROJECT, tmp_path, llm.url, server=server)
-        settings = {"TELEMETRY_FLUSH_INTERVAL_S": "0.1", "API_KEY_CACHE_TTL_S": "0.5", **env}
+        # Traces are opt-in outside development (dspysite/settings.py): these servers opt in.
+        settings = {"TELEMETRY_FLUSH_INTERVAL_S": "0.1", "API_KEY_CACHE_TTL_S": "0.5"}
+        settings["CAPTURE_TRACES"] = "true"
+        settings.update(env)
         with service(tmp_path, LOOP_PROJECT, config, **db.env(), **settings) as running:
             if not jobworker:
                 yield running
