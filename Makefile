@@ -26,7 +26,7 @@ run: install
 ## tests marked `slow` (minutes each: the torture and soak runs, the wheel in a fresh virtualenv;
 ## a fast run of each stays in). PYTEST_WORKERS test processes (pytest-xdist; a test file's tests
 ## stay in one process, so its servers start once); 0 runs everything in this process.
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 PYTEST_MARKERS ?= not slow
 test: install
 	$(VENV)/bin/ruff check .
