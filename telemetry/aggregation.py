@@ -4,6 +4,7 @@ live counters are counted with :func:`count` too, so both agree.
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from telemetry.counters import ProgramCounters
@@ -22,6 +23,25 @@ def aggregate(records: Iterable[InferenceRecord]) -> dict[tuple[int, datetime, s
             counters = buckets.get(key) or buckets.setdefault(key, ProgramCounters(record.program))
             count(counters, record)
     return buckets
+
+
+@dataclass(slots=True)
+class VersionDeltas:
+    counters: ProgramCounters
+    shadows: int = 0
+
+
+def aggregate_versions(records: Iterable[InferenceRecord]) -> dict[tuple[str, str], VersionDeltas]:
+    """Per (program, version), for the records of a versioned call: its counters and shadow runs."""
+    versions: dict[tuple[str, str], VersionDeltas] = {}
+    for record in records:
+        if not record.version:
+            continue
+        key = (record.program, record.version[:20])
+        deltas = versions.get(key) or versions.setdefault(key, VersionDeltas(ProgramCounters(record.program)))
+        count(deltas.counters, record)
+        deltas.shadows += record.shadow
+    return versions
 
 
 def aggregate_keys(records: Iterable[InferenceRecord]) -> dict[tuple[int, date], dict[str, float]]:

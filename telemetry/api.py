@@ -139,7 +139,7 @@ def _stored_program_metrics(program: str) -> dict[str, Any]:
 
 def version_metrics(program: str) -> list[dict[str, Any]]:
     """Each called version of ``program`` with the program totals' fields, its aliases and shadow runs
-    (from the log rows, every worker's)."""
+    (its all-time row, every worker's calls: ``VersionStats``)."""
     aliases = describe_versions(get_runtime().programs[program]).get("aliases", {})
     return [
         {

@@ -139,6 +139,36 @@ class ProgramStats(ExportModelOperationsMixin("programstats"), models.Model):
         return f"{self.program} ({self.period_s}s from {self.period_start:%Y-%m-%d %H:%M})"
 
 
+class VersionStats(models.Model):
+    """A program version's all-time totals (``/api/metrics/{P}``'s ``versions``), added by the writer
+    in the transaction of the log rows, so reading a version's numbers is one row, not a scan of
+    its calls. Shadow runs are counted in them and apart (``shadow_count``)."""
+
+    program = models.CharField(max_length=200)
+    version = models.CharField(max_length=20)
+    call_count = models.PositiveBigIntegerField(default=0)
+    success_count = models.PositiveBigIntegerField(default=0)
+    error_count = models.PositiveBigIntegerField(default=0)
+    shadow_count = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+    last_call_at = models.DateTimeField(null=True, blank=True)
+    duration_ms_sum = models.FloatField(default=0.0)
+    latency_sketch = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = "version stats"
+        verbose_name_plural = "version stats"
+        constraints = [
+            models.UniqueConstraint(fields=["program", "version"], name="telemetry_versionstats_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.program} {self.version}"
+
+
 class ModelStats(ExportModelOperationsMixin("modelstats"), models.Model):
     """LM calls per program and model: all time (``period_s`` 0) or per time bucket."""
 

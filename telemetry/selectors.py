@@ -24,6 +24,7 @@ from telemetry.models import (
     KeyDailyStats,
     ModelStats,
     ProgramStats,
+    VersionStats,
 )
 from telemetry.sketches import LatencySketch
 
@@ -48,7 +49,7 @@ def program_stats_totals(programs: Iterable[str] | None = None) -> dict[str, Pro
     return totals
 
 
-def counters_from_row(row: ProgramStats) -> ProgramCounters:
+def counters_from_row(row: ProgramStats | VersionStats) -> ProgramCounters:
     return ProgramCounters(
         program=row.program,
         call_count=row.call_count,
@@ -63,7 +64,7 @@ def counters_from_row(row: ProgramStats) -> ProgramCounters:
     )
 
 
-def sketch_from_row(row: ProgramStats) -> LatencySketch:
+def sketch_from_row(row: ProgramStats | VersionStats) -> LatencySketch:
     """The latencies of every worker and machine that wrote to the row, merged (one sketch)."""
     return LatencySketch.from_json(row.latency_sketch, row.duration_ms_sum)
 
@@ -363,53 +364,12 @@ def key_spend_list(api_key_id: int | None = None) -> list[dict[str, Any]]:
 
 # -- per-version numbers ---------------------------------------------------------------------------
 
-# Latency percentiles of a version are over its newest calls (the counts, tokens and cost over all).
-VERSION_LATENCY_ROWS = 5_000
-
 
 def version_stats_list(program: str) -> list[tuple[str, ProgramCounters, int]]:
     """``(version, its totals, its shadow runs)`` for every version of ``program`` that was called,
-    oldest version first: one grouped query on the (program, version, created_at) index, plus one
-    bounded read of durations per version."""
-    from django.db.models import Count, Max, Sum
-
-    grouped = (
-        InferenceLog.objects.filter(program=program)
-        .exclude(version="")
-        .values("version")
-        .annotate(
-            calls=Count("id"),
-            ok=Count("id", filter=Q(success=True)),
-            shadows=Count("id", filter=Q(shadow=True)),
-            prompt=Sum("prompt_tokens"),
-            completion=Sum("completion_tokens"),
-            cost=Sum("cost_usd"),
-            last=Max("created_at"),
-        )
-    )
-    stats = []
-    for row in sorted(grouped, key=lambda row: _version_number(row["version"])):
-        prompt, completion = row["prompt"] or 0, row["completion"] or 0
-        counters = ProgramCounters(
-            program,
-            call_count=row["calls"],
-            success_count=row["ok"],
-            error_count=row["calls"] - row["ok"],
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=prompt + completion,
-            cost_usd=row["cost"] or 0.0,
-            last_call_ts=row["last"].timestamp() if row["last"] else None,
-        )
-        durations = (
-            InferenceLog.objects.filter(program=program, version=row["version"], duration_ms__isnull=False)
-            .order_by(*NEWEST_FIRST)
-            .values_list("duration_ms", flat=True)[:VERSION_LATENCY_ROWS]
-        )
-        for duration in durations:
-            counters.latency.observe(duration)
-        stats.append((row["version"], counters, row["shadows"]))
-    return stats
+    oldest version first: its all-time rows (one per version, kept by the writer), never its calls."""
+    rows = sorted(VersionStats.objects.filter(program=program), key=lambda row: _version_number(row.version))
+    return [(row.version, counters_from_row(row), row.shadow_count) for row in rows]
 
 
 def _version_number(label: str) -> int:

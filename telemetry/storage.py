@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce, Greatest
 
-from telemetry.aggregation import aggregate, aggregate_keys
+from telemetry.aggregation import VersionDeltas, aggregate, aggregate_keys, aggregate_versions
 from telemetry.counters import ProgramCounters
 from telemetry.records import InferenceRecord, to_log_values
 from telemetry.sketches import LatencySketch
@@ -25,7 +25,7 @@ def inference_logs_write(records: Sequence[InferenceRecord]) -> None:
     All or nothing: a retried batch is never counted twice, and the aggregates always match the
     rows. The aggregates are incremented with ``F()`` so concurrent writers (other workers, other
     machines) add up instead of overwriting each other; the latency sketch of a ``ProgramStats``
-    row is read, merged and written back under the row's lock (:func:`_merge_program_stats`).
+    row is read, merged and written back under the row's lock (:func:`_merge_stats`).
     The rows go in by ``COPY`` (PostgreSQL) or one ``executemany`` (SQLite), not ``bulk_create``
     (:mod:`telemetry.inserts`): on SQLite that first write takes the database's write lock, which
     the transaction then holds until it commits, so no other writer runs between the read of a
@@ -37,10 +37,13 @@ def inference_logs_write(records: Sequence[InferenceRecord]) -> None:
     rows = [to_log_values(record) for record in records]
     buckets = aggregate(records)
     key_days = aggregate_keys(records)
+    versions = aggregate_versions(records)
     with transaction.atomic():
         insert_rows(InferenceLog, rows)
         for (period_s, start, program), counters in sorted(buckets.items()):
             add_program_stats(program, period_s, start, counters)
+        for (program, version), deltas in sorted(versions.items(), key=lambda item: item[0]):
+            add_version_stats(program, version, deltas)
         for (key_id, day), deltas in sorted(key_days.items()):
             _increment(KeyDailyStats, {"api_key_id": key_id, "day": day}, deltas)
 
@@ -53,16 +56,7 @@ def add_program_stats(
     from telemetry.models import ModelStats, ProgramStats
 
     write_row = write_row or aggregate_row_write
-    deltas: dict[str, float] = {
-        "call_count": counters.call_count,
-        "success_count": counters.success_count,
-        "error_count": counters.error_count,
-        "prompt_tokens": counters.prompt_tokens,
-        "completion_tokens": counters.completion_tokens,
-        "total_tokens": counters.total_tokens,
-        "cost_usd": counters.cost_usd,
-        "duration_ms_sum": counters.latency.total_ms,
-    }
+    deltas = _program_deltas(counters)
     last = datetime.fromtimestamp(counters.last_call_ts or 0, tz=UTC)
     keys = {"period_s": period_s, "period_start": start, "program": program}
     write_row(ProgramStats, keys, deltas, last, counters.latency)
@@ -77,6 +71,29 @@ def add_program_stats(
         write_row(ModelStats, {**keys, "model": model[:200]}, model_deltas)
 
 
+def _program_deltas(counters: ProgramCounters) -> dict[str, float]:
+    return {
+        "call_count": counters.call_count,
+        "success_count": counters.success_count,
+        "error_count": counters.error_count,
+        "prompt_tokens": counters.prompt_tokens,
+        "completion_tokens": counters.completion_tokens,
+        "total_tokens": counters.total_tokens,
+        "cost_usd": counters.cost_usd,
+        "duration_ms_sum": counters.latency.total_ms,
+    }
+
+
+def add_version_stats(program: str, version: str, deltas: VersionDeltas) -> None:
+    """Add a batch's calls of one version to its all-time row (merged like a program's)."""
+    from telemetry.models import VersionStats
+
+    counters = deltas.counters
+    increments = {**_program_deltas(counters), "shadow_count": deltas.shadows}
+    last = datetime.fromtimestamp(counters.last_call_ts or 0, tz=UTC)
+    _merge_stats(VersionStats, {"program": program, "version": version}, increments, counters.latency, last)
+
+
 def aggregate_row_write(
     model: Any,
     keys: dict[str, Any],
@@ -87,15 +104,20 @@ def aggregate_row_write(
     """The writer's way to add to an aggregate row: a program's row (it has a latency sketch)
     merges under the row lock, a model's is incremented."""
     if latency is not None:
-        _merge_program_stats(keys, deltas, latency, last_call_at)
+        _merge_stats(model, keys, deltas, latency, last_call_at)
     else:
         _increment(model, keys, deltas)
 
 
-def _merge_program_stats(
-    keys: dict[str, Any], deltas: dict[str, float], latency: LatencySketch, last_call_at: datetime | None
+def _merge_stats(
+    model: Any,
+    keys: dict[str, Any],
+    deltas: dict[str, float],
+    latency: LatencySketch,
+    last_call_at: datetime | None,
 ) -> None:
-    """Add a batch to a ``ProgramStats`` row: counts by ``F()``, the sketch merged under the row lock.
+    """Add a batch to a ``ProgramStats`` (or ``VersionStats``) row: counts by ``F()``, the sketch
+    merged under the row lock.
 
     ``SELECT ... FOR UPDATE`` (PostgreSQL) holds the row until the batch's transaction commits,
     so a writer in another process waits and then merges into this one's result: no lost update.
@@ -103,15 +125,13 @@ def _merge_program_stats(
     rows were inserted first). Rows are visited in the same sorted order by every writer, so two
     writers cannot deadlock.
     """
-    from telemetry.models import ProgramStats
-
-    locked = ProgramStats.objects.select_for_update().filter(**keys).values_list("pk", "latency_sketch")
+    locked = model.objects.select_for_update().filter(**keys).values_list("pk", "latency_sketch")
     stored = locked.first()
     if stored is None:
         created = {**keys, **deltas, "last_call_at": last_call_at, "latency_sketch": latency.to_json()}
         try:
             with transaction.atomic():  # a savepoint: another process may create the row first
-                ProgramStats.objects.create(**created)
+                model.objects.create(**created)
             return
         except IntegrityError:
             stored = locked.get()  # that process's row, committed: lock it and merge into it
@@ -120,7 +140,7 @@ def _merge_program_stats(
     merged.merge(latency)
     updates = _updates(deltas, last_call_at)
     updates["latency_sketch"] = merged.to_json()
-    ProgramStats.objects.filter(pk=pk).update(**updates)
+    model.objects.filter(pk=pk).update(**updates)
 
 
 def _updates(deltas: dict[str, float], last_call_at: datetime | None) -> dict[str, Any]:
