@@ -108,12 +108,10 @@ class InferenceLog(models.Model):
         return f"{self.program} {self.status_code} {self.request_id}"
 
 
-class ProgramStats(ExportModelOperationsMixin("programstats"), models.Model):
-    """A program's totals (``period_s`` 0) or one time bucket of the dashboard's charts."""
+class CallTotals(models.Model):
+    """The counters a program's and a version's aggregate rows both keep (read by
+    ``telemetry.selectors.counters_from_row``, merged by ``telemetry.storage._merge_stats``)."""
 
-    program = models.CharField(max_length=200)
-    period_s = models.PositiveIntegerField(help_text="0 = all time; else the bucket length in seconds")
-    period_start = models.DateTimeField()
     call_count = models.PositiveBigIntegerField(default=0)
     success_count = models.PositiveBigIntegerField(default=0)
     error_count = models.PositiveBigIntegerField(default=0)
@@ -127,6 +125,17 @@ class ProgramStats(ExportModelOperationsMixin("programstats"), models.Model):
     latency_sketch = models.JSONField(default=dict, blank=True)
 
     class Meta:
+        abstract = True
+
+
+class ProgramStats(ExportModelOperationsMixin("programstats"), CallTotals):
+    """A program's totals (``period_s`` 0) or one time bucket of the dashboard's charts."""
+
+    program = models.CharField(max_length=200)
+    period_s = models.PositiveIntegerField(help_text="0 = all time; else the bucket length in seconds")
+    period_start = models.DateTimeField()
+
+    class Meta(CallTotals.Meta):
         verbose_name = "program stats"
         verbose_name_plural = "program stats"
         constraints = [
@@ -139,26 +148,16 @@ class ProgramStats(ExportModelOperationsMixin("programstats"), models.Model):
         return f"{self.program} ({self.period_s}s from {self.period_start:%Y-%m-%d %H:%M})"
 
 
-class VersionStats(models.Model):
+class VersionStats(CallTotals):
     """A program version's all-time totals (``/api/metrics/{P}``'s ``versions``), added by the writer
     in the transaction of the log rows, so reading a version's numbers is one row, not a scan of
     its calls. Shadow runs are counted in them and apart (``shadow_count``)."""
 
     program = models.CharField(max_length=200)
     version = models.CharField(max_length=20)
-    call_count = models.PositiveBigIntegerField(default=0)
-    success_count = models.PositiveBigIntegerField(default=0)
-    error_count = models.PositiveBigIntegerField(default=0)
     shadow_count = models.PositiveBigIntegerField(default=0)
-    prompt_tokens = models.PositiveBigIntegerField(default=0)
-    completion_tokens = models.PositiveBigIntegerField(default=0)
-    total_tokens = models.PositiveBigIntegerField(default=0)
-    cost_usd = models.FloatField(default=0.0)
-    last_call_at = models.DateTimeField(null=True, blank=True)
-    duration_ms_sum = models.FloatField(default=0.0)
-    latency_sketch = models.JSONField(default=dict, blank=True)
 
-    class Meta:
+    class Meta(CallTotals.Meta):
         verbose_name = "version stats"
         verbose_name_plural = "version stats"
         constraints = [

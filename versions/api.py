@@ -24,36 +24,30 @@ class VersionIn(BaseModel):
     note: str = ""
 
 
-class VersionOut(BaseModel):
+class _VersionFields(BaseModel):
+    """What a registered version says of itself, in the answer to a registration and in a listing."""
+
     version: str
+    note: str
+    created_at: str
+    code_sha256: str
+    state_sha256: str
+    score: float | None = Field(default=None, description="its validation score (an optimization's)")
+    lineage: dict[str, Any] = Field(
+        default_factory=dict,
+        description="where it came from: the optimization (id, from_version, dataset, valset, "
+        "optimizer, params, metric); {} for an uploaded or loaded state",
+    )
+
+
+class VersionOut(_VersionFields):
     created: bool
-    note: str
-    created_at: str
-    code_sha256: str
-    state_sha256: str
-    score: float | None = Field(default=None, description="its validation score (an optimization's)")
-    lineage: dict[str, Any] = Field(
-        default_factory=dict,
-        description="where it came from: the optimization (id, from_version, dataset, valset, "
-        "optimizer, params, metric); {} for an uploaded or loaded state",
-    )
 
 
-class VersionEntry(BaseModel):
-    version: str
+class VersionEntry(_VersionFields):
     aliases: list[str]
-    note: str
-    created_at: str
     created_by: str
-    code_sha256: str
-    state_sha256: str
     model_alias: str
-    score: float | None = Field(default=None, description="its validation score (an optimization's)")
-    lineage: dict[str, Any] = Field(
-        default_factory=dict,
-        description="where it came from: the optimization (id, from_version, dataset, valset, "
-        "optimizer, params, metric); {} for an uploaded or loaded state",
-    )
 
 
 class VersionListing(BaseModel):
